@@ -1,0 +1,3 @@
+"""unnoise: paint images out of pure noise."""
+
+__version__ = "0.1.0"
