@@ -29,8 +29,9 @@ MAX_INFERENCE_STEPS = 10_000
 DEFAULT_SPACING = "karras"
 
 # A zero-terminal-SNR schedule has ᾱ_T = 0, i.e. σ_T = ∞, which the σ view cannot start from.
-# As diffusers does for Euler-type samplers, inference uses ᾱ_T = 2⁻²⁴ there (σ ≈ 4096).
-ZTSNR_INFERENCE_ALPHA_CUMPROD = 2.0**-24
+# diffusers substitutes ᾱ_T = 2⁻²⁴ (σ ≈ 4096), but for the linear schedule ᾱ_{T−2} is already below
+# that, so σ would stop increasing.  We extend log σ by its last increment instead: σ_T = σ_{T−1}²/σ_{T−2},
+# which keeps σ strictly increasing in t (and x_T ≈ pure noise: its signal share is ≈ 1/σ_T).
 
 
 class ScheduleError(ValueError):
@@ -110,11 +111,11 @@ class Schedule:
 
     @property
     def inference_sigmas(self) -> torch.Tensor:
-        """train_sigmas with a zero-terminal-SNR end made finite (ᾱ_T := 2⁻²⁴), for the σ view."""
-        ab = self.alphas_cumprod.clone()
-        if ab[-1] == 0:
-            ab[-1] = ZTSNR_INFERENCE_ALPHA_CUMPROD
-        return ((1.0 - ab) / ab).sqrt()
+        """train_sigmas with a zero-terminal-SNR end made finite (log-linear extrapolation), for the σ view."""
+        sig = self.train_sigmas.clone()
+        if not torch.isfinite(sig[-1]):
+            sig[-1] = sig[-2] ** 2 / sig[-3]
+        return sig
 
     @property
     def sigma_min(self) -> float:
