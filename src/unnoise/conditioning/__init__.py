@@ -1,0 +1,1 @@
+"""Conditioning: the frozen text encoder and its embedding cache (text.py), classifier-free guidance."""
