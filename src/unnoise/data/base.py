@@ -1,0 +1,113 @@
+"""The dataset type every source produces: images kept as uint8 in memory, each with a *set* of captions.
+
+Items are `(image, caption_index)`: image float32 (C, H, W) in [-1, 1], caption_index an int into
+`dataset.captions` (the distinct captions, so the text encoder runs once per caption).  Each item
+has several captions ("a handwritten seven", "the digit 7", "7", …); `__getitem__` returns the
+item's first (default) one, and training draws a fresh one per visit with its own generator:
+
+    items = torch.randperm(len(ds), generator=g)[:B]
+    images, caption_idx = ds.get_batch(items, generator=g)   # (B, C, H, W), (B,)
+
+Caption sets are stored grouped: many items may share one set (all sevens share the sevens' set),
+    group[i] → the set of item i;  sets are ragged: set_flat[set_offsets[s]:set_offsets[s+1]].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+
+class DataError(ValueError):
+    """A dataset, image file or metadata line cannot be used; the message names the file."""
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] → float32 [-1, 1] (DDPM's data scaling, Ho et al. 2020 §3.3)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def caption_sets(sets: Sequence[Sequence[str]]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Distinct captions (first-seen order) and the ragged index (offsets (S+1,), flat) of each set."""
+    index: dict[str, int] = {}
+    flat: list[int] = []
+    offsets = [0]
+    for s in sets:
+        if not s:
+            raise DataError("every item needs at least one caption")
+        flat.extend(index.setdefault(c, len(index)) for c in s)
+        offsets.append(len(flat))
+    return list(index), torch.tensor(offsets, dtype=torch.int64), torch.tensor(flat, dtype=torch.int64)
+
+
+class CaptionedImages(Dataset):
+    """Images (N, C, H, W) uint8 with a caption set per item; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        images: torch.Tensor,
+        sets: Sequence[Sequence[str]],
+        group: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[2] != images.shape[3]:
+            raise DataError(f"{name}: images must be uint8 (N, C, S, S), got {images.dtype} {tuple(images.shape)}")
+        if len(images) == 0:
+            raise DataError(f"{name}: no images")
+        self.name = name
+        self.images = images  # (N, C, H, W) uint8
+        self.captions, self.set_offsets, self.set_flat = caption_sets(sets)
+        self.group = torch.arange(len(images)) if group is None else group.to(torch.int64)  # (N,) item → set
+        if self.group.shape != (len(images),) or int(self.group.max()) >= len(sets):
+            raise DataError(f"{name}: group must map each of the {len(images)} items to one of {len(sets)} sets")
+        self.labels = labels  # (N,) int64 class labels where the source has them (digits), else None
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"{self.name}: item {i} out of range for {len(self)} items")
+        s = int(self.group[i])
+        return to_float(self.images[i]), int(self.set_flat[self.set_offsets[s]])
+
+    def caption_choices(self, i: int) -> torch.Tensor:
+        """Indices into `captions` of item i's caption set (the first is the default)."""
+        s = int(self.group[i])
+        return self.set_flat[self.set_offsets[s] : self.set_offsets[s + 1]]
+
+    def item_captions(self, i: int) -> list[str]:
+        return [self.captions[j] for j in self.caption_choices(i).tolist()]
+
+    def draw_captions(self, items: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One caption index per item (B,): uniform over its set with `generator`, the default without."""
+        s = self.group[items]
+        start = self.set_offsets[s]
+        if generator is None:
+            return self.set_flat[start]
+        count = self.set_offsets[s + 1] - start
+        pick = (torch.rand(s.shape, generator=generator, dtype=torch.float64) * count).long()  # float64: exact floor
+        return self.set_flat[start + pick]
+
+    def get_batch(
+        self, items: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H, W) float32 in [-1, 1] and caption indices (B,) for item indices (B,)."""
+        if not isinstance(items, torch.Tensor) or items.dtype != torch.int64 or items.ndim != 1:
+            raise TypeError("items must be a 1-D int64 tensor of item indices")
+        return to_float(self.images[items]), self.draw_captions(items, generator)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, items={len(self)}, image_size={self.image_size}, "
+                f"channels={self.channels}, captions={len(self.captions)})")
