@@ -1,0 +1,315 @@
+"""The lab: a FastAPI app serving one page that shows diffusion at work.
+
+The page does the cheap, exact things itself (the forward process is one multiply-add per pixel,
+from the server's x0, one noise draw ε and the schedule's ᾱ list); the server does what needs
+Python: checking uploads, drawing the noise, and streaming reverse processes step by step.
+
+Every error the API gives is JSON, {"error": "<one line>"}, with a 4xx status for bad input.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+import numpy as np
+import torch
+from fastapi import FastAPI, Path as PathParam, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from .. import __version__, schedules
+from ..schedules import Schedule
+from .streams import Busy, Job, JobGate, JobResponse, Source, replay_source, replay_timesteps
+from .uploads import CAT_ID, Picture, PictureStore, UploadError, b64, decode_upload, the_cat
+
+log = logging.getLogger("unnoise.lab")
+STATIC = Path(__file__).parent / "static"
+ScheduleName = Literal[tuple(schedules.available())]  # type: ignore[valid-type]
+IMAGE_ID = r"^(cat|[0-9a-f]{20})$"
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """The lab's limits and sizes."""
+
+    image_size: int = 256  # longer side of the pictures the lab works on (the cat, uploads)
+    num_train_steps: int = 1000  # T of the schedules shown
+    max_upload_bytes: int = 5 * 1024 * 1024  # uploads beyond this are refused unread (413)
+    max_upload_pixels: int = 4096 * 4096  # declared pixels beyond this are refused undecoded (bombs, 413)
+    max_steps: int = 1000  # steps of any streamed run
+    max_prompt_chars: int = 300
+    max_images: int = 4  # images per generation request
+    max_jobs: int = 2  # streamed runs at once (the machine has few cores)
+    max_waiting: int = 4  # runs that may queue for a slot; beyond that, 429
+    wait_timeout: float = 10.0  # seconds a queued run waits before 429
+    retry_after: int = 5  # the Retry-After a 429 carries, seconds
+    store_capacity: int = 32  # uploads kept (small copies, least recently used dropped)
+    decode_concurrency: int = 2  # uploads decoded at once
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What the page asks of the learned reverse (section 3); checked against LabConfig's limits."""
+
+    prompt: str
+    model: str
+    sampler: str
+    steps: int
+    guidance: float
+    seed: int
+    num_images: int
+
+
+# Turns a request into (source, start-event data); raises ValueError for an unknown model or sampler.
+GenerateFactory = Callable[[GenerateRequest], tuple[Source, dict[str, Any]]]
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class PictureInfo(BaseModel):
+    id: str
+    width: int
+    height: int
+
+
+class ForwardData(BaseModel):
+    image: str
+    width: int
+    height: int
+    seed: int
+    x0: str  # base64 of (H, W, 3) uint8, row-major: the image exactly
+    noise: str  # base64 of (H, W, 3) float32 little-endian: ε, a standard normal draw from the seed
+
+
+class ScheduleCurves(BaseModel):
+    name: str
+    num_steps: int
+    zero_terminal_snr: bool
+    crossing_step: float  # fractional t where signal = noise (ᾱ = 1/2)
+    alphas_cumprod: list[float]  # ᾱ_t, t = 0 … T−1, float64 values exactly
+
+
+class ScheduleList(BaseModel):
+    default: str
+    schedules: list[ScheduleCurves]
+
+
+class Status(BaseModel):
+    version: str
+    learned: bool  # whether /api/generate has a trained model behind it
+    running: int
+    waiting: int
+    limits: dict[str, float]
+
+
+def _curves(s: Schedule) -> ScheduleCurves:
+    return ScheduleCurves(
+        name=s.name,
+        num_steps=s.num_steps,
+        zero_terminal_snr=s.zero_terminal_snr,
+        crossing_step=s.crossing_step(),
+        alphas_cumprod=s.alphas_cumprod.tolist(),
+    )
+
+
+def _noise(picture: Picture, seed: int) -> torch.Tensor:
+    """ε for a picture: (3, H, W) float32, standard normal, from its own generator (the same seed, the same static)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((3, picture.height, picture.width), generator=g, dtype=torch.float32)
+
+
+def _errors(status: int, *extra: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses: JSON {"error": …}, also on routes whose success is a stream."""
+    body = {"content": {"application/json": {"schema": ErrorBody.model_json_schema()}}, "description": "error"}
+    return {code: body for code in (status, *extra)}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | None = None) -> FastAPI:
+    """The lab app.  `generate` plugs the learned reverse into /api/generate (404 until it does)."""
+    # no /docs or /redoc: their pages load scripts from a CDN, and the lab uses no network; /openapi.json stays
+    app = FastAPI(title="unnoise lab", version=__version__, description=__doc__, docs_url=None, redoc_url=None)
+    gate = JobGate(config.max_jobs, config.max_waiting, config.wait_timeout, config.retry_after)
+    store = PictureStore(config.store_capacity, the_cat(config.image_size))
+    decode_limiter = anyio.CapacityLimiter(config.decode_concurrency)
+    scheds = {name: schedules.get(name, config.num_train_steps) for name in schedules.available()}
+    curves = ScheduleList(default="linear", schedules=[_curves(s) for s in scheds.values()])
+    app.state.gate, app.state.store, app.state.config = gate, store, config
+
+    # --- errors: JSON, one line, 4xx for anything the request got wrong --------------------------
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
+        body = {"error": f"{where}: {first['msg']}" if where else first["msg"]}
+        body["detail"] = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", "")} for e in errors]
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(UploadError)
+    async def _upload(request: Request, exc: UploadError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, exc: Busy) -> JSONResponse:
+        message = f"the lab is busy ({gate.max_jobs} runs going, {gate.max_waiting} waiting); try again shortly"
+        return _error(429, message, {"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(ValueError)
+    async def _value(request: Request, exc: ValueError) -> JSONResponse:
+        # unnoise's own argument checks (ScheduleError, …) raise ValueError/TypeError subclasses
+        return _error(422, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        # Not the request's fault: a bug.  Still JSON, and the server lives on; the fuzz test hunts these.
+        log.exception("lab: unexpected error")
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    def picture_or_404(image: str) -> Picture:
+        picture = store.get(image)
+        if picture is None:
+            raise HTTPException(404, f"no image {image!r}: uploads are kept for a while only; upload it again")
+        return picture
+
+    # --- the page ----------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # --- the API -----------------------------------------------------------------------------------
+    @app.get("/api/status")
+    async def status() -> Status:
+        """What the lab can do now and how busy it is."""
+        limits = {k: float(v) for k, v in asdict(config).items()}
+        return Status(version=__version__, learned=generate is not None, running=gate.running, waiting=gate.waiting, limits=limits)
+
+    @app.get("/api/schedules")
+    async def all_schedules() -> ScheduleList:
+        """Every schedule's ᾱ list (the page draws the signal, noise and log-SNR curves from it)."""
+        return curves
+
+    @app.get("/api/schedules/{name}", responses=_errors(422))
+    async def one_schedule(name: Annotated[ScheduleName, PathParam()]) -> ScheduleCurves:
+        """One schedule's ᾱ list and crossing step."""
+        return _curves(scheds[name])
+
+    @app.post(
+        "/api/images",
+        status_code=201,
+        responses=_errors(413, 415, 422),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                "description": "the bytes of a PNG, JPEG, GIF, WebP or BMP file, at most 5 MB",
+            }
+        },
+    )
+    async def upload(request: Request) -> PictureInfo:
+        """Upload an image (raw bytes as the body); it is checked, shrunk and kept under its id."""
+        cap = config.max_upload_bytes
+        too_big = f"upload too large: the limit is {cap / 2**20:g} MB"
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise HTTPException(413, too_big)  # refused before a byte of the body is read
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cap:
+                raise HTTPException(413, too_big)
+        pixels = await anyio.to_thread.run_sync(
+            lambda: decode_upload(bytes(body), max_side=config.image_size, max_pixels=config.max_upload_pixels),
+            limiter=decode_limiter,
+        )
+        picture = store.add(pixels)
+        return PictureInfo(id=picture.id, width=picture.width, height=picture.height)
+
+    @app.get("/api/forward", responses=_errors(404, 422))
+    async def forward(
+        image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+    ) -> ForwardData:
+        """x0 and one noise draw ε, exactly: the page composes x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε itself."""
+        picture = picture_or_404(image)
+        eps = _noise(picture, seed).permute(1, 2, 0).numpy()  # (H, W, 3), the page's pixel order
+        return ForwardData(
+            image=picture.id, width=picture.width, height=picture.height, seed=seed,
+            x0=b64(picture.pixels), noise=b64(eps.astype(np.float32)),
+        )
+
+    # OpenAPI 3.1 reading of an event stream: the schema describes each event
+    event_schema = {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {"event": {"enum": ["start", "step", "done", "error"]}, "data": {"type": "string", "contentMediaType": "application/json"}},
+    }
+    stream_doc = {200: {"content": {"text/event-stream": {"schema": event_schema}}, "description": "`start`, one `step` per step, then `done` or `error`"}}
+
+    @app.get("/api/replay", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+    async def replay(
+        image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
+        schedule: ScheduleName = "linear",
+        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 50,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+    ) -> JobResponse:
+        """The fake reverse, streamed: from the static at t = T−1, subtract the known noise, step by step.
+
+        Events: `start` (the run), `step` ×K ({index, total, t, signal, noise, x_t, eps, x0} with
+        PNG data URLs), then `done` ({image}) or `error` ({error})."""
+        picture = picture_or_404(image)
+        s = scheds[schedule]
+        ts = replay_timesteps(s, steps)
+        source = replay_source(s, picture.tensor(), _noise(picture, seed), ts)
+        start = {"kind": "replay", "image": picture.id, "schedule": s.name, "seed": seed, "steps": len(ts),
+                 "ts": ts.tolist(), "width": picture.width, "height": picture.height}
+        slot = await gate.acquire()
+        return JobResponse(Job(slot, source, start))
+
+    @app.get("/api/generate", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+    async def generate_stream(
+        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
+        model: Annotated[str, Query(max_length=64)] = "emoji",
+        sampler: Annotated[str, Query(max_length=64)] = "dpmpp_2m",
+        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 20,
+        guidance: Annotated[float, Query(ge=0, le=30)] = 5.0,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+        num_images: Annotated[int, Query(ge=1, le=config.max_images)] = 1,
+    ) -> JobResponse:
+        """The learned reverse, streamed like /api/replay (x_t, predicted ε̂ and x̂0 per step)."""
+        if generate is None:
+            raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to generate with")
+        request = GenerateRequest(prompt, model, sampler, steps, guidance, seed, num_images)
+        source, start = generate(request)  # ValueError (unknown model, sampler) → 422
+        slot = await gate.acquire()
+        return JobResponse(Job(slot, source, {"kind": "generate", **asdict(request), **start}))
+
+    return app
+
+
+def run(host: str = "127.0.0.1", port: int = 7860, *, config: LabConfig = LabConfig(), generate: GenerateFactory | None = None) -> None:
+    """Serve the lab with uvicorn until interrupted (`unnoise lab`)."""
+    import uvicorn
+
+    app = create_app(config, generate=generate)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"unnoise lab: open http://{shown}:{port}/  (Ctrl+C to stop)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
