@@ -7,6 +7,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis to fuzz the lab's API")
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+from schemathesis.python import asgi  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
 from unnoise.lab import LabConfig, create_app  # noqa: E402
@@ -19,7 +20,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 @pytest.fixture(scope="module")
 def client():
     """One in-process client for all examples (a fresh one per call costs more than the calls)."""
-    with schemathesis.python.asgi.get_client(app) as c:
+    with asgi.get_client(app) as c:
         yield c
 
 

@@ -243,8 +243,8 @@ function drawChart() {
     cctx.beginPath(); cctx.arc(x(t), y(v), 4.5, 0, 2 * Math.PI); cctx.fill(); cctx.stroke();
   }
   $("chart-legend").textContent = state.view === "shares"
-    ? "solid: signal √ᾱ_t · dashed: noise √(1−ᾱ_t) · dot: where they cross"
-    : "log-SNR = log(ᾱ_t / (1−ᾱ_t)); it crosses 0 where signal = noise, and falls to −∞ at a zero-terminal-SNR end";
+    ? "solid: signal √ᾱₜ · dashed: noise √(1−ᾱₜ) · dot: where they cross"
+    : "log-SNR = log(ᾱₜ / (1−ᾱₜ)): it crosses 0 where signal = noise, and falls to −∞ at a zero-terminal-SNR end";
 }
 
 function chartToT(event) {
