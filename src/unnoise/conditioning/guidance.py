@@ -1,0 +1,117 @@
+"""Classifier-free guidance as a denoiser → denoiser wrapper (Ho & Salimans 2022); samplers never know.
+
+    x̂0 = x̂0_u + w·(x̂0_c − x̂0_u)
+with x̂0_c = D(x, σ, cond) and x̂0_u = D(x, σ, uncond).  Guiding x̂0 is the same as guiding ε̂ or v̂:
+all three are affine in each other with coefficients that depend only on (x, σ), shared by both passes,
+and the weights (1 − w, w) sum to 1.  A negative prompt is simply its condition passed as ``uncond``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class GuidanceError(ValueError):
+    """Classifier-free guidance was set up with bad arguments."""
+
+
+def _check_number(name: str, value, low: float = -math.inf, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise GuidanceError(f"{name} must be finite, got {value!r}")
+    if not low <= value <= high:
+        raise GuidanceError(f"{name} must lie in [{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _batch_one(a: torch.Tensor, b: torch.Tensor, batch: int, key: str) -> torch.Tensor:
+    """cat([a, b]) along dim 0 after broadcasting a batch of 1 to ``batch``.  Token sequences (B, L, D)
+    and masks (B, L) bool of different lengths L are right-padded with zeros/False, the text encoder's
+    own padding, so a prompt and a shorter negative prompt share one batch."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise TypeError(f"condition {key} must be tensors, got {type(a).__name__} and {type(b).__name__}")
+    parts = []
+    for t in (a, b):
+        if t.ndim == 0 or t.shape[0] not in (1, batch):
+            raise GuidanceError(f"condition {key} has shape {tuple(t.shape)}; need a batch of 1 or {batch}")
+        parts.append(t.expand(batch, *t.shape[1:]))
+    a, b = parts
+    if a.ndim != b.ndim or a.dtype != b.dtype:
+        raise GuidanceError(f"cond and uncond {key} differ: {a.dtype}{tuple(a.shape)} vs {b.dtype}{tuple(b.shape)}")
+    is_sequence = a.ndim >= 3 or (a.ndim == 2 and a.dtype == torch.bool)  # (B, L, D) tokens or (B, L) mask
+    if is_sequence and a.shape[2:] == b.shape[2:] and a.shape[1] != b.shape[1]:
+        length = max(a.shape[1], b.shape[1])
+        pad = [0, 0] * (a.ndim - 2)
+        a = F.pad(a, pad + [0, length - a.shape[1]])
+        b = F.pad(b, pad + [0, length - b.shape[1]])
+    if a.shape != b.shape:
+        raise GuidanceError(f"cond and uncond {key} shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return torch.cat([a, b])
+
+
+def batch_conditions(cond, uncond, batch: int):
+    """One batch of 2·batch conditions, conditional first: None, a tensor, or a dict of tensors."""
+    if cond is None and uncond is None:
+        return None
+    if isinstance(cond, dict) and isinstance(uncond, dict):
+        if cond.keys() != uncond.keys():
+            raise GuidanceError(f"cond and uncond keys differ: {sorted(cond)} vs {sorted(uncond)}")
+        return {k: _batch_one(cond[k], uncond[k], batch, repr(k)) for k in cond}
+    return _batch_one(cond, uncond, batch, "")
+
+
+class CFGDenoiser:
+    """denoiser(x, σ, cond) → guided denoiser(x, σ): both passes in one batch of 2B.
+
+    ``scale`` w: 1 returns the conditional prediction exactly (one pass of B); 0 with no rescale returns
+    the unconditional one exactly (one pass).  ``rescale`` φ ∈ [0, 1] is guidance rescale (Lin et al.
+    2023, §3.4, Algorithm 2): x̂0 ← φ·x̂0·std(x̂0_c)/std(x̂0) + (1 − φ)·x̂0, std per sample over all
+    non-batch dims.  It is applied to x̂0, not to the network's ε or v: its purpose is to stop large w
+    from inflating the contrast of the predicted image, which is std(x̂0) itself; the paper's v-space
+    version matches it where that contrast is decided (at high noise v ≈ −x0), and at low noise
+    x̂0_c ≈ x̂0_u so it fades out instead of rescaling ε̂ (which would move x̂0 = x − σ·ε̂ off the data).
+    A constant guided prediction (std 0) is left unscaled.
+
+    If exactly one of cond/uncond is None they cannot share a batch (the model alone knows what None
+    means), so the two passes run separately.
+    """
+
+    def __init__(self, denoiser, cond, uncond, scale: float, rescale: float = 0.0):
+        if not callable(denoiser):
+            raise TypeError("denoiser must be callable as denoiser(x, sigma, cond)")
+        self.denoiser = denoiser
+        self.cond = cond
+        self.uncond = uncond
+        self.scale = _check_number("guidance scale", scale)
+        self.rescale = _check_number("guidance rescale", rescale, 0.0, 1.0)
+
+    def __repr__(self) -> str:
+        return f"CFGDenoiser(scale={self.scale}, rescale={self.rescale})"
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if self.scale == 1.0:
+            return self.denoiser(x, sigma, self.cond)
+        if self.scale == 0.0 and self.rescale == 0.0:
+            return self.denoiser(x, sigma, self.uncond)
+        batch = x.shape[0]
+        sigma = torch.as_tensor(sigma, device=x.device)
+        sigma = sigma.expand(batch) if sigma.ndim == 0 else sigma
+        if (self.cond is None) != (self.uncond is None):
+            cond_x0 = self.denoiser(x, sigma, self.cond)
+            uncond_x0 = self.denoiser(x, sigma, self.uncond)
+        else:
+            conds = batch_conditions(self.cond, self.uncond, batch)
+            both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), conds)  # (2B, …)
+            cond_x0, uncond_x0 = both[:batch], both[batch:]
+        guided = uncond_x0 + self.scale * (cond_x0 - uncond_x0)
+        if self.rescale > 0.0:
+            view = (batch,) + (1,) * (x.ndim - 1)
+            std_cond = cond_x0.reshape(batch, -1).std(dim=1, correction=0).view(view)
+            std_guided = guided.reshape(batch, -1).std(dim=1, correction=0).view(view)
+            ratio = torch.where(std_guided > 0, std_cond / std_guided, torch.ones_like(std_guided))
+            guided = self.rescale * (guided * ratio) + (1.0 - self.rescale) * guided
+        return guided
