@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import threading
 import time
 from pathlib import Path
 
@@ -23,19 +22,8 @@ import httpx
 import torch
 
 from unnoise import schedules
-from unnoise.lab import create_app
+from unnoise.lab import create_app, serving
 from unnoise.lab.uploads import png_data_url, the_cat
-
-
-def serve():
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    return server, thread, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
 
 
 def median_ms(samples: list[float]) -> float:
@@ -106,21 +94,16 @@ def main() -> None:
     ap.add_argument("--no-browser", action="store_true")
     args = ap.parse_args()
 
-    server, thread, url = serve()
-    try:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            client.get("/api/forward").raise_for_status()  # warm up
-            fwd = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                client.get("/api/forward").raise_for_status()
-                fwd.append(time.perf_counter() - t0)
-            runs = [time_stream(client, {"steps": args.steps}) for _ in range(args.repeats)]
+    with serving(create_app()) as url, httpx.Client(base_url=url, timeout=60) as client:
+        client.get("/api/forward").raise_for_status()  # warm up
+        fwd = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            client.get("/api/forward").raise_for_status()
+            fwd.append(time.perf_counter() - t0)
+        runs = [time_stream(client, {"steps": args.steps}) for _ in range(args.repeats)]
         peer = server_rendered_frame(max(args.repeats, 20))
         page = None if args.no_browser else browser_compose(url, 60)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
     print(f"GET /api/forward (cat 256×170: x0 + ε, once per picture): {median_ms(fwd):.1f} ms")
     print(f"replay, {args.steps} steps at 256×170: first step after {median_ms([r[0] for r in runs]):.0f} ms, "

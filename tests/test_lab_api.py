@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from unnoise import images, schedules
-from unnoise.lab import GenerateRequest, LabConfig, create_app
+from unnoise.lab import GenerateRequest, LabConfig, create_app, serving
 from unnoise.lab.streams import replay_source, replay_timesteps
 
 MB = 1024 * 1024
@@ -303,19 +303,9 @@ def test_a_failing_source_reports_an_error_event_and_frees_its_slot():
 @pytest.fixture
 def live_server():
     """The lab under uvicorn on a free port, one run at a time and one place in the queue."""
-    import uvicorn
-
     app = create_app(LabConfig(max_jobs=1, max_waiting=1, wait_timeout=15.0))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield app, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield app, url
 
 
 def wait_until(condition, timeout=5.0) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from PIL import Image
 
 from unnoise import images, schedules
-from unnoise.lab import create_app
+from unnoise.lab import create_app, serving
 
 pytestmark = pytest.mark.browser
 
@@ -36,18 +35,8 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "lab"
 
 @pytest.fixture(scope="module")
 def server_url():
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,10 @@ Every error the API gives is JSON, {"error": "<one line>"}, with a 4xx status fo
 """
 
 import logging
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -173,7 +176,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
 
     @app.exception_handler(ValueError)
     async def _value(request: Request, exc: ValueError) -> JSONResponse:
-        # unnoise's own argument checks (ScheduleError, …) raise ValueError/TypeError subclasses
+        # unnoise's own argument checks (ScheduleError, a factory's unknown model, …) raise ValueError subclasses
         return _error(422, str(exc))
 
     @app.exception_handler(Exception)
@@ -313,3 +316,25 @@ def run(host: str = "127.0.0.1", port: int = 7860, *, config: LabConfig = LabCon
     shown = f"[{host}]" if ":" in host else host
     print(f"unnoise lab: open http://{shown}:{port}/  (Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@contextmanager
+def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve app with uvicorn on a background thread for the length of a with-block; yields its base URL
+    (port 0: a free one).  For tests and benchmarks that need a real socket."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="unnoise-lab-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the lab server did not start on {host}:{port}")
+        time.sleep(0.01)
+    bound_port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
