@@ -82,6 +82,9 @@ def test_page_renders_every_part(page):
     chart = canvas_pixels(page, "#schedule-canvas")
     assert (chart.sum(axis=2) < 600).mean() > 0.005  # curves and axes were drawn
     page.screenshot(path=ARTIFACTS / "page.png", full_page=True)
+    page.set_viewport_size({"width": 400, "height": 860})  # a phone: one column, nothing sticks out
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.screenshot(path=ARTIFACTS / "page-narrow.png", full_page=True)
 
 
 def test_slider_dissolves_the_picture_exactly(page):

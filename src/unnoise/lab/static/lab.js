@@ -61,6 +61,7 @@ async function loadPicture(image, seed) {
     x0, eps: new Float32Array(eb.buffer, eb.byteOffset, eb.byteLength / 4),
   });
   canvas.width = data.width; canvas.height = data.height;
+  canvas.classList.toggle("pixelated", data.width < 128);
   frame = ctx.createImageData(data.width, data.height);
   drawForward();
 }
@@ -324,6 +325,10 @@ class Player {
     this.p = prefix; this.frames = []; this.shown = -1; this.playing = true; this.timer = null;
     this.controller = null; this.total = 0; this.finished = false;
     $(`${prefix}-play`).addEventListener("click", () => this.setPlaying(!this.playing));
+    for (const part of ["xt", "eps", "x0"]) {
+      const img = $(`${prefix}-${part}`);
+      img.addEventListener("load", () => img.classList.toggle("pixelated", img.naturalWidth < img.clientWidth));
+    }
     $(`${prefix}-scrub`).addEventListener("input", (e) => { this.setPlaying(false); this.show(+e.target.value); });
   }
 
