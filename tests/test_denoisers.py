@@ -129,7 +129,7 @@ def test_zero_terminal_snr_refuses_epsilon_and_samples_well_with_v():
     denoiser = DiscreteDenoiser(v_network, ztsnr, "v_prediction")
     top = torch.full((3,), ztsnr.sigma_max, dtype=torch.float64)
     x = x_batch() * ztsnr.sigma_max
-    # at σ_max ≈ 4096 the image is gone; x̂0 must fall back to (nearly) the data mean, not blow up
+    # at σ_max (thousands) the image is gone; x̂0 must fall back to (nearly) the data mean, not blow up
     assert float((denoiser(x, top) - DATA.mean).abs().max()) < 1e-3
     out = sample(denoiser, (1, 20_000), schedule=ztsnr, steps=30, sampler="dpmpp_2m", spacing="trailing",
                  generator=seeded_generators([0]), dtype=torch.float64)

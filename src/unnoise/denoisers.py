@@ -30,9 +30,9 @@ class DiscreteDenoiser:
     for ε and v prediction.
 
     Zero-terminal-SNR schedules (Lin et al. 2023): the σ view uses the finite σ_max of
-    schedule.inference_sigmas (ᾱ_T = 2⁻²⁴, σ ≈ 4096) where t is the last grid step.  ε prediction cannot
-    recover x0 there (x̂0 = x − σ·ε̂ amplifies the network's error 4096-fold; Lin et al. §3.2), so it is
-    refused; v and x0 prediction are well conditioned at any σ.
+    schedule.inference_sigmas (thousands), where t is the last grid step, trained at ᾱ = 0.  ε prediction
+    cannot recover x0 there (x̂0 = x − σ·ε̂ multiplies the network's error by σ_max; Lin et al. §3.2),
+    so it is refused; v and x0 prediction are well conditioned at any σ.
 
     The conversion runs in float64 (1 − ᾱ loses digits in float32 at small σ) and returns x's dtype;
     σ and t are computed on the CPU, where the schedule lives.
