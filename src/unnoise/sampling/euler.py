@@ -30,52 +30,18 @@ def _churn(run: Run, x: torch.Tensor, i: int, s_churn: float, s_tmin: float, s_t
     return x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * run.noise(x), sigma_hat
 
 
-def euler(
-    denoiser,
-    x: torch.Tensor,
-    sigmas,
-    *,
-    generator=None,
-    callback=None,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-) -> torch.Tensor:
-    """Euler's method, Karras et al. 2022 Algorithm 2 without the second-order correction (order 1)."""
-    _check_churn(s_churn, s_tmin, s_tmax, s_noise)
-    run = start(denoiser, x, sigmas, generator, callback)
-    for i in range(run.steps):
-        x, sigma = _churn(run, x, i, s_churn, s_tmin, s_tmax, s_noise)
-        denoised = run.observe(i, x, sigma)  # (B, …) x̂0
-        # x + (σ_{i+1} − σ̂)·d with d = (x − x̂0)/σ̂, written as a move toward x̂0
-        x = toward(denoised, x, run.sigmas[i + 1] / sigma)
-    return x
-
-
-def heun(
-    denoiser,
-    x: torch.Tensor,
-    sigmas,
-    *,
-    generator=None,
-    callback=None,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-) -> torch.Tensor:
-    """Heun's 2nd-order method, Karras et al. 2022 Algorithm 2 (2 calls per step, 1 on the last)."""
-    _check_churn(s_churn, s_tmin, s_tmax, s_noise)
+def _karras(denoiser, x, sigmas, generator, callback, churn: tuple, correct: bool) -> torch.Tensor:
+    """Algorithm 2's loop; ``correct`` adds Heun's second-order correction (lines 8–11)."""
+    _check_churn(*churn)
     run = start(denoiser, x, sigmas, generator, callback)
     for i in range(run.steps):
         # Notation (Alg. 2): σ̂ = t̂_i, x̂ = x̂_i, d = d_i, x_euler = x_{i+1} before correction, d_next = d'_i
-        x, sigma = _churn(run, x, i, s_churn, s_tmin, s_tmax, s_noise)
+        x, sigma = _churn(run, x, i, *churn)
         sigma_next = run.sigmas[i + 1]
-        denoised = run.observe(i, x, sigma)
-        # 1. Euler step (line 7)
+        denoised = run.observe(i, x, sigma)  # (B, …) x̂0
+        # 1. Euler step (line 7): x̂ + (σ_{i+1} − σ̂)·d with d = (x̂ − x̂0)/σ̂, written as a move toward x̂0
         x_euler = toward(denoised, x, sigma_next / sigma)
-        if sigma_next == 0:
+        if not correct or sigma_next == 0:
             # line 8: no correction on the last step; d' would need D at σ = 0
             x = x_euler
             continue
@@ -85,3 +51,15 @@ def heun(
         d_next = (x_euler - denoised_next) / sigma_next
         x = x + (sigma_next - sigma) * 0.5 * (d + d_next)
     return x
+
+
+def euler(denoiser, x: torch.Tensor, sigmas, *, generator=None, callback=None, s_churn: float = 0.0,
+          s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0) -> torch.Tensor:
+    """Euler's method, Karras et al. 2022 Algorithm 2 without the second-order correction (order 1)."""
+    return _karras(denoiser, x, sigmas, generator, callback, (s_churn, s_tmin, s_tmax, s_noise), correct=False)
+
+
+def heun(denoiser, x: torch.Tensor, sigmas, *, generator=None, callback=None, s_churn: float = 0.0,
+         s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0) -> torch.Tensor:
+    """Heun's 2nd-order method, Karras et al. 2022 Algorithm 2 (2 calls per step, 1 on the last)."""
+    return _karras(denoiser, x, sigmas, generator, callback, (s_churn, s_tmin, s_tmax, s_noise), correct=True)

@@ -33,17 +33,8 @@ def _combine(base: torch.Tensor, b_h: float, weights: list[float], diffs: list[t
     return base
 
 
-def unipc(
-    denoiser,
-    x: torch.Tensor,
-    sigmas,
-    *,
-    generator=None,
-    callback=None,
-    order: int = 2,
-    variant: str = "bh2",
-    corrector: bool = True,
-) -> torch.Tensor:
+def unipc(denoiser, x: torch.Tensor, sigmas, *, generator=None, callback=None, order: int = 2,
+          variant: str = "bh2", corrector: bool = True) -> torch.Tensor:
     """UniPC-p (Zhao et al. 2023, Algorithms 1–3, B(h) = e^h − 1 "bh2" or h "bh1"); order p + 1 with
     the corrector.  Lower order at the start (history) and the end (p ≤ steps − i)."""
     if isinstance(order, bool) or order not in (1, 2, 3):
