@@ -63,14 +63,175 @@ def noise(
     typer.echo(f"wrote {out} ({k} frames, t = 0 … {sched.num_steps - 1}, {sched.name} schedule)")
 
 
+@app.command()
+def paint(
+    prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits) or a model directory."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps [default: the model's, 20]."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale [default: the model's]."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) [default: dpmpp_2m]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of image 1 (image i uses seed + i − 1) [default: random]."),
+    num_images: int = typer.Option(1, "--num-images", "-k", help="How many images to paint."),
+    out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output PNG; with -k > 1: STEM-1.png … STEM-k.png."),
+    negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
+    guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Guidance rescale φ (Lin et al. 2023), 0 … 1."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, trailing, leading, linspace."),
+    grid: bool = typer.Option(False, "--grid", help="Also write all images as one grid, STEM-grid.png."),
+    init_image: Optional[Path] = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
+    strength: Optional[float] = typer.Option(None, "--strength", help="How far to noise --init-image, (0, 1] [default: 0.6]."),
+    animate: Optional[Path] = typer.Option(None, "--animate", help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
+    from_png: Optional[Path] = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise PNG (options given here override it)."),
+    size: int = typer.Option(256, "--size", help="Upscale the saved images to this side (nearest neighbour); 0: native."),
+) -> None:
+    """Paint images from a prompt with a bundled or trained model."""
+    from tqdm import tqdm
+
+    from . import images, visualize
+    from .pipeline import PaintParams, Painter, check_paint_args, save_png
+
+    out = images.check_writable(out, (".png",))
+    if animate is not None:
+        images.check_writable(animate, (".gif",))
+    if from_png is not None:
+        stored = PaintParams.from_png(from_png)
+        prompt = stored.prompt if prompt is None else prompt
+        negative_prompt = negative_prompt or stored.negative_prompt
+        steps = stored.steps if steps is None else steps
+        guidance = stored.guidance if guidance is None else guidance
+        sampler = stored.sampler if sampler is None else sampler
+        seed = stored.seed if seed is None else seed
+        spacing = stored.spacing if spacing is None else spacing
+        guidance_rescale = guidance_rescale or stored.guidance_rescale
+        if model == "emoji" and stored.model != "emoji":
+            model = stored.model
+        if init_image is None and stored.init_image:
+            init_image, strength = Path(stored.init_image), stored.strength if strength is None else strength
+    prompt = prompt or ""
+    check_paint_args(prompt, negative_prompt, num_images, steps or 1, 0.0 if guidance is None else guidance,
+                     strength, guidance_rescale)
+    if not 0 <= size <= 2048:
+        raise CLIError(f"--size must be from 0 to 2048, got {size}")
+    init = images.load_image(init_image) if init_image is not None else None
+    painter = Painter.from_pretrained(model)
+    p = painter.params(prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
+                       guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
+                       init_image=str(init_image) if init_image else None,
+                       strength=(0.6 if strength is None else strength) if init is not None else None)
+    if len(painter.encoder.tokenize([prompt])[0][0]) >= painter.encoder.max_length:
+        typer.echo(f"note: the prompt is longer than {painter.encoder.max_length} tokens; the rest is ignored", err=True)
+
+    frames: list = []
+    total = p.steps if init is None else max(1, min(p.steps, round(p.steps * p.strength)))
+    bar = tqdm(total=total, unit="step", desc="painting", leave=False)
+
+    def on_step(info) -> None:
+        bar.update(1)
+        if animate is not None:
+            frames.append((info.sigma, info.x.clone(), info.denoised.clone()))
+
+    x = painter.paint_tensor(p, num_images, init=init, callback=on_step)
+    bar.close()
+    from dataclasses import asdict
+
+    paths = []
+    for i, xi in enumerate(x):
+        im = images.to_pil(xi)
+        if size:
+            im = im.resize((size, size), images.Image.Resampling.NEAREST)
+        im.unnoise_params = PaintParams(**{**asdict(p), "seed": p.seed + i})
+        path = out if num_images == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
+        paths.append(save_png(im, path))
+    if grid and num_images > 1:
+        tiles = [images.Image.open(q) for q in paths]
+        images.grid(tiles).save(out.with_name(f"{out.stem}-grid{out.suffix}"))
+    if animate is not None:
+        visualize.save_frames(visualize.denoising_frames(frames, x, size=max(size, 128)), animate, duration_ms=150)
+    shown = ", ".join(str(q) for q in paths[:3]) + (" …" if len(paths) > 3 else "")
+    typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} steps {p.sampler}, guidance {p.guidance:g}, model {model})")
+
+
+@app.command()
+def lab(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
+    port: int = typer.Option(7860, "--port", help="Port to serve on."),
+) -> None:
+    """Open the lab: watch the forward process, the schedule and the real learned reverse in the browser."""
+    from .lab.app import run
+
+    if not 1 <= port <= 65535:
+        raise CLIError(f"--port must be from 1 to 65535, got {port}")
+    run(host=host, port=port)
+
+
+@app.command()
+def samplers() -> None:
+    """List the registered samplers."""
+    from .sampling import SAMPLERS
+
+    for name in SAMPLERS:
+        typer.echo(name)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    data: str = typer.Option(..., "--data", help="digits, emoji, or a folder of images with metadata.jsonl (file_name, text)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (config.json, metrics.jsonl, samples/, checkpoints/, model/)."),
+    max_steps: int = typer.Option(20_000, "--max-steps", help="Optimiser steps in total."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Global batch size (split over torchrun processes)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of data order, timesteps, noise and initialisation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    lr: float = typer.Option(3e-4, "--lr", help="AdamW peak learning rate."),
+    model_size: str = typer.Option("default", "--model-size", help="UNet preset: tiny, small, default."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Resize images to this (default: the data's, 32)."),
+    prediction_type: str = typer.Option("epsilon", "--prediction-type", help="epsilon, v_prediction or sample."),
+    schedule_name: str = typer.Option("linear", "--schedule", help="Noise schedule."),
+    loss_weighting: str = typer.Option("min_snr", "--loss-weighting", help="uniform or min_snr (γ = 5)."),
+    cond_dropout: float = typer.Option(0.1, "--cond-dropout", help="Share of captions dropped for classifier-free guidance."),
+    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) or fp32."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
+    warmup_steps: int = typer.Option(500, "--warmup-steps", help="Learning-rate warm-up steps."),
+    ema_decay: float = typer.Option(0.999, "--ema-decay", help="EMA decay."),
+    log_every: int = typer.Option(50, "--log-every", help="Steps between metrics lines."),
+    sample_every: int = typer.Option(1000, "--sample-every", help="Steps between sample grids (0: never)."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+) -> None:
+    """Train a text-conditioned denoiser.  Multi-process: torchrun --nproc_per_node N -m unnoise train …"""
+    import json
+
+    from click.core import ParameterSource
+
+    from .training.config import TrainConfig
+    from .training.loop import resume_config
+    from .training.loop import train as run_training
+
+    names = {
+        "data": data, "out": str(out), "max_steps": max_steps, "batch_size": batch_size, "seed": seed, "lr": lr,
+        "model_size": model_size, "image_size": image_size, "prediction_type": prediction_type,
+        "schedule": schedule_name, "loss_weighting": loss_weighting, "cond_dropout": cond_dropout,
+        "precision": precision, "compile": compile_model, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
+        "log_every": log_every, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "threads": threads,
+    }
+    params = {"schedule": "schedule_name", "compile": "compile_model"}
+    explicit = {k: v for k, v in names.items() if ctx.get_parameter_source(params.get(k, k)) == ParameterSource.COMMANDLINE}
+    cfg = resume_config(out, explicit) if resume else TrainConfig(**names)
+    if dry_run:
+        typer.echo(json.dumps(cfg.to_dict(), indent=2))
+        return
+    if not resume and (out / "checkpoints").exists():
+        raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    model_dir = run_training(cfg, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"done: model in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
-    from .images import ImageLoadError
-    from .schedules import ScheduleError
-
     try:
         app(args=argv, prog_name="unnoise")
-    except (CLIError, ScheduleError, ImageLoadError, ValueError, TypeError, OSError) as e:
+    except (CLIError, ValueError, TypeError, OSError, RuntimeError) as e:
         if os.environ.get("UNNOISE_DEBUG"):
             raise
         typer.echo(f"error: {e}", err=True)

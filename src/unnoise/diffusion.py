@@ -46,6 +46,11 @@ def replay(schedule: Schedule, x_t: torch.Tensor, noise: torch.Tensor, ts: torch
     if ts.numel() > 1 and not bool((ts[:-1] > ts[1:]).all()):
         raise ValueError("replay runs backwards: ts must be strictly descending")
     ab = schedule.alphas_cumprod[ts[0]]
+    if ab == 0:
+        raise ValueError(
+            f"replay cannot start at t = {int(ts[0])}: ᾱ_t = 0 there (zero terminal SNR), x_t is pure noise and "
+            "holds nothing of the image to recover; start one step earlier"
+        )
     x0 = (x_t - (1 - ab).sqrt().to(x_t.dtype) * noise) / ab.sqrt().to(x_t.dtype)
     frames = trajectory(schedule, x0, noise, ts)
     return torch.cat([frames, x0[None]])

@@ -28,7 +28,7 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return _flatten(im, mode)
+            return flatten(im, mode)
     except Image.DecompressionBombError as e:
         raise ImageLoadError(f"image too large (over {MAX_IMAGE_PIXELS:,} pixels): {path}") from e
     except UnidentifiedImageError as e:
@@ -37,7 +37,7 @@ def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
         raise ImageLoadError(f"corrupt or truncated image {path}: {e}") from e
 
 
-def _flatten(im: Image.Image, mode: str) -> Image.Image:
+def flatten(im: Image.Image, mode: str) -> Image.Image:
     """Convert to mode, compositing any transparency onto white (how images sit on a page)."""
     if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")

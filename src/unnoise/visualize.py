@@ -113,3 +113,23 @@ def save_frames(frames: list[Image.Image], out: str | Path, duration_ms: int = 1
     else:
         images.grid(frames, cols=len(frames), pad=4).save(out)
     return out
+
+
+def denoising_frames(
+    steps: list[tuple[float, torch.Tensor, torch.Tensor]], final: torch.Tensor, size: int = 128
+) -> list[Image.Image]:
+    """Frames of a reverse run for the first image: x_t (shown as the DDPM x_t = x/sqrt(1+σ²), the
+    static-and-signal mix of the forward pictures) beside the predicted clean image x̂0."""
+
+    def tile(x: torch.Tensor) -> Image.Image:
+        return images.to_pil(x).resize((size, size), Image.Resampling.NEAREST).convert("RGB")
+
+    frames = []
+    n = len(steps)
+    for i, (sigma, x, denoised) in enumerate(steps):
+        pair = images.grid([tile(x[0] / (1 + sigma**2) ** 0.5), tile(denoised[0])], cols=2, pad=4)
+        ab = 1 / (1 + sigma**2)
+        frames.append(_captioned(pair, [f"step {i + 1}/{n}  σ = {sigma:.3g}", f"x_t (signal {ab ** 0.5:.2f})  |  x̂0"]))
+    done = images.grid([tile(final[0]), tile(final[0])], cols=2, pad=4)
+    frames.append(_captioned(done, ["done: σ = 0", "x_0  |  x_0"]))
+    return frames

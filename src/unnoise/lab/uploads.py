@@ -76,7 +76,7 @@ def decode_upload(data: bytes, *, max_side: int, max_pixels: int) -> np.ndarray:
                 im.seek(0)  # first frame of an animation
                 im.load()
                 im = ImageOps.exif_transpose(im)
-                im = images.limit_size(images._flatten(im, "RGB"), max_side)
+                im = images.limit_size(images.flatten(im, "RGB"), max_side)
                 return np.asarray(im, dtype=np.uint8).copy()
     except UploadError:
         raise

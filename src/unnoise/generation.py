@@ -1,0 +1,66 @@
+"""One place that turns (network, schedule, text condition) into images: used by training's sample grids,
+the Painter, the lab and evaluation, so they all sample exactly the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .conditioning.guidance import CFGDenoiser
+from .denoisers import DiscreteDenoiser
+from .sampling import sample
+from .schedules import Schedule
+
+
+def per_sample_generators(seeds: Sequence[int], device: str | torch.device = "cpu") -> list[torch.Generator]:
+    """Seed k draws the noise of image k alone, so it paints the same image whatever the batch size (EDM)."""
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module,
+    schedule: Schedule,
+    prediction_type: str,
+    cond: dict[str, torch.Tensor] | None,
+    uncond: dict[str, torch.Tensor] | None,
+    *,
+    shape: tuple[int, int, int],
+    seeds: Sequence[int],
+    steps: int = 20,
+    guidance: float = 3.0,
+    guidance_rescale: float = 0.0,
+    sampler: str = "dpmpp_2m",
+    spacing: str | None = None,
+    callback: Callable | None = None,
+    autocast: bool = False,
+    x_init: torch.Tensor | None = None,
+    sigmas: torch.Tensor | None = None,
+    **sampler_options,
+) -> torch.Tensor:
+    """Images (B, C, H, W) in about [−1, 1].  cond/uncond hold one row per image (B = len(seeds)).
+
+    With `x_init` and `sigmas` the caller controls the start (image-to-image starts from a noised picture).
+    """
+    denoiser = DiscreteDenoiser(model, schedule, prediction_type)
+    guided = CFGDenoiser(denoiser, cond, uncond, guidance, rescale=guidance_rescale)
+    generators = per_sample_generators(seeds)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
+
+    def run(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        # Images live in [−1, 1], so the true E[x0 | x] does too: projecting x̂0 onto that box can only
+        # shrink its error.  It matters for ε-prediction at high σ, where x̂0 = x − σ·ε̂ multiplies the
+        # network's error by σ (≈157 at the top of the linear schedule); DDPM clips the same way
+        # (Ho et al. 2020, clip_denoised; diffusers' clip_sample).
+        with ctx:
+            return guided(x, sigma).float().clamp(-1.0, 1.0)
+
+    if x_init is None:
+        return sample(
+            run, (len(seeds), *shape), schedule=schedule, steps=steps, sampler=sampler, spacing=spacing,
+            generator=generators, callback=callback, **sampler_options,
+        )
+    from .sampling import SAMPLERS
+
+    return SAMPLERS[sampler](run, x_init, sigmas, generator=generators, callback=callback, **sampler_options)

@@ -1,0 +1,124 @@
+"""Model directories: what `unnoise train` exports and `Painter.from_pretrained` loads.
+
+    DIR/config.json        the UNet's config (models.UNet.save_pretrained)
+    DIR/model.safetensors  its weights (fp16 for the bundled models; computed in float32)
+    DIR/unnoise.json       everything else needed to paint: schedule, prediction type, text encoder,
+                           image shape, example prompts, default sampler settings, how it was trained
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import schedules
+
+META = "unnoise.json"
+FORMAT_VERSION = 1
+BUNDLED = ("emoji", "digits")
+
+
+class ModelDirError(ValueError):
+    """A model name or directory that cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    schedule: str  # noise schedule name
+    num_train_steps: int  # T
+    prediction_type: str  # epsilon, v_prediction or sample
+    text_encoder: str  # id of the text encoder the model was trained with
+    channels: int  # 1 (digits) or 3
+    image_size: int  # side of the square images
+    dataset: str = ""  # what it was trained on
+    example_prompts: list[str] = field(default_factory=list)
+    defaults: dict[str, Any] = field(default_factory=dict)  # steps, guidance, sampler
+    training: dict[str, Any] = field(default_factory=dict)  # steps, config, wall time …
+
+
+def bundled_root() -> Path:
+    return Path(str(resources.files("unnoise") / "bundled"))
+
+
+def resolve(name_or_dir: str | os.PathLike) -> Path:
+    """A bundled model name ("emoji", "digits") or a directory → the model directory."""
+    s = str(name_or_dir)
+    if s in BUNDLED:
+        path = bundled_root() / s
+        if not (path / META).exists():
+            raise ModelDirError(f"the bundled model {s!r} is not installed in {path}")
+        return path
+    path = Path(s)
+    if not path.exists():
+        raise ModelDirError(f"unknown model {s!r}: not a bundled model ({', '.join(BUNDLED)}) nor an existing directory")
+    if not path.is_dir() or not (path / META).exists():
+        raise ModelDirError(f"{path} is not an unnoise model directory (no {META}); a training run exports one to RUN/model")
+    return path
+
+
+def save_model_dir(
+    directory: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    schedule: schedules.Schedule,
+    prediction_type: str,
+    dataset: Any,
+    text_encoder: str,
+    dtype: torch.dtype = torch.float16,
+    training: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> Path:
+    """Write a model directory atomically (temp folder, then rename over the old one)."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, dtype=dtype)
+    info = {
+        "format": FORMAT_VERSION,
+        "schedule": schedule.name,
+        "num_train_steps": schedule.num_steps,
+        "prediction_type": prediction_type,
+        "text_encoder": text_encoder,
+        "channels": int(dataset.channels),
+        "image_size": int(dataset.image_size),
+        "dataset": str(dataset.name),
+        "example_prompts": list(getattr(dataset, "example_prompts", []))[:16],
+        "defaults": defaults or {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m"},
+        "training": training or {},
+    }
+    (tmp / META).write_text(json.dumps(info, indent=2) + "\n")
+    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    if directory.exists():
+        os.rename(directory, old)
+    os.rename(tmp, directory)
+    if old.exists():
+        shutil.rmtree(old)
+    return directory
+
+
+def load_model_dir(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelInfo, Path]:
+    """(network in eval mode, float32, on device), its ModelInfo, and the resolved directory."""
+    from .models import UNet
+
+    path = resolve(name_or_dir)
+    try:
+        raw = json.loads((path / META).read_text())
+    except json.JSONDecodeError as e:
+        raise ModelDirError(f"corrupt {path / META}: {e}") from e
+    if raw.pop("format", None) != FORMAT_VERSION:
+        raise ModelDirError(f"{path / META}: unsupported format (this unnoise reads format {FORMAT_VERSION})")
+    try:
+        info = ModelInfo(**raw)
+    except TypeError as e:
+        raise ModelDirError(f"{path / META}: {e}") from e
+    schedules.get(info.schedule, info.num_train_steps)  # validates
+    model = UNet.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    return model, info, path

@@ -1,0 +1,98 @@
+"""The training configuration: every knob of `unnoise train`, resolved and written to config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import schedules
+from ..diffusion import PREDICTION_TYPES
+
+PRECISIONS = ("bf16", "fp32")
+MODEL_SIZES = ("tiny", "small", "default")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str  # "digits", "emoji" or a folder with metadata.jsonl
+    out: str  # run directory: config.json, metrics.jsonl, samples/, checkpoints/, model/
+    image_size: int | None = None  # None: the dataset's native size (32)
+    model_size: str = "default"  # UNet preset: tiny (tests), small, default
+    prediction_type: str = "epsilon"  # what the network predicts: epsilon, v_prediction, sample
+    schedule: str = "linear"  # noise schedule name (schedules.available())
+    num_train_steps: int = 1000  # T of the DDPM schedule
+    loss_weighting: str = "min_snr"  # uniform or min_snr (Hang et al. 2023)
+    min_snr_gamma: float = 5.0  # γ of Min-SNR-γ
+    cond_dropout: float = 0.1  # share of captions replaced by the empty prompt, for classifier-free guidance
+    max_steps: int = 20_000  # optimiser steps in total (a resumed run continues to this)
+    batch_size: int = 64  # global batch: split evenly over the processes of a torchrun launch
+    lr: float = 3e-4  # AdamW peak learning rate
+    warmup_steps: int = 500  # linear learning-rate warm-up
+    lr_decay: str = "constant"  # after warm-up: constant or cosine (to 10 % of lr)
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW β1, β2
+    grad_clip: float = 1.0  # clip the global gradient norm to this
+    ema_decay: float = 0.999  # EMA decay (with a (1+n)/(10+n) warm-up)
+    precision: str = "bf16"  # autocast dtype on the CPU: bf16 (AVX-512 bf16 pays ~2×) or fp32
+    channels_last: bool = True  # NHWC memory format for convolutions
+    compile: bool = False  # torch.compile the network
+    seed: int = 0  # seeds data order, timesteps, noise and initialisation
+    log_every: int = 50  # steps between metrics lines
+    sample_every: int = 1000  # steps between sample grids (0: never)
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 3  # how many checkpoints to keep on disk
+    sample_steps: int = 20  # sampler steps for the periodic grids
+    sample_guidance: float = 3.0  # classifier-free guidance scale for the periodic grids
+    threads: int | None = None  # torch intra-op threads (None: PyTorch's default)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes recorded with the run
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(f"invalid training config: {msg}")
+
+        if self.model_size not in MODEL_SIZES:
+            bad(f"model_size must be one of {', '.join(MODEL_SIZES)}, got {self.model_size!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            bad(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {self.prediction_type!r}")
+        if self.schedule not in schedules.available():
+            bad(f"unknown schedule {self.schedule!r}; choose from {', '.join(schedules.available())}")
+        if self.loss_weighting not in ("uniform", "min_snr"):
+            bad(f"loss_weighting must be uniform or min_snr, got {self.loss_weighting!r}")
+        if self.precision not in PRECISIONS:
+            bad(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.lr_decay not in ("constant", "cosine"):
+            bad(f"lr_decay must be constant or cosine, got {self.lr_decay!r}")
+        if not 0 <= self.cond_dropout < 1:
+            bad(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not 1 <= self.max_steps <= 10_000_000:
+            bad(f"max_steps must be between 1 and 10,000,000, got {self.max_steps}")
+        if not 1 <= self.batch_size <= 65_536:
+            bad(f"batch_size must be between 1 and 65,536, got {self.batch_size}")
+        if not 0 < self.lr < 1:
+            bad(f"lr must be in (0, 1), got {self.lr}")
+        if self.image_size is not None and self.image_size not in (16, 32, 64, 128):
+            bad(f"image_size must be 16, 32, 64 or 128, got {self.image_size}")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.sample_every < 0 or self.warmup_steps < 0:
+            bad("checkpoint_every and log_every must be ≥ 1; sample_every and warmup_steps ≥ 0")
+        if not 0 <= self.ema_decay < 1:
+            bad(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"invalid training config: unknown keys {sorted(unknown)}")
+        d = dict(d)
+        if "adam_betas" in d:
+            d["adam_betas"] = tuple(d["adam_betas"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,213 @@
+"""Training: the loss falls and samples follow their captions, exact resume, crash-safe checkpoints,
+NaN stops, Ctrl-C saves, and torchrun with 2 processes reproduces 1 process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from unnoise.training import checkpoint
+from unnoise.training.config import TrainConfig
+from unnoise.training.ema import EMA
+from unnoise.training.loop import Trainer, TrainingError, resume_config, train
+
+COLOURS = {"a red square": (220, 30, 30), "a blue square": (30, 30, 220)}
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory) -> Path:
+    """A real image folder: 32 noisy red and blue 16×16 squares with captions."""
+    root = tmp_path_factory.mktemp("squares")
+    rng = np.random.default_rng(0)
+    with open(root / "metadata.jsonl", "w") as meta:
+        for i in range(32):
+            caption = list(COLOURS)[i % 2]
+            arr = np.clip(np.array(COLOURS[caption]) + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / f"{i:02d}.png")
+            meta.write(json.dumps({"file_name": f"{i:02d}.png", "text": caption}) + "\n")
+    return root
+
+
+def config(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data), out=str(out), image_size=16, model_size="tiny", max_steps=20, batch_size=8,
+        warmup_steps=5, lr=1e-3, log_every=5, sample_every=0, checkpoint_every=10, seed=3, threads=1,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_config_validation_and_round_trip(tmp_path):
+    cfg = config(tmp_path, tmp_path / "run")
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for bad in [dict(prediction_type="score"), dict(batch_size=0), dict(schedule="zig"), dict(cond_dropout=1.5)]:
+        with pytest.raises(ValueError):
+            config(tmp_path, tmp_path / "run", **bad)
+    with pytest.raises(ValueError, match="unknown keys"):
+        TrainConfig.from_dict({**cfg.to_dict(), "learning_rate": 1})
+
+
+def test_ema_warmup_and_average():
+    net = torch.nn.Linear(2, 1, bias=False)
+    ema = EMA(net, decay=0.9)
+    assert ema.current_decay() == pytest.approx(0.1)  # (1 + 0)/(10 + 0)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    for _ in range(200):
+        ema.update(net)
+    assert ema.current_decay() == 0.9
+    assert torch.allclose(ema.shadow["weight"], torch.ones(1, 2), atol=1e-6)
+
+
+def test_checkpoint_cut_mid_write_keeps_last_good(tmp_path, monkeypatch):
+    model = {"w": torch.arange(4.0)}
+    opt = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(4)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+    checkpoint.save(tmp_path, 10, model, model, opt, {"ema_updates": 10})
+    real = checkpoint.save_file
+    calls = {"n": 0}
+
+    def dies_on_second_file(tensors, filename, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Path(filename).write_bytes(b"half a file")
+            raise OSError("simulated power cut")
+        return real(tensors, filename, *a, **k)
+
+    monkeypatch.setattr(checkpoint, "save_file", dies_on_second_file)
+    with pytest.raises(OSError):
+        checkpoint.save(tmp_path, 20, {"w": torch.zeros(4)}, model, opt, {"ema_updates": 20})
+    monkeypatch.setattr(checkpoint, "save_file", real)
+    latest = checkpoint.latest_path(tmp_path)
+    assert latest.name == "step-00000010"
+    ck = checkpoint.load(latest)
+    assert ck.step == 10 and torch.equal(ck.model["w"], torch.arange(4.0))
+    assert ck.optimizer["state"][0]["step"].item() == 3.0 and ck.optimizer["param_groups"][0]["lr"] == 0.1
+    # the next good save cleans the debris and moves `latest`
+    checkpoint.save(tmp_path, 30, model, model, opt, {"ema_updates": 30})
+    assert checkpoint.latest_path(tmp_path).name == "step-00000030"
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    model = {"w": torch.zeros(2)}
+    path = checkpoint.save(tmp_path, 1, model, model, {"state": {}, "param_groups": []}, {"ema_updates": 1})
+    (path / "ema.safetensors").write_bytes(b"garbage")
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
+        checkpoint.load(path)
+    (path / "model.safetensors").unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="missing model.safetensors"):
+        checkpoint.load(path)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(checkpoint.latest_path(run) / "model.safetensors"))
+
+
+def test_resume_is_exact(squares, tmp_path):
+    train(config(squares, tmp_path / "straight"), quiet=True)
+    train(config(squares, tmp_path / "split", max_steps=10), quiet=True)
+    cfg = resume_config(tmp_path / "split", {"max_steps": 20})
+    train(cfg, resume=True, quiet=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ema_a = load_file(str(checkpoint.latest_path(tmp_path / "straight") / "ema.safetensors"))
+    ema_b = load_file(str(checkpoint.latest_path(tmp_path / "split") / "ema.safetensors"))
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    with pytest.raises(TrainingError, match="differ"):
+        resume_config(tmp_path / "split", {"lr": 0.5})
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(squares, tmp_path, monkeypatch):
+    trainer = Trainer(config(squares, tmp_path / "run", max_steps=30), quiet=True)
+    real_forward = trainer.model.forward
+
+    def poisoned(x, t, cond=None):
+        out = real_forward(x, t, cond)
+        return out * float("nan") if trainer.step >= 12 else out
+
+    monkeypatch.setattr(trainer.model, "forward", poisoned)
+    with pytest.raises(TrainingError, match="nan at step 12"):
+        trainer.run()
+    latest = checkpoint.latest_path(tmp_path / "run")
+    assert latest.name == "step-00000010"
+    ck = checkpoint.load(latest)
+    assert all(torch.isfinite(v).all() for v in ck.model.values())
+
+
+@pytest.mark.slow
+def test_loss_falls_and_samples_follow_their_caption(squares, tmp_path):
+    cfg = config(squares, tmp_path / "run", max_steps=400, batch_size=16, lr=2e-3, warmup_steps=20,
+                 checkpoint_every=400, log_every=20, ema_decay=0.99, cond_dropout=0.2)
+    trainer = Trainer(cfg, quiet=True)
+    model_dir = trainer.run()
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:2])
+
+    from unnoise.pipeline import Painter
+
+    painter = Painter.from_pretrained(model_dir)
+    for caption, rgb in COLOURS.items():
+        ims = painter(caption, num_images=8, steps=20, guidance=2.0, seed=0)
+        mean = np.stack([np.asarray(im, dtype=np.float32) for im in ims]).mean(axis=(0, 1, 2))
+        assert np.abs(mean - np.array(rgb)).max() < 45, (caption, mean)
+
+
+def _cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "unnoise", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def test_dry_run_prints_resolved_config(squares, tmp_path):
+    res = _cli("train", "--data", str(squares), "--out", str(tmp_path / "r"), "--max-steps", "7", "--dry-run",
+               timeout=120)
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads(res.stdout)
+    assert cfg["max_steps"] == 7 and cfg["data"] == str(squares) and cfg["prediction_type"] == "epsilon"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_cleanly(squares, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unnoise", "train", "--data", str(squares), "--out", str(out), "--image-size", "16",
+         "--model-size", "tiny", "--batch-size", "8", "--max-steps", "100000", "--sample-every", "0",
+         "--checkpoint-every", "100000", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    latest = checkpoint.latest_path(out)
+    assert latest is not None and checkpoint.load(latest).step > 0
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(squares, tmp_path):
+    common = ["--data", str(squares), "--image-size", "16", "--model-size", "tiny", "--batch-size", "8",
+              "--max-steps", "4", "--sample-every", "0", "--precision", "fp32", "--threads", "1", "--lr", "1e-3"]
+    one = _cli("train", "--out", str(tmp_path / "one"), *common, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "unnoise", "train", "--out", str(tmp_path / "two"), *common],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert two.returncode == 0, two.stderr
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
