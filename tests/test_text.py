@@ -26,9 +26,9 @@ PROMPTS = [
     "a handwritten seven",
     "Ünïcödé: café, naïve, 東京タワー, 😀 grinning face, ñ",
     "   ",
-    LONG,  # > 77 tokens: both sides truncate to 77
     "7",
 ]
+LONG_BATCH = [LONG, "", "a cat"]  # LONG has > 77 tokens: both sides truncate to 77 ([CLS], [SEP] included)
 
 
 @pytest.fixture(scope="module")
@@ -45,32 +45,33 @@ def sbert():
 
 
 def test_shapes_mask_and_truncation(encoder):
-    out = encoder.encode(PROMPTS)
-    B, L = len(PROMPTS), MAX_LENGTH  # LONG is the longest and is cut to exactly 77 tokens
+    out = encoder.encode(LONG_BATCH)
+    B, L = len(LONG_BATCH), MAX_LENGTH  # LONG is the longest and is cut to exactly 77 tokens
     assert out["tokens"].shape == (B, L, 384) and out["tokens"].dtype == torch.float32
     assert out["mask"].shape == (B, L) and out["mask"].dtype == torch.bool
     assert out["pooled"].shape == (B, 384)
-    lengths = out["mask"].sum(1)
-    assert lengths[1] == 2  # "" is [CLS] [SEP]
-    assert lengths[5] == MAX_LENGTH
-    assert torch.all(out["mask"][:, :1]) and torch.all(out["tokens"][~out["mask"]] == 0)  # zero at padding
+    assert out["mask"].sum(1).tolist() == [MAX_LENGTH, 2, 4]  # "" is [CLS] [SEP]
+    assert torch.all(out["tokens"][~out["mask"]] == 0)  # zero at padding
     torch.testing.assert_close(out["pooled"].norm(dim=1), torch.ones(B))
+    assert encoder.encode(PROMPTS)["mask"].shape[1] < 40  # padded to the longest in the batch only
 
 
-def test_pooled_equals_sentence_transformers(encoder, sbert):
-    ours = encoder.encode(PROMPTS)["pooled"]
-    ref = sbert.encode(PROMPTS, convert_to_tensor=True, batch_size=3)  # other batching: padding must not matter
+@pytest.mark.parametrize("prompts", [PROMPTS, LONG_BATCH], ids=["short", "long"])
+def test_pooled_equals_sentence_transformers(encoder, sbert, prompts):
+    ours = encoder.encode(prompts)["pooled"]
+    ref = sbert.encode(prompts, convert_to_tensor=True, batch_size=2)  # other batching: padding must not matter
     assert (ours - ref).abs().max() < 1e-5
 
 
 def test_token_states_equal_transformers_bert(encoder):
     transformers = pytest.importorskip("transformers")
     bert = transformers.BertModel.from_pretrained(str(model_dir())).eval()
-    ids, mask = encoder.tokenize(PROMPTS)
-    with torch.no_grad():
-        ref = bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-    ours = encoder.encode(PROMPTS)["tokens"]
-    assert (ours - ref)[mask].abs().max() < 1e-5
+    for prompts in (PROMPTS, LONG_BATCH):
+        ids, mask = encoder.tokenize(prompts)
+        with torch.no_grad():
+            ref = bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        ours = encoder.encode(prompts)["tokens"]
+        assert (ours - ref)[mask].abs().max() < 1e-5
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -144,12 +145,15 @@ def test_cache_recovers_from_a_cut_file(encoder, tmp_path):
 
 
 def test_caption_bank_gathers_conditions(encoder, tmp_path):
-    captions = ["a handwritten seven", "7", LONG, "the digit 7"]
+    captions = ["a handwritten seven", "7", "a cat face, drawn by hand on a page", "the digit 7"]
     bank = CaptionBank(captions, encoder, tmp_path)
     assert len(bank) == 5 and bank.captions[bank.null_index] == ""  # "" appended
     idx = torch.tensor([3, bank.null_index, 0, 0])
     cond = bank.condition(idx)
-    assert cond["tokens"].shape == (4, MAX_LENGTH, 384) and cond["mask"].shape == (4, MAX_LENGTH)
+    assert cond["tokens"].shape == (4, 12, 384) and cond["mask"].shape == (4, 12)  # L = longest caption
+    weight = torch.ones(384, 2, requires_grad=True)  # bank tensors are ordinary (not inference) tensors:
+    (cond["tokens"] @ weight).sum().backward()  # a trained layer can consume them
+    assert weight.grad is not None
     direct = encoder.encode([captions[3], "", captions[0], captions[0]])
     torch.testing.assert_close(cond["pooled"], direct["pooled"], atol=1e-6, rtol=0)
     L = direct["mask"].shape[1]
@@ -175,3 +179,16 @@ def test_caption_bank_dropout_and_errors(encoder, tmp_path):
         bank.condition(torch.tensor([0.0]))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         bank.drop(idx, 1.5, g)
+
+
+def test_caption_bank_reopens_from_its_packed_file(encoder, tmp_path):
+    captions = ["a seven", "the digit 7", "7"]
+    first = CaptionBank(captions, encoder, tmp_path)
+    assert first.cache.misses == 4 and first.path.is_file()
+    again = CaptionBank(captions, encoder, tmp_path)
+    assert again.cache.hits == again.cache.misses == 0  # one packed read, no per-caption files touched
+    assert torch.equal(again.tokens, first.tokens) and torch.equal(again.mask, first.mask)
+    assert torch.equal(again.pooled, first.pooled)
+    again.path.write_bytes(b"garbage")  # a damaged packed file is rebuilt from the per-caption cache
+    third = CaptionBank(captions, encoder, tmp_path)
+    assert third.cache.hits == 4 and torch.equal(third.tokens, first.tokens)

@@ -197,7 +197,10 @@ class TextEncoder:
 
     @torch.inference_mode()
     def encode(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Token states, mask and the sentence embedding (SBERT mean pooling + L2 norm) of each prompt."""
+        """Token states, mask and the sentence embedding (SBERT mean pooling + L2 norm) of each prompt.
+
+        The results are inference tensors: fine for sampling; `.clone()` them before feeding a layer
+        that autograd records (CaptionBank's tensors are ordinary ones)."""
         ids, mask = self.tokenize(prompts)
         tokens = self.model(ids, mask).float() * mask[..., None]  # (B, L, d), zero at padding
         pooled = tokens.sum(1) / mask.sum(1, keepdim=True)  # (B, d) mean over real tokens
@@ -218,6 +221,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache may be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -296,13 +300,35 @@ class CaptionBank:
         self.captions = captions
         self.null_index = captions.index("")
         self.cache = EmbeddingCache(encoder, cache_dir)
-        entries = self.cache.get_many(captions)
-        lengths = torch.tensor([e["tokens"].shape[0] for e in entries])
+        # One packed file per caption list, so reopening a 15k-caption bank is one read, not 15k.
+        key = hashlib.sha256("\0".join([encoder.id, *captions]).encode()).hexdigest()
+        self.path = self.cache.directory / "banks" / f"{key}.safetensors"
+        packed = self._read_packed(len(captions))
+        if packed is None:
+            entries = self.cache.get_many(captions)
+            packed = {"tokens": torch.cat([e["tokens"] for e in entries]),  # (Σ L_i, d) real tokens only
+                      "lengths": torch.tensor([e["tokens"].shape[0] for e in entries]),  # (N,)
+                      "pooled": torch.stack([e["pooled"] for e in entries])}  # (N, d)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_save(packed, self.path, {"encoder": encoder.id, "count": str(len(captions))})
+        lengths = packed["lengths"]
         N, L = len(captions), int(lengths.max())
         self.tokens = torch.zeros(N, L, encoder.dim)  # (N, L, d)
         self.mask = torch.arange(L)[None, :] < lengths[:, None]  # (N, L)
-        self.tokens[self.mask] = torch.cat([e["tokens"] for e in entries])
-        self.pooled = torch.stack([e["pooled"] for e in entries])  # (N, d)
+        self.tokens[self.mask] = packed["tokens"]
+        self.pooled = packed["pooled"]  # (N, d)
+
+    def _read_packed(self, count: int) -> dict[str, torch.Tensor] | None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            packed = load_file(str(self.path))
+        except (FileNotFoundError, SafetensorError, OSError):
+            return None
+        ok = (set(packed) == {"tokens", "lengths", "pooled"} and packed["lengths"].shape == (count,)
+              and packed["pooled"].shape[0] == count and packed["tokens"].shape[0] == int(packed["lengths"].sum()))
+        return packed if ok else None
 
     def __len__(self) -> int:
         return len(self.captions)

@@ -103,9 +103,8 @@ class DigitsDataset(CaptionedImages):
         images, labels = load_arrays(split)
         x = F.pad(torch.from_numpy(images.copy()), (2, 2, 2, 2))[:, None]  # (N, 1, 32, 32) uint8, black border
         if image_size != 32:
-            # Area-style downsampling / smooth upsampling; done once here, not per batch.
-            x = F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear",
-                              antialias=image_size < 32, align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+            # Antialiased bilinear (area-like when shrinking), done once here on uint8 (torch's fast path).
+            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
         super().__init__(
             "digits",
             x,

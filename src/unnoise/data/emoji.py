@@ -155,8 +155,19 @@ def build(out: Path, font_path: Path = FONT_PATH, *, limit: int | None = None, t
     return meta
 
 
+_cache: dict[tuple, tuple[list[dict], torch.Tensor]] = {}  # (folder, emoji.json mtime, size) → decoded asset
+
+
 def load_asset(directory: Path, size: int) -> tuple[list[dict], torch.Tensor]:
-    """Records and tiles (N, 3, size, size) uint8 from a built asset folder."""
+    """Records and tiles (N, 3, size, size) uint8 from a built asset folder; decoded once per process."""
+    meta = Path(directory) / "emoji.json"
+    key = (str(meta.resolve()), meta.stat().st_mtime_ns if meta.is_file() else None, size)
+    if key not in _cache:
+        _cache[key] = _decode_asset(Path(directory), size)
+    return _cache[key]
+
+
+def _decode_asset(directory: Path, size: int) -> tuple[list[dict], torch.Tensor]:
     from PIL import Image
 
     meta_path = directory / "emoji.json"
