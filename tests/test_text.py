@@ -74,7 +74,7 @@ def test_token_states_equal_transformers_bert(encoder):
         assert (ours - ref)[mask].abs().max() < 1e-5
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.text(max_size=60), min_size=1, max_size=4))
 def test_any_text_matches_sentence_transformers(encoder, sbert, prompts):
     ours = encoder.encode(prompts)["pooled"]
