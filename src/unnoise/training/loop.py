@@ -124,7 +124,7 @@ class Trainer:
         self.dataset = get_dataset(cfg.data, split="train", image_size=cfg.image_size)
         self.batches = Batches(self.dataset, cfg.seed)
         self.encoder = TextEncoder.load()
-        self.bank = CaptionBank(self.dataset.captions, self.encoder, cache_dir=self.out / "text-cache")
+        self.bank = CaptionBank(self.dataset.captions, self.encoder)  # shared on-disk cache: encode once per machine
 
         torch.manual_seed(cfg.seed)  # initialisation: identical on every rank
         self.model = UNet(model_config(cfg, self.dataset)).to(self.dist.device)
