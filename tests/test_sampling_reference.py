@@ -28,6 +28,8 @@ from unnoise.sampling.toys import GaussianData  # noqa: E402
 from unnoise.schedules import Schedule  # noqa: E402
 
 DATA = GaussianData(mean=0.2, std=0.5)
+# diffusers' own numpy-2 deprecation notice, not ours
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 SHAPE = (2, 3, 4, 4)
 
 

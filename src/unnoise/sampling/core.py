@@ -140,7 +140,7 @@ class Run:
         return randn_like(x, self.generator)
 
 
-def start(denoiser, x, sigmas, generator, callback) -> Run:
+def start(denoiser: Denoiser, x: torch.Tensor, sigmas, generator: Generators, callback: Callback | None) -> Run:
     """Validate a sampler's arguments (shared contract of every entry in SAMPLERS)."""
     if not callable(denoiser):
         raise TypeError("denoiser must be callable as denoiser(x, sigma)")
