@@ -57,6 +57,8 @@ class TrainConfig:
             bad(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {self.prediction_type!r}")
         if self.schedule not in schedules.available():
             bad(f"unknown schedule {self.schedule!r}; choose from {', '.join(schedules.available())}")
+        if self.prediction_type == "epsilon" and self.schedule.endswith(schedules.ZTSNR_SUFFIX):
+            bad("epsilon prediction cannot recover the image at zero terminal SNR; use v_prediction (Lin et al. 2023)")
         if self.loss_weighting not in ("uniform", "min_snr"):
             bad(f"loss_weighting must be uniform or min_snr, got {self.loss_weighting!r}")
         if self.precision not in PRECISIONS:
