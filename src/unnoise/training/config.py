@@ -45,6 +45,7 @@ class TrainConfig:
     sample_steps: int = 20  # sampler steps for the periodic grids
     sample_guidance: float = 3.0  # classifier-free guidance scale for the periodic grids
     threads: int | None = None  # torch intra-op threads (None: PyTorch's default)
+    unet: dict[str, Any] | None = None  # the resolved UNet config (filled in from model_size when a run starts)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes recorded with the run
 
     def __post_init__(self) -> None:

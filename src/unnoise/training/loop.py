@@ -126,8 +126,10 @@ class Trainer:
         self.encoder = TextEncoder.load()
         self.bank = CaptionBank(self.dataset.captions, self.encoder)  # shared on-disk cache: encode once per machine
 
+        unet_config = model_config(cfg, self.dataset)
+        self.cfg = cfg = cfg.replace(unet=unet_config.to_dict())  # a resumed run rebuilds exactly this network
         torch.manual_seed(cfg.seed)  # initialisation: identical on every rank
-        self.model = UNet(model_config(cfg, self.dataset)).to(self.dist.device)
+        self.model = UNet(unet_config).to(self.dist.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = EMA(self.model, cfg.ema_decay)
@@ -305,9 +307,11 @@ class Trainer:
 
 
 def model_config(cfg: TrainConfig, dataset):
-    """The UNet preset for this run, sized to the data."""
+    """The run's UNet: its stored config, else the preset sized to the data."""
     from ..models import UNetConfig
 
+    if cfg.unet is not None:
+        return UNetConfig.from_dict(cfg.unet)
     preset = getattr(UNetConfig, cfg.model_size)()
     return dataclasses.replace(
         preset,
