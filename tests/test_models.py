@@ -45,9 +45,11 @@ def _cond(b: int, lengths: list[int], g: torch.Generator, d: int = 384) -> dict[
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [32, 64])
-def test_output_shape(prediction_type, channels, size):
+@pytest.mark.parametrize("patch_size", [1, 2])
+def test_output_shape(prediction_type, channels, size, patch_size):
     model = UNet(UNetConfig.tiny().replace(
         in_channels=channels, out_channels=channels, image_size=size, prediction_type=prediction_type,
+        patch_size=patch_size,
     ))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, channels, size, size, generator=g)
@@ -129,8 +131,9 @@ def test_deterministic_forward():
                                rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_reach_every_parameter():
-    model = _make(dropout=0.0)
+@pytest.mark.parametrize("patch_size", [1, 2])
+def test_gradients_reach_every_parameter(patch_size):
+    model = _make(patch_size=patch_size)
     g = torch.Generator().manual_seed(5)
     x, t = torch.randn(2, 3, 32, 32, generator=g), torch.tensor([10.0, 600.0])
     model(x, t, _cond(2, [2, 5], g)).square().mean().backward()
@@ -138,10 +141,11 @@ def test_gradients_reach_every_parameter():
     assert dead == []
 
 
-def test_fresh_model_starts_as_zero_and_trains():
-    """Zero-initialised output conv (ADM): the first prediction is 0; one AdamW step moves it."""
+@pytest.mark.parametrize("patch_size", [1, 2])
+def test_fresh_model_starts_as_zero_and_trains(patch_size):
+    """Zero-initialised output conv (ADM): the first prediction is 0; a few AdamW steps lower the loss."""
     torch.manual_seed(0)
-    model = UNet(UNetConfig.tiny())
+    model = UNet(UNetConfig.tiny().replace(patch_size=patch_size))
     g = torch.Generator().manual_seed(6)
     x, t, cond = torch.randn(4, 3, 32, 32, generator=g), torch.tensor([1.0, 2.0, 3.0, 4.0]), _cond(4, [2] * 4, g)
     assert torch.equal(model(x, t, cond), torch.zeros_like(x))
@@ -228,6 +232,8 @@ def test_config_dict_round_trip():
         ({"in_channels": 0}, "in_channels must be a positive int"),
         ({"in_channels": True}, "in_channels must be a positive int"),
         ({"image_size": 33}, "divisible"),
+        ({"patch_size": 2, "image_size": 34}, "patch_size·2"),
+        ({"patch_size": 0}, "patch_size must be a positive int"),
         ({"channel_mults": ()}, "channel_mults"),
         ({"channel_mults": (1, 2.5)}, "channel_mults"),
         ({"attention_levels": (5,)}, "attention_levels"),

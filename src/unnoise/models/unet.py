@@ -44,12 +44,13 @@ class UNetConfig:
 
     in_channels: int = 3  # image channels (1 for digits, 3 for emoji)
     out_channels: int = 3  # channels of the prediction (= in_channels for ε, v and x0)
-    image_size: int = 32  # training resolution; any H, W divisible by 2**(levels−1) also runs
+    image_size: int = 32  # training resolution; any H, W divisible by patch_size·2**(levels−1) also runs
+    patch_size: int = 2  # p > 1: fold p×p pixels into channels first (space-to-depth), unfold at the end
     base_channels: int = 64  # width of level 0; the sinusoidal time features are this wide too
-    channel_mults: tuple[int, ...] = (1, 2, 2)  # level i has width base·mults[i] at resolution image_size/2**i
-    num_res_blocks: int = 2  # residual blocks per level going down (one more going up, as in DDPM)
-    attention_levels: tuple[int, ...] = (2,)  # levels with self-attention; keep them small (cost ∝ (H·W)²)
-    cross_attention_levels: tuple[int, ...] = (1, 2)  # levels whose blocks attend to the text tokens
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # level i: width base·mults[i], resolution image_size/(p·2**i)
+    num_res_blocks: int = 1  # residual blocks per level going down (one more going up, as in DDPM)
+    attention_levels: tuple[int, ...] = (1, 2)  # levels with self-attention; keep them small (cost ∝ (H·W)²)
+    cross_attention_levels: tuple[int, ...] = (0, 1, 2)  # levels whose blocks attend to the text tokens
     mid_attention: bool = True  # self-attention in the middle block (plus cross-attention if the last level has it)
     attention_head_dim: int = 32  # channels per head; heads = width / head_dim
     cond_dim: int = 384  # text encoder width: MiniLM-L6 token states and pooled vector
@@ -81,9 +82,10 @@ class UNetConfig:
         levels = len(self.channel_mults)
         if levels == 0 or min(self.channel_mults) < 1:
             raise UNetConfigError(f"UNetConfig.channel_mults must be non-empty positive ints, got {self.channel_mults}")
-        if self.image_size % 2 ** (levels - 1):
+        if self.image_size % self.size_multiple:
             raise UNetConfigError(
-                f"UNetConfig.image_size={self.image_size} must be divisible by 2**(levels−1) = {2 ** (levels - 1)}"
+                f"UNetConfig.image_size={self.image_size} must be divisible by patch_size·2**(levels−1) = "
+                f"{self.size_multiple}"
             )
         for name in ("attention_levels", "cross_attention_levels"):
             value = getattr(self, name)
@@ -98,6 +100,11 @@ class UNetConfig:
                 raise UNetConfigError(
                     f"level {i} width {width} is not a multiple of attention_head_dim={self.attention_head_dim}"
                 )
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: patch_size · 2**(levels−1)."""
+        return self.patch_size * 2 ** (len(self.channel_mults) - 1)
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -129,20 +136,20 @@ class UNetConfig:
     # Presets.  Parameter counts, FLOPs and measured speed: docs/model.md.
     @classmethod
     def tiny(cls) -> "UNetConfig":
-        """For tests: a few thousand parameters, a training step in milliseconds."""
+        """For tests: ~0.1M parameters (mostly the 384-wide text projections), a step in milliseconds."""
         return cls(
-            base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,),
+            patch_size=1, base_channels=8, channel_mults=(1, 2), attention_levels=(1,),
             cross_attention_levels=(1,), attention_head_dim=8, norm_groups=4, emb_mult=2,
         )
 
     @classmethod
     def small(cls) -> "UNetConfig":
-        """Quick experiments: about a quarter of the default's compute."""
-        return cls(base_channels=32, channel_mults=(1, 2, 2), attention_head_dim=32, norm_groups=16)
+        """Quick experiments: the default at half the width, about a quarter of its compute."""
+        return cls(base_channels=32, norm_groups=16)
 
     @classmethod
     def default(cls) -> "UNetConfig":
-        """The bundled 32×32 models (digits, emoji)."""
+        """The bundled 32×32 models (digits, emoji): the field defaults."""
         return cls()
 
 
@@ -179,7 +186,8 @@ class UNet(nn.Module):
         emb_dim = cfg.emb_mult * cfg.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.pooled_proj = nn.Linear(cfg.cond_dim, emb_dim)
-        self.conv_in = nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)
+        p = cfg.patch_size
+        self.conv_in = nn.Conv2d(cfg.in_channels * p * p, widths[0], 3, padding=1)
 
         def stage(i: int, in_ch: int) -> _Stage:
             return _Stage(in_ch, widths[i], cfg, i in cfg.attention_levels, i in cfg.cross_attention_levels)
@@ -210,7 +218,16 @@ class UNet(nn.Module):
                 self.up.append(Upsample(ch))
 
         self.norm_out = nn.GroupNorm(cfg.norm_groups, ch)
-        self.conv_out = zero_(nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+        if p == 1:
+            self.conv_out = zero_(nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+        else:
+            # Unpatchify, then one full-resolution conv3×3 to smooth the seams between p×p patches
+            # (U-ViT, Bao et al. 2023, found such a final conv3×3 after unpatchifying helps sample quality).
+            self.conv_out = nn.Sequential(
+                nn.Conv2d(ch, cfg.out_channels * p * p, 3, padding=1),
+                nn.PixelShuffle(p),
+                zero_(nn.Conv2d(cfg.out_channels, cfg.out_channels, 3, padding=1)),
+            )
 
     @property
     def prediction_type(self) -> str:
@@ -232,6 +249,8 @@ class UNet(nn.Module):
         emb = emb + (self.pooled_proj(pooled) if pooled is not None else self.pooled_proj.bias)
         emb = F.silu(emb)  # every ResBlock's projection starts with SiLU; do it once
 
+        if self.config.patch_size > 1:
+            x = F.pixel_unshuffle(x, self.config.patch_size)  # (B, C·p², H/p, W/p)
         h = self.conv_in(x)
         skips = [h]
         for block in self.down:
@@ -250,7 +269,7 @@ class UNet(nn.Module):
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.config.in_channels:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise UNetInputError(f"x must be (B, {self.config.in_channels}, H, W), got {shape}")
-        factor = 2 ** (len(self.config.channel_mults) - 1)
+        factor = self.config.size_multiple
         if x.shape[2] % factor or x.shape[3] % factor:
             raise UNetInputError(f"x's H and W must be multiples of {factor}, got {tuple(x.shape[2:])}")
         return x.shape[0]
