@@ -9,13 +9,8 @@ import torch
 
 from .conditioning.guidance import CFGDenoiser
 from .denoisers import DiscreteDenoiser
-from .sampling import sample
+from .sampling import get_sampler, sample, seeded_generators
 from .schedules import Schedule
-
-
-def per_sample_generators(seeds: Sequence[int], device: str | torch.device = "cpu") -> list[torch.Generator]:
-    """Seed k draws the noise of image k alone, so it paints the same image whatever the batch size (EDM)."""
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
 @torch.inference_mode()
@@ -45,7 +40,7 @@ def generate(
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
     guided = CFGDenoiser(denoiser, cond, uncond, guidance, rescale=guidance_rescale)
-    generators = per_sample_generators(seeds)
+    generators = seeded_generators(seeds)  # seed k paints the same image whatever the batch (EDM)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
 
     def run(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -61,6 +56,4 @@ def generate(
             run, (len(seeds), *shape), schedule=schedule, steps=steps, sampler=sampler, spacing=spacing,
             generator=generators, callback=callback, **sampler_options,
         )
-    from .sampling import SAMPLERS
-
-    return SAMPLERS[sampler](run, x_init, sigmas, generator=generators, callback=callback, **sampler_options)
+    return get_sampler(sampler)(run, x_init, sigmas, generator=generators, callback=callback, **sampler_options)

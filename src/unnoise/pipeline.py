@@ -15,7 +15,8 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from . import __version__, images, schedules
-from .generation import generate, per_sample_generators
+from .generation import generate
+from .sampling import seeded_generators
 from .modeldir import load_model_dir
 
 MAX_STEPS = 1000
@@ -155,7 +156,7 @@ class Painter:
         sigmas = self.schedule.sigmas(p.steps, p.spacing)
         run = max(1, min(p.steps, round(p.steps * strength)))
         sigmas = sigmas[p.steps - run:]
-        noise = torch.stack([torch.randn(self.shape, generator=g) for g in per_sample_generators(seeds)])
+        noise = torch.stack([torch.randn(self.shape, generator=g) for g in seeded_generators(seeds)])
         return x0[None] + float(sigmas[0]) * noise, sigmas
 
     def __call__(self, prompt: str = "", num_images: int = 1, *, steps: int | None = None, guidance: float | None = None,
