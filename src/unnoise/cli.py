@@ -188,7 +188,7 @@ def train(
     schedule_name: str = typer.Option("linear", "--schedule", help="Noise schedule."),
     loss_weighting: str = typer.Option("min_snr", "--loss-weighting", help="uniform or min_snr (γ = 5)."),
     cond_dropout: float = typer.Option(0.1, "--cond-dropout", help="Share of captions dropped for classifier-free guidance."),
-    precision: str = typer.Option("bf16", "--precision", help="bf16 (autocast) or fp32."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 autocast (only pays on CPUs with native bf16)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     warmup_steps: int = typer.Option(500, "--warmup-steps", help="Learning-rate warm-up steps."),
     ema_decay: float = typer.Option(0.999, "--ema-decay", help="EMA decay."),

@@ -34,7 +34,7 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW β1, β2
     grad_clip: float = 1.0  # clip the global gradient norm to this
     ema_decay: float = 0.999  # EMA decay (with a (1+n)/(10+n) warm-up)
-    precision: str = "bf16"  # autocast dtype on the CPU: bf16 (AVX-512 bf16 pays ~2×) or fp32
+    precision: str = "fp32"  # fp32, or bf16 autocast (pays only where the CPU has native bf16: docs/model.md)
     channels_last: bool = True  # NHWC memory format for convolutions
     compile: bool = False  # torch.compile the network
     seed: int = 0  # seeds data order, timesteps, noise and initialisation
