@@ -157,10 +157,11 @@ def lab(
 ) -> None:
     """Open the lab: watch the forward process, the schedule and the real learned reverse in the browser."""
     from .lab.app import run
+    from .lab.learned import PainterFactory
 
     if not 1 <= port <= 65535:
         raise CLIError(f"--port must be from 1 to 65535, got {port}")
-    run(host=host, port=port)
+    run(host=host, port=port, generate=PainterFactory.bundled())
 
 
 @app.command()
