@@ -180,7 +180,9 @@ class Schedule:
         elif spacing == "leading":
             ts = np.arange(steps) * (T // steps)
         elif spacing == "trailing":
-            ts = np.round(np.arange(T, 0, -T / steps))[::-1] - 1
+            # diffusers writes np.arange(T, 0, −T/steps), whose length floating point can make steps + 1
+            # (e.g. 233 steps in 1000); counting the steps instead gives the same values, always `steps` of them
+            ts = np.round(T - np.arange(steps) * (T / steps))[::-1] - 1
         else:
             raise ScheduleError(f"unknown timestep spacing {spacing!r}; choose from leading, linspace, trailing")
         ts = torch.from_numpy(ts[::-1].copy()).long()
