@@ -57,12 +57,11 @@ class PaintParams:
 
     @classmethod
     def from_png(cls, path: str | os.PathLike) -> PaintParams:
-        im = images.load_image(path)  # validates it is a readable image
+        images.load_image(path)  # a missing, corrupt or non-image file gets its clear error here
         with Image.open(path) as raw:
             text = getattr(raw, "text", {}) or {}
         if PNG_KEY not in text:
             raise PaintError(f"{path} carries no unnoise parameters (it was not painted by unnoise)")
-        del im
         try:
             data = json.loads(text[PNG_KEY])
             return cls(**data)
