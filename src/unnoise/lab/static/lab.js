@@ -101,12 +101,13 @@ function setT(t) {
 }
 
 let playT = 0, lastTick = 0; // play advances a fractional t by the clock, so its speed is frame-rate free
+let looping = false; // one animation loop at a time, however fast play/pause are pressed
 function tick(now) {
-  if (!state.playing) return;
+  if (!state.playing) { looping = false; return; }
   const T = state.schedules.get(state.schedule).ab.length;
   if (lastTick) playT += ((now - lastTick) / 1000) * (T / PLAY_SECONDS);
   lastTick = now;
-  if (playT >= T - 1) { setT(T - 1); setPlaying(false); return; }
+  if (playT >= T - 1) { setT(T - 1); setPlaying(false); looping = false; return; }
   setT(playT);
   requestAnimationFrame(tick);
 }
@@ -118,7 +119,7 @@ function setPlaying(on) {
   const T = state.schedules.get(state.schedule).ab.length;
   if (state.t >= T - 1) setT(0);
   playT = state.t; lastTick = 0;
-  requestAnimationFrame(tick);
+  if (!looping) { looping = true; requestAnimationFrame(tick); }
 }
 
 async function upload(file) {
