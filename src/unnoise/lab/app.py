@@ -109,6 +109,7 @@ class ScheduleList(BaseModel):
 class Status(BaseModel):
     version: str
     learned: bool  # whether /api/generate has a trained model behind it
+    models: list[str] = []  # the model names /api/generate knows (empty when unknown or none)
     running: int
     waiting: int
     limits: dict[str, float]
@@ -203,7 +204,9 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     async def status() -> Status:
         """What the lab can do now and how busy it is."""
         limits = {k: float(v) for k, v in asdict(config).items()}
-        return Status(version=__version__, learned=generate is not None, running=gate.running, waiting=gate.waiting, limits=limits)
+        models = sorted(getattr(generate, "models", None) or [])  # a PainterFactory says; a bare callable may not
+        return Status(version=__version__, learned=generate is not None, models=models, running=gate.running,
+                      waiting=gate.waiting, limits=limits)
 
     @app.get("/api/schedules")
     async def all_schedules() -> ScheduleList:

@@ -322,13 +322,16 @@ async function* events(response) {
 
 class Player {
   // Buffers a run's steps; plays, pauses and scrubs over the ones that have arrived.
-  constructor(prefix) {
-    this.p = prefix; this.frames = []; this.shown = -1; this.playing = true; this.timer = null;
+  // `mirror` names a second set of images ({mirror}-xt, -eps, -x0) that shows the same frame.
+  constructor(prefix, mirror = null) {
+    this.p = prefix; this.mirror = mirror; this.frames = []; this.shown = -1; this.playing = true; this.timer = null;
     this.controller = null; this.total = 0; this.finished = false;
     $(`${prefix}-play`).addEventListener("click", () => this.setPlaying(!this.playing));
-    for (const part of ["xt", "eps", "x0"]) {
-      const img = $(`${prefix}-${part}`);
-      img.addEventListener("load", () => img.classList.toggle("pixelated", img.naturalWidth < img.clientWidth));
+    for (const p of mirror ? [prefix, mirror] : [prefix]) {
+      for (const part of ["xt", "eps", "x0"]) {
+        const img = $(`${p}-${part}`);
+        img.addEventListener("load", () => img.classList.toggle("pixelated", img.naturalWidth < img.clientWidth));
+      }
     }
     $(`${prefix}-scrub`).addEventListener("input", (e) => { this.setPlaying(false); this.show(+e.target.value); });
   }
@@ -380,7 +383,9 @@ class Player {
     const f = this.frames[k];
     if (!f) return;
     this.shown = k;
-    $(`${this.p}-xt`).src = f.x_t; $(`${this.p}-eps`).src = f.eps; $(`${this.p}-x0`).src = f.x0;
+    for (const p of this.mirror ? [this.p, this.mirror] : [this.p]) {
+      $(`${p}-xt`).src = f.x_t; $(`${p}-eps`).src = f.eps; $(`${p}-x0`).src = f.x0;
+    }
     $(`${this.p}-scrub`).value = k;
     this.readout();
   }
@@ -411,6 +416,29 @@ function wireReplay() {
   });
 }
 
+// --- part 3: the learned reverse (same player; part 4's learned side mirrors it) ---------------
+function wireLearned(status) {
+  const learned = status.learned;
+  $("learn-controls").disabled = !learned;
+  $("learn-needs").hidden = learned; $("versus-needs").hidden = learned;
+  if (!learned) return;
+  $("learn-player").hidden = false; $("versus-note").hidden = false;
+  $("learn-images").classList.remove("placeholder"); $("learned-side").classList.remove("placeholder");
+  const select = $("learn-model");
+  if (status.models && status.models.length) { // the server's own names, not the page's guesses
+    select.replaceChildren(...status.models.map((m, i) => new Option(m, m, i === 0, i === 0)));
+  }
+  const player = new Player("learn", "versus");
+  window.lab.learned = player;
+  $("learn-run").addEventListener("click", () => {
+    const q = new URLSearchParams({
+      prompt: $("learn-prompt").value, model: select.value, sampler: $("learn-sampler").value,
+      steps: $("learn-steps").value, guidance: $("learn-guidance").value, seed: $("learn-seed").value,
+    });
+    player.run(`/api/generate?${q}`);
+  });
+}
+
 // --- start -------------------------------------------------------------------------------------
 async function main() {
   const list = await getJSON("/api/schedules");
@@ -427,6 +455,7 @@ async function main() {
   const chip = $("model-status");
   chip.textContent = status.learned ? "a trained model is loaded" : "no trained model loaded yet: parts 3, 5, 6 and 7 are waiting for one";
   chip.classList.toggle("ready", status.learned);
+  wireLearned(status);
   document.body.dataset.ready = "1";
 }
 

@@ -1,0 +1,73 @@
+"""Part 3 of the lab in a real browser: a tiny real model paints, every step streams to the page.
+
+Same chromium/playwright set-up as test_lab_browser.py (its fixtures are reused); the server here
+has a PainterFactory over two tiny untrained UNets, so the pictures are noise-shaped, but every
+step is a real sampler step.  Screenshots land in artifacts/lab/.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from unnoise import schedules
+from unnoise.lab import create_app, serving
+from unnoise.lab.learned import PainterFactory
+from unnoise.modeldir import save_model_dir
+from unnoise.models import UNet, UNetConfig
+
+from test_lab_browser import ARTIFACTS, browser, page  # noqa: F401  (fixtures: chromium, a ready page)
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    torch.manual_seed(0)  # the untrained weights only; sampling is seeded per request
+    dirs = {}
+    for name, channels in (("colour", 3), ("grey", 1)):
+        net = UNet(UNetConfig.tiny().replace(image_size=16, in_channels=channels, out_channels=channels))
+        meta = SimpleNamespace(channels=channels, image_size=16, name=name, example_prompts=["a square"])
+        dirs[name] = save_model_dir(tmp_path_factory.mktemp(name) / "model", net, schedule=schedules.get("linear"),
+                                    prediction_type="v_prediction", dataset=meta, text_encoder="test")
+    with serving(create_app(generate=PainterFactory(dirs))) as url:
+        yield url
+
+
+def test_paint_streams_every_step_and_can_be_scrubbed(page):
+    assert page.inner_text("#model-status") == "a trained model is loaded"
+    assert page.is_enabled("#learn-run") and page.is_hidden("#learn-needs")
+    assert page.eval_on_selector_all("#learn-model option", "os => os.map(o => o.value)") == ["colour", "grey"]
+    page.fill("#learn-prompt", "a red square")
+    page.fill("#learn-steps", "4")
+    page.fill("#learn-seed", "7")
+    page.click("#learn-run")
+    page.wait_for_function("window.lab.learned && window.lab.learned.finished", timeout=30_000)
+    run = page.evaluate("window.lab.learned.frames.map(f => ({final: !!f.final, index: f.index, t: f.t}))")
+    steps = [f for f in run if not f["final"]]
+    assert [f["index"] for f in steps] == [0, 1, 2, 3] and run[-1]["final"]  # 4 steps, then the picture
+    assert [f["t"] for f in steps] == sorted((f["t"] for f in steps), reverse=True)  # static → clean
+    page.wait_for_function("!window.lab.learned.playing", timeout=10_000)  # played to the end
+    assert "finished picture, after 4 steps" in page.inner_text("#learn-readout")
+    for img in ("#learn-x0", "#learn-eps", "#learn-xt", "#versus-x0"):  # part 4's learned side mirrors part 3
+        assert page.eval_on_selector(img, "i => i.complete && i.naturalWidth") == 16, img
+    assert page.get_attribute("#versus-x0", "src") == page.get_attribute("#learn-x0", "src")
+    final = page.get_attribute("#learn-x0", "src")
+    page.fill("#learn-scrub", "0")
+    assert page.inner_text("#learn-readout").startswith("step 1/4 · t = ")
+    assert page.get_attribute("#learn-xt", "src") != final  # step 1's x_t is static, not the picture
+    page.fill("#learn-scrub", "4")
+    page.locator("#reverse").screenshot(path=ARTIFACTS / "learned.png")
+    page.locator("#replay").screenshot(path=ARTIFACTS / "learned-versus.png")
+
+
+def test_a_refused_request_shows_the_servers_reason(page):
+    page.fill("#learn-steps", "0")  # the input's min is a hint; the server is the judge
+    page.click("#learn-run")
+    page.wait_for_selector("#learn-error:not([hidden])", timeout=10_000)
+    assert "steps" in page.inner_text("#learn-error")
+    assert page.inner_text("#learn-readout") == "stopped"
+    assert [e for e in page.lab_errors if "422" not in e] == []
+    page.lab_errors.clear()
