@@ -61,6 +61,9 @@ def test_paint_streams_every_step_and_can_be_scrubbed(page):
     page.fill("#learn-scrub", "4")
     page.locator("#reverse").screenshot(path=ARTIFACTS / "learned.png")
     page.locator("#replay").screenshot(path=ARTIFACTS / "learned-versus.png")
+    page.set_viewport_size({"width": 400, "height": 860})  # a phone: the live controls still fit
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.locator("#reverse").screenshot(path=ARTIFACTS / "learned-narrow.png")
 
 
 def test_a_refused_request_shows_the_servers_reason(page):
