@@ -7,31 +7,20 @@ step is a real sampler step.  Screenshots land in artifacts/lab/.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
-import torch
 
-from unnoise import schedules
 from unnoise.lab import create_app, serving
 from unnoise.lab.learned import PainterFactory
-from unnoise.modeldir import save_model_dir
-from unnoise.models import UNet, UNetConfig
 
 from test_lab_browser import ARTIFACTS, browser, page  # noqa: F401  (fixtures: chromium, a ready page)
+from test_lab_learned import tiny_model_dirs
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
-    torch.manual_seed(0)  # the untrained weights only; sampling is seeded per request
-    dirs = {}
-    for name, channels in (("colour", 3), ("grey", 1)):
-        net = UNet(UNetConfig.tiny().replace(image_size=16, in_channels=channels, out_channels=channels))
-        meta = SimpleNamespace(channels=channels, image_size=16, name=name, example_prompts=["a square"])
-        dirs[name] = save_model_dir(tmp_path_factory.mktemp(name) / "model", net, schedule=schedules.get("linear"),
-                                    prediction_type="v_prediction", dataset=meta, text_encoder="test")
+    dirs = tiny_model_dirs(tmp_path_factory)
     with serving(create_app(generate=PainterFactory(dirs))) as url:
         yield url
 

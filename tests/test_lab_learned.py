@@ -16,16 +16,21 @@ from unnoise.models import UNet, UNetConfig
 from test_lab_api import assert_json_error, decode_png, sse_events
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    torch.manual_seed(0)
+def tiny_model_dirs(tmp_path_factory) -> dict[str, str]:
+    """Two exported, untrained tiny models: "colour" (3 channels) and "grey" (1), 16×16."""
+    torch.manual_seed(0)  # the untrained weights only; sampling is seeded per request
     dirs = {}
-    for name, channels in (("grey", 1), ("colour", 3)):
+    for name, channels in (("colour", 3), ("grey", 1)):
         net = UNet(UNetConfig.tiny().replace(image_size=16, in_channels=channels, out_channels=channels))
         meta = SimpleNamespace(channels=channels, image_size=16, name=name, example_prompts=["a square"])
         dirs[name] = save_model_dir(tmp_path_factory.mktemp(name) / "model", net, schedule=schedules.get("linear"),
                                     prediction_type="v_prediction", dataset=meta, text_encoder="test")
-    with TestClient(create_app(generate=PainterFactory(dirs))) as c:
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with TestClient(create_app(generate=PainterFactory(tiny_model_dirs(tmp_path_factory)))) as c:
         yield c
 
 
