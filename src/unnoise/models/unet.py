@@ -218,16 +218,8 @@ class UNet(nn.Module):
                 self.up.append(Upsample(ch))
 
         self.norm_out = nn.GroupNorm(cfg.norm_groups, ch)
-        if p == 1:
-            self.conv_out = zero_(nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
-        else:
-            # Unpatchify, then one full-resolution conv3×3 to smooth the seams between p×p patches
-            # (U-ViT, Bao et al. 2023, found such a final conv3×3 after unpatchifying helps sample quality).
-            self.conv_out = nn.Sequential(
-                nn.Conv2d(ch, cfg.out_channels * p * p, 3, padding=1),
-                nn.PixelShuffle(p),
-                zero_(nn.Conv2d(cfg.out_channels, cfg.out_channels, 3, padding=1)),
-            )
+        # With p > 1 the last conv emits p×p pixels per position; pixel_shuffle lays them out.
+        self.conv_out = zero_(nn.Conv2d(ch, cfg.out_channels * p * p, 3, padding=1))
 
     @property
     def prediction_type(self) -> str:
@@ -263,7 +255,8 @@ class UNet(nn.Module):
                 h = block(h)
             else:
                 h = block(torch.cat([h, skips.pop()], dim=1), emb, context, mask)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, self.config.patch_size) if self.config.patch_size > 1 else out
 
     def _check_x(self, x: torch.Tensor) -> int:
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.config.in_channels:
