@@ -27,7 +27,10 @@ from .layers import AttentionBlock, Downsample, ResBlock, Upsample, timestep_emb
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-COND_KEYS = ("tokens", "mask", "pooled")
+COND_KEYS = ("tokens", "mask", "pooled", "guidance")
+# w is embedded like a timestep, as w·GUIDANCE_EMBED_SCALE: guidance scales of 0 … 15 then span the
+# same range of the sinusoidal features as t does (LCM embeds w·1000 over a 256-wide table).
+GUIDANCE_EMBED_SCALE = 100.0
 
 
 class UNetConfigError(ValueError):
@@ -58,6 +61,7 @@ class UNetConfig:
     norm_groups: int = 32  # GroupNorm groups (Wu & He 2018); every width must be a multiple
     dropout: float = 0.0  # dropout in residual blocks (torch's own RNG; off by default)
     prediction_type: str = "epsilon"  # what the network outputs: "epsilon", "v_prediction" or "sample"
+    guidance_embedding: bool = False  # guidance-distilled students: the CFG scale w is an input, cond["guidance"] (B,)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -66,7 +70,7 @@ class UNetConfig:
                 if not isinstance(value, (tuple, list)) or not all(_is_int(v) for v in value):
                     raise UNetConfigError(f"UNetConfig.{f.name} must be a sequence of ints, got {value!r}")
                 object.__setattr__(self, f.name, tuple(int(v) for v in value))  # JSON lists → tuples
-            elif f.name in ("mid_attention",):
+            elif f.name in ("mid_attention", "guidance_embedding"):
                 if not isinstance(value, bool):
                     raise UNetConfigError(f"UNetConfig.{f.name} must be a bool, got {value!r}")
             elif f.name == "dropout":
@@ -112,8 +116,12 @@ class UNetConfig:
         return tuple(self.base_channels * m for m in self.channel_mults)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (tuples become lists)."""
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        """Plain JSON-ready dict (tuples become lists).  `guidance_embedding` appears only when on, so the
+        config.json of every ordinary network is exactly what it was before the option existed."""
+        d = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        if not self.guidance_embedding:
+            del d["guidance_embedding"]
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "UNetConfig":
@@ -186,6 +194,13 @@ class UNet(nn.Module):
         emb_dim = cfg.emb_mult * cfg.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.pooled_proj = nn.Linear(cfg.cond_dim, emb_dim)
+        if cfg.guidance_embedding:
+            # Guidance distillation (Meng et al. 2023, "On Distillation of Guided Diffusion Models"; LCM):
+            # an embedding of w added to the time embedding.  Its last layer starts at zero, so a student
+            # initialised from its teacher's weights starts as exactly the teacher's conditional network.
+            self.guidance_mlp = nn.Sequential(
+                nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), zero_(nn.Linear(emb_dim, emb_dim))
+            )
         p = cfg.patch_size
         self.conv_in = nn.Conv2d(cfg.in_channels * p * p, widths[0], 3, padding=1)
 
@@ -231,7 +246,8 @@ class UNet(nn.Module):
 
         cond=None is the unconditional network: the pooled vector is taken as zeros and cross-attention
         adds nothing.  (Training drops prompts to the *empty-prompt encoding* instead, which is what
-        classifier-free guidance should pair with.)
+        classifier-free guidance should pair with.)  With `guidance_embedding`, cond["guidance"] (B,) or a
+        scalar is the guidance scale w the output should follow (default 1: the plain conditional).
         """
         b = self._check_x(x)
         dtype = self.conv_in.weight.dtype  # under autocast the layers cast further themselves
@@ -239,6 +255,9 @@ class UNet(nn.Module):
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels).to(dtype))  # (B, E)
         context, mask, pooled = self._condition(cond, b, x.device, dtype)
         emb = emb + (self.pooled_proj(pooled) if pooled is not None else self.pooled_proj.bias)
+        if self.config.guidance_embedding:
+            w = self._guidance(cond, b, x.device)  # (B,)
+            emb = emb + self.guidance_mlp(timestep_embedding(w * GUIDANCE_EMBED_SCALE, self.config.base_channels).to(dtype))
         emb = F.silu(emb)  # every ResBlock's projection starts with SiLU; do it once
 
         if self.config.patch_size > 1:
@@ -278,6 +297,18 @@ class UNet(nn.Module):
             raise UNetInputError(f"t must be a scalar or shape ({b},), got {tuple(t.shape)}")
         return t.float()
 
+    def _guidance(self, cond, b: int, device: torch.device) -> torch.Tensor:
+        """cond["guidance"] as (B,) float32; 1.0 (the conditional prediction) when absent."""
+        w = cond.get("guidance") if isinstance(cond, Mapping) else None
+        if w is None:
+            return torch.ones(b, device=device)
+        w = torch.as_tensor(w, device=device)
+        if w.ndim == 0:
+            w = w.expand(b)
+        if w.shape != (b,) or w.is_complex() or w.dtype == torch.bool:
+            raise UNetInputError(f"cond['guidance'] must be a real scalar or shape ({b},), got {w.dtype} {tuple(w.shape)}")
+        return w.float()
+
     def _condition(self, cond, b: int, device: torch.device, dtype: torch.dtype):
         """(context (B, L, D) | None, mask (B, L) bool | None, pooled (B, D) | None) from the cond dict."""
         if cond is None:
@@ -287,6 +318,8 @@ class UNet(nn.Module):
         unknown = sorted(set(cond) - set(COND_KEYS))
         if unknown:
             raise UNetInputError(f"unknown cond key(s): {', '.join(unknown)}; expected {', '.join(COND_KEYS)}")
+        if "guidance" in cond and not self.config.guidance_embedding:
+            raise UNetInputError("cond['guidance'] given, but this network has no guidance embedding")
         d = self.config.cond_dim
         tokens, mask, pooled = cond.get("tokens"), cond.get("mask"), cond.get("pooled")
         if pooled is not None:
