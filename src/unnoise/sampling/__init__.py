@@ -29,6 +29,7 @@ from .core import (
     check_generators,
     randn_like,
 )
+from .consistency import consistency
 from .dpm_solver import dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde
 from .euler import euler, heun
 from .unipc import unipc
@@ -63,6 +64,9 @@ class Sampler:
     paper: str  # one-line citation
     # options that make it a deterministic ODE solver of this order ({} if it already is; None if none do)
     ode_options: Mapping[str, Any] | None = field(default_factory=dict)
+    # what denoiser(x, σ) must return: "denoiser" (x̂0 = E[x0 | x], every diffusion model) or "consistency"
+    # (the probability-flow ODE's endpoint from (x, σ), Song et al. 2023: distilled students)
+    model: str = "denoiser"
 
     def __call__(self, denoiser: Denoiser, x: torch.Tensor, sigmas, *, generator: Generators = None,
                  callback: Callback | None = None, **options) -> torch.Tensor:
@@ -88,6 +92,9 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("dpmpp_2m_sde", dpmpp_2m_sde, 2, True, 1, _DPMPP + ", §5 (SDE-DPM-Solver++ 2M)", {"eta": 0.0}),
         Sampler("dpmpp_3m_sde", dpmpp_3m_sde, 3, True, 1, _DPMPP + ", App. B (3M), SDE form", {"eta": 0.0}),
         Sampler("unipc", unipc, 3, False, 1, "Zhao et al. 2023, UniPC (UniP-2 + UniC, B(h) = e^h − 1)"),
+        # no ODE form (each step re-noises), so no order to measure; 1 is the registry's floor
+        Sampler("consistency", consistency, 1, True, 1, "Song et al. 2023, Consistency Models, Algorithm 1 (multistep)",
+                ode_options=None, model="consistency"),
     )
 }
 

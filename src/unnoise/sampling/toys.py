@@ -34,6 +34,11 @@ class GaussianData:
         """Exact probability-flow ODE solution at σ = 0 from x at σ_max: x − μ scales with sqrt(s² + σ²)."""
         return self.mean + self.std / math.sqrt(self.std**2 + sigma_max**2) * (x - self.mean)
 
+    def consistency_function(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The exact consistency function (Song et al. 2023): flow_endpoint with σ per sample (B,)."""
+        sigma = _per_sample(sigma, x)
+        return self.mean + self.std / (self.std**2 + sigma**2).sqrt() * (x - self.mean)
+
     def ddpm_output(self, x_t: torch.Tensor, alphas_cumprod: torch.Tensor, prediction_type: str) -> torch.Tensor:
         """The exact network in the DDPM view: ε, v or x0 predicted from x_t with per-sample ᾱ (B,)."""
         ab = _per_sample(alphas_cumprod, x_t)
