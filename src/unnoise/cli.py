@@ -228,6 +228,54 @@ def train(
         typer.echo(f"done: model in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
 
 
+@app.command()
+def distill(
+    ctx: typer.Context,
+    teacher: str = typer.Option(..., "--teacher", help="The teacher: emoji, digits or a model directory."),
+    steps: int = typer.Option(4, "--steps", help="Student sampler steps K: 1, 2 or 4 (the model's default)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (config.json, metrics.jsonl, checkpoints/, model/)."),
+    data: Optional[str] = typer.Option(None, "--data", help="digits, emoji or a folder (default: the teacher's data)."),
+    max_steps: int = typer.Option(4000, "--max-steps", help="Optimiser steps in total."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop, checkpoint and export after this long."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
+    lr: float = typer.Option(1e-4, "--lr", help="AdamW peak learning rate."),
+    ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid for consistency distillation."),
+    guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
+    guidance_max: float = typer.Option(6.0, "--guidance-max", help="Largest guidance scale w distilled."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="The student's default w (default: the teacher's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of data order, w, grid points and noise."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    checkpoint_every: int = typer.Option(250, "--checkpoint-every", help="Steps between checkpoints."),
+    log_every: int = typer.Option(50, "--log-every", help="Steps between metrics lines."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+) -> None:
+    """Distil a teacher into a 1–4 step student (consistency distillation, guidance as an input; docs/distill.md)."""
+    import json
+
+    from click.core import ParameterSource
+
+    from .distill.config import DistillConfig, resume_config
+    from .distill.loop import distill as run_distill
+    from .distill.loop import resolve
+
+    names = {
+        "teacher": teacher, "steps": steps, "out": str(out), "data": data, "max_steps": max_steps,
+        "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "ode_steps": ode_steps,
+        "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
+        "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
+    }
+    explicit = {k: v for k, v in names.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    cfg = resume_config(out, explicit) if resume else DistillConfig(**names)
+    if dry_run:
+        typer.echo(json.dumps(resolve(cfg).to_dict(), indent=2))
+        return
+    if not resume and (out / "checkpoints").exists():
+        raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    model_dir = run_distill(cfg, resume=resume)
+    typer.echo(f"done: student in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:

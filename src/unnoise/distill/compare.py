@@ -1,0 +1,81 @@
+"""The evaluation hook: teacher and student samples at several NFE, same prompts, same seeds."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+
+from .. import schedules
+from ..denoisers import DiscreteDenoiser
+from ..generation import generate
+from ..sampling import get_sampler, sample, seeded_generators
+
+
+def embedded_guidance(denoiser, cond: dict[str, torch.Tensor] | None, guidance: float, batch: int):
+    """A guidance-distilled student's denoiser(x, σ): w goes in as cond["guidance"], one pass of B, no CFG."""
+    w = {"guidance": torch.full((batch,), float(guidance))}
+    return partial(denoiser, cond=w if cond is None else {**cond, **w})
+
+
+@torch.inference_mode()
+def paint_student(model, schedule, prediction_type: str, cond, *, shape, seeds: Sequence[int], steps: int,
+                  guidance: float, sampler: str = "consistency", spacing: str | None = None, callback=None) -> torch.Tensor:
+    """Images (B, C, H, W) from a student (UNetConfig.guidance_embedding): the teacher's path in
+    generation.generate, with w as an input instead of the doubled CFG batch; x̂0 clamped the same way."""
+    guided = embedded_guidance(DiscreteDenoiser(model, schedule, prediction_type), cond, guidance, len(seeds))
+    return sample(lambda x, sigma: guided(x, sigma).float().clamp(-1.0, 1.0), (len(seeds), *shape),
+                  schedule=schedule, steps=steps, sampler=sampler, spacing=spacing,
+                  generator=seeded_generators(seeds), callback=callback)
+
+
+def compare_samples(
+    teacher_dir: str | os.PathLike,
+    student_dir: str | os.PathLike,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    nfe_teacher: Sequence[int] = (4, 8, 20, 50),
+    nfe_student: Sequence[int] = (1, 2, 4),
+    *,
+    guidance: float | None = None,
+) -> dict[str, dict[int, torch.Tensor]]:
+    """{"teacher": {nfe: images}, "student": {nfe: images}}, images (P·S, C, H, W) in [−1, 1], prompt-major
+    (row p·S + s is prompt p with seed s), the same start noise for both.
+
+    The teacher paints with dpmpp_2m (1 network evaluation per step, CFG doubling the batch) and the
+    student with its own default sampler (1 per step, no doubling), both at the student's default
+    guidance scale unless `guidance` is given, with the student's default spacing.
+    """
+    from ..conditioning.text import TextEncoder
+    from ..modeldir import load_model_dir
+
+    teacher, t_info, _ = load_model_dir(teacher_dir)
+    student, s_info, _ = load_model_dir(student_dir)
+    if (t_info.channels, t_info.image_size) != (s_info.channels, s_info.image_size):
+        raise ValueError(f"teacher and student paint different shapes: {t_info.channels}×{t_info.image_size}² vs "
+                         f"{s_info.channels}×{s_info.image_size}²")
+    w = float(s_info.defaults.get("guidance", 3.0) if guidance is None else guidance)
+    spacing = s_info.defaults.get("spacing", schedules.DEFAULT_SPACING)
+    sampler = s_info.defaults.get("sampler", "consistency")
+    for nfe in (*nfe_teacher, *nfe_student):
+        if isinstance(nfe, bool) or not isinstance(nfe, int) or not 1 <= nfe <= 1000:
+            raise ValueError(f"NFE must be integers from 1 to 1000, got {nfe!r}")
+    if get_sampler(sampler).calls_per_step != 1 or get_sampler("dpmpp_2m").calls_per_step != 1:
+        raise ValueError(f"NFE = steps needs one network call per step; {sampler} makes more")
+    encoder = TextEncoder.load()
+    rows = [p for p in prompts for _ in seeds]
+    all_seeds = [s for _ in prompts for s in seeds]
+    cond, uncond = encoder.encode(rows), encoder.encode([""] * len(rows))
+    shape = (t_info.channels, t_info.image_size, t_info.image_size)
+    t_sched = schedules.get(t_info.schedule, t_info.num_train_steps)
+    s_sched = schedules.get(s_info.schedule, s_info.num_train_steps)
+    out: dict[str, dict[int, torch.Tensor]] = {"teacher": {}, "student": {}}
+    for nfe in nfe_teacher:
+        out["teacher"][nfe] = generate(teacher, t_sched, t_info.prediction_type, cond, uncond, shape=shape,
+                                       seeds=all_seeds, steps=nfe, guidance=w, sampler="dpmpp_2m", spacing=spacing)
+    for nfe in nfe_student:
+        out["student"][nfe] = paint_student(student, s_sched, s_info.prediction_type, cond, shape=shape,
+                                            seeds=all_seeds, steps=nfe, guidance=w, sampler=sampler, spacing=spacing)
+    return out

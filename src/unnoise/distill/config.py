@@ -1,0 +1,128 @@
+"""The distillation configuration: every knob of `unnoise distill`, resolved and written to config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import schedules
+
+STUDENT_STEPS = (1, 2, 4)  # the step counts a student is distilled for
+METHODS = ("consistency", "progressive")
+LOSSES = ("l2", "huber")
+# Settings a resumed run may change; everything else must match the run's config.json.
+RESUME_FREE = ("max_steps", "max_minutes", "log_every", "checkpoint_every", "keep_checkpoints", "threads", "out")
+
+
+class DistillError(ValueError):
+    """Bad distillation settings, or a resume that does not match its run."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher: str  # bundled model name (emoji, digits) or a model directory
+    out: str  # run directory: config.json, metrics.jsonl, checkpoints/, model/
+    steps: int = 4  # K: the student's default sampler steps (1, 2 or 4); progressive distils down to it
+    method: str = "consistency"  # consistency (Song et al. 2023, LCM) or progressive (Salimans & Ho 2022)
+    data: str | None = None  # digits, emoji or a folder; None: the dataset the teacher was trained on
+    ode_steps: int = 32  # N: the teacher's ODE grid (consistency) / its first step count (progressive)
+    spacing: str | None = None  # σ spacing of the grid and of the student's sampler (None: the teacher's default)
+    guidance_min: float = 1.0  # w is drawn uniformly from [guidance_min, guidance_max] per sample
+    guidance_max: float = 6.0  # (Meng et al. 2023 / LCM: one student for a range of guidance scales)
+    guidance: float | None = None  # the student's default w in unnoise.json (None: the teacher's default)
+    cond_dropout: float = 0.1  # share of captions replaced by the empty prompt (so "" paints unconditionally)
+    loss: str = "huber"  # l2, or pseudo-Huber (Song & Dhariwal 2023, iCT: c = 0.00054·sqrt(dim))
+    max_steps: int = 4000  # optimiser steps in total (a resumed run continues to this)
+    max_minutes: float | None = None  # stop (checkpoint, export) after this much wall time in one invocation
+    batch_size: int = 32  # images per step
+    lr: float = 1e-4  # AdamW peak learning rate
+    warmup_steps: int = 100  # linear learning-rate warm-up
+    lr_decay: str = "constant"  # after warm-up: constant or cosine (to 10 % of lr)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # AdamW β1, β2
+    grad_clip: float = 1.0  # clip the global gradient norm to this
+    ema_decay: float = 0.95  # EMA μ: the consistency target network f_θ⁻ and the exported student (LCM: 0.95)
+    seed: int = 0  # seeds data order, w, grid points, noise
+    log_every: int = 50  # steps between metrics lines
+    checkpoint_every: int = 250  # steps between checkpoints
+    keep_checkpoints: int = 3  # how many checkpoints to keep on disk
+    threads: int | None = None  # torch intra-op threads (None: PyTorch's default)
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise DistillError(f"invalid distillation config: {msg}")
+
+        if not isinstance(self.teacher, str) or not self.teacher:
+            bad("teacher must be emoji, digits or a model directory")
+        if isinstance(self.steps, bool) or self.steps not in STUDENT_STEPS:
+            bad(f"steps must be one of {', '.join(map(str, STUDENT_STEPS))}, got {self.steps!r}")
+        if self.method not in METHODS:
+            bad(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.loss not in LOSSES:
+            bad(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.spacing is not None and self.spacing not in schedules.SPACINGS:
+            bad(f"unknown spacing {self.spacing!r}; choose from {', '.join(schedules.SPACINGS)}")
+        if not 2 <= self.ode_steps <= 1000:
+            bad(f"ode_steps must be from 2 to 1000, got {self.ode_steps}")
+        if self.method == "progressive" and (self.ode_steps % self.steps or (self.ode_steps // self.steps) & (self.ode_steps // self.steps - 1)):
+            bad(f"progressive distillation halves the steps: ode_steps ({self.ode_steps}) must be steps·2^k")
+        for name in ("guidance_min", "guidance_max"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 100:
+                bad(f"{name} must be a finite number from 0 to 100, got {v!r}")
+        if self.guidance_min > self.guidance_max:
+            bad(f"guidance_min ({self.guidance_min}) exceeds guidance_max ({self.guidance_max})")
+        if self.guidance is not None and not self.guidance_min <= self.guidance <= self.guidance_max:
+            bad(f"guidance {self.guidance} lies outside the distilled range [{self.guidance_min}, {self.guidance_max}]")
+        if not 0 <= self.cond_dropout < 1:
+            bad(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not 1 <= self.max_steps <= 10_000_000:
+            bad(f"max_steps must be between 1 and 10,000,000, got {self.max_steps}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            bad(f"max_minutes must be a positive number, got {self.max_minutes}")
+        if not 1 <= self.batch_size <= 65_536:
+            bad(f"batch_size must be between 1 and 65,536, got {self.batch_size}")
+        if not 0 < self.lr < 1:
+            bad(f"lr must be in (0, 1), got {self.lr}")
+        if self.lr_decay not in ("constant", "cosine"):
+            bad(f"lr_decay must be constant or cosine, got {self.lr_decay!r}")
+        if not 0 <= self.ema_decay < 1:
+            bad(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.warmup_steps < 0 or self.keep_checkpoints < 1:
+            bad("checkpoint_every, log_every and keep_checkpoints must be ≥ 1; warmup_steps ≥ 0")
+        if self.threads is not None and self.threads < 1:
+            bad(f"threads must be ≥ 1, got {self.threads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DistillConfig:
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise DistillError(f"invalid distillation config: unknown keys {sorted(unknown)}")
+        d = dict(d)
+        if "adam_betas" in d:
+            d["adam_betas"] = tuple(d["adam_betas"])
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> DistillConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def resume_config(out: str | Path, overrides: dict[str, Any]) -> DistillConfig:
+    """The run's saved config with the explicitly given settings that may change on resume."""
+    path = Path(out) / "config.json"
+    if not path.exists():
+        raise DistillError(f"--resume: {path} not found (nothing to resume in {out})")
+    saved = DistillConfig.from_dict(json.loads(path.read_text()))
+    clash = sorted(k for k, v in overrides.items() if k not in RESUME_FREE and v != getattr(saved, k))
+    if clash:
+        raise DistillError(f"--resume: these settings differ from the run's config.json: {', '.join(clash)}")
+    return saved.replace(**{k: v for k, v in overrides.items() if k in RESUME_FREE})

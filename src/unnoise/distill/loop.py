@@ -1,0 +1,343 @@
+"""The distillation loop: a guided teacher (a model directory) → a few-step, w-conditioned student.
+
+Shared with `unnoise train` (imported, not copied): the step-seeded batches (`Batches`, every random
+choice of step n drawn from a generator seeded by (seed, n), so `--resume` continues bit-exactly), the
+learning-rate schedule, Ctrl-C handling, the EMA and the atomic safetensors checkpoints.
+
+Consistency distillation (Song et al. 2023, Algorithm 2; Luo et al. 2023, LCM) on the teacher's ODE grid
+σ_0 > … > σ_N = 0 (schedule.sigmas(N, spacing)): draw n, x_n = x0 + σ_n·z; one DDIM step of the
+*guided* teacher (scale w, per sample) takes x_n to x_{n+1}; the student f_θ(x_n, σ_n, w) learns the
+EMA target f_θ⁻(x_{n+1}, σ_{n+1}, w), where f(x, 0) = x is the boundary.  The student is the teacher's
+network with a w embedding (models.UNetConfig.guidance_embedding) and f_θ its x̂0 = D_θ(x, σ).
+
+Progressive distillation (Salimans & Ho 2022, Algorithm 2) halves the step count in rounds: the
+student's one DDIM step from σ_i to σ_{i+2} must land where two steps of the round's teacher do
+(round 0: the guided teacher, later: the previous round's student).  It is here for the measurement
+in docs/distill.md; consistency is the default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .. import __version__, schedules
+from ..conditioning.guidance import batch_conditions
+from ..denoisers import DiscreteDenoiser
+from ..sampling.core import toward
+from ..training import checkpoint
+from ..training.ema import EMA
+from ..training.loop import Batches, _step_generator, _StopFlag, learning_rate
+from .config import DistillConfig, DistillError
+
+RUN_CONFIG = "config.json"
+ROUND_TEACHER = "round-teacher.safetensors"  # progressive: the frozen teacher of the current round
+
+
+def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) → (B, 1, 1, 1) in like's dtype."""
+    return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+class Distiller:
+    """Builds teacher, student, data and optimiser from a DistillConfig; `run()` distils to cfg.max_steps."""
+
+    def __init__(self, cfg: DistillConfig, *, resume: bool = False, quiet: bool = False):
+        from ..conditioning.text import CaptionBank, TextEncoder
+        from ..data import get_dataset
+        from ..modeldir import load_model_dir
+        from ..models import UNet
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.quiet = quiet
+        self.out = Path(cfg.out)
+        self.teacher, self.info, self.teacher_path = load_model_dir(cfg.teacher)
+        self.teacher.requires_grad_(False)
+        if self.teacher.config.guidance_embedding:
+            raise DistillError(f"{cfg.teacher} is already a distilled student; distil from its teacher")
+        self.teacher_digest = file_digest(self.teacher_path / "model.safetensors")
+        self.schedule = schedules.get(self.info.schedule, self.info.num_train_steps)
+        self.cfg = cfg = resolve(cfg, self.info)
+        spacing = cfg.spacing
+
+        data = cfg.data or self.info.dataset
+        try:
+            self.dataset = get_dataset(data, split="train", image_size=self.info.image_size)
+        except ValueError as e:
+            raise DistillError(f"cannot load the teacher's data {data!r} ({e}); pass --data digits|emoji|FOLDER") from e
+        if self.dataset.channels != self.info.channels:
+            raise DistillError(f"{data} has {self.dataset.channels} channels, the teacher paints {self.info.channels}")
+        self.batches = Batches(self.dataset, cfg.seed)
+        self.encoder = TextEncoder.load()
+        self.bank = CaptionBank(self.dataset.captions, self.encoder)
+
+        self.prediction_type = self.info.prediction_type
+        student_config = self.teacher.config.replace(guidance_embedding=True)
+        self.student = UNet(student_config)
+        _init_from(self.student, self.teacher.state_dict())
+        self.target = UNet(student_config).requires_grad_(False).eval()  # f_θ⁻: the EMA weights
+        self.ema = EMA(self.student, cfg.ema_decay)
+        decay, no_decay = [], []
+        for p in self.student.parameters():
+            (no_decay if p.ndim < 2 else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr, betas=cfg.adam_betas,
+        )
+        self.teacher_d = DiscreteDenoiser(self.teacher, self.schedule, self.prediction_type)
+        self.student_d = DiscreteDenoiser(self.student, self.schedule, self.prediction_type)
+        self.target_d = DiscreteDenoiser(self.target, self.schedule, self.prediction_type)
+        self.sigmas = self.schedule.sigmas(cfg.ode_steps, spacing)  # (N + 1,) float64, last 0
+        self.rounds = int(round(math.log2(cfg.ode_steps // cfg.steps))) if cfg.method == "progressive" else 1
+        self.round_teacher: torch.nn.Module | None = None  # progressive, rounds ≥ 1
+        self.step = 0
+        self.elapsed = 0.0  # wall seconds over all invocations
+        if resume:
+            self._load_latest()
+
+    # --- set-up ---------------------------------------------------------------------------------
+    def _load_latest(self) -> None:
+        path = checkpoint.latest_path(self.out)
+        if path is None:
+            raise DistillError(f"--resume: no checkpoint in {self.out / 'checkpoints'}")
+        ck = checkpoint.load(path)
+        if ck.state.get("teacher_digest") != self.teacher_digest:
+            raise DistillError(f"--resume: the teacher's weights changed since this run began ({self.teacher_path})")
+        self.student.load_state_dict(ck.model)
+        self.ema.load_state_dict(ck.ema, ck.state["ema_updates"])
+        self.optimizer.load_state_dict(ck.optimizer)
+        self.step, self.elapsed = ck.step, float(ck.state.get("elapsed_s", 0.0))
+        if self.cfg.method == "progressive" and self._round(self.step) > 0:
+            self._load_round_teacher()
+        self._log(f"resumed from {path} at step {self.step}")
+
+    def _log(self, msg: str) -> None:
+        if not self.quiet:
+            tqdm.write(msg, file=sys.stderr)
+
+    def save_checkpoint(self) -> None:
+        state = {"ema_updates": self.ema.num_updates, "unnoise_version": __version__, "config": self.cfg.to_dict(),
+                 "teacher_digest": self.teacher_digest, "elapsed_s": self.elapsed}
+        checkpoint.save(self.out, self.step, self.student.state_dict(), self.ema.state_dict(),
+                        self.optimizer.state_dict(), state, keep=self.cfg.keep_checkpoints)
+
+    # --- the models as functions of (x, σ) ------------------------------------------------------------
+    def guided_teacher(self, x, sigma, cond, uncond, w) -> torch.Tensor:
+        """x̂0 = x̂0_u + w·(x̂0_c − x̂0_u) with a scale w (B,) per sample, both passes as one batch of 2B,
+        clamped to [−1, 1] as generation.generate does (so the student learns what painting does)."""
+        b = x.shape[0]
+        both = self.teacher_d(torch.cat([x, x]), torch.cat([sigma, sigma]), batch_conditions(cond, uncond, b))
+        c, u = both[:b], both[b:]
+        return (u + _view(w, x) * (c - u)).clamp(-1.0, 1.0)
+
+    @staticmethod
+    def consistency_fn(denoiser, x, sigma, cond, w) -> torch.Tensor:
+        """f(x, σ, w) = D(x, σ, cond, w) for σ > 0 and exactly x at the boundary σ = 0."""
+        out = denoiser(x, sigma, {**cond, "guidance": w})
+        return torch.where(_view(sigma, x) == 0, x, out)
+
+    # --- one step --------------------------------------------------------------------------------------
+    def draw(self):
+        """Step n's batch, all from the generator of (seed, n): x0, captions, w, grid index, noise."""
+        cfg = self.cfg
+        g = _step_generator(cfg.seed, self.step)
+        x0, captions = self.batches.draw(self.step, cfg.batch_size, cfg.cond_dropout, self.bank.null_index, g)
+        w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(cfg.batch_size, generator=g)
+        n = torch.randint(0, self.grid_steps(), (cfg.batch_size,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        cond = self.bank.condition(captions)
+        uncond = self.bank.condition(torch.full_like(captions, self.bank.null_index))
+        return x0, cond, uncond, w, n, noise
+
+    def _round(self, step: int) -> int:
+        return min(self.rounds - 1, step * self.rounds // self.cfg.max_steps)
+
+    def grid_steps(self) -> int:
+        """Steps of the student's grid this round: N (consistency), N/2^(r+1) (progressive round r)."""
+        if self.cfg.method == "consistency":
+            return self.cfg.ode_steps
+        return self.cfg.ode_steps >> (self._round(self.step) + 1)
+
+    def loss(self) -> torch.Tensor:
+        x0, cond, uncond, w, n, noise = self.draw()
+        if self.cfg.method == "consistency":
+            pred, target = self._consistency_pair(x0, cond, uncond, w, n, noise)
+        else:
+            pred, target = self._progressive_pair(x0, cond, uncond, w, n, noise)
+        diff = (pred - target).flatten(1)  # (B, C·H·W)
+        if self.cfg.loss == "l2":
+            return diff.pow(2).mean()
+        c = 0.00054 * math.sqrt(diff.shape[1])  # iCT's pseudo-Huber constant (Song & Dhariwal 2023, §3.3)
+        return (torch.sqrt(diff.pow(2).sum(1) + c * c) - c).mean()
+
+    def _consistency_pair(self, x0, cond, uncond, w, n, noise):
+        sigma, sigma_next = self.sigmas[n].float(), self.sigmas[n + 1].float()  # (B,) σ_n > σ_{n+1} ≥ 0
+        x = x0 + _view(sigma, x0) * noise  # (B, C, H, W) x_n on the forward process
+        with torch.no_grad():
+            # 1. one DDIM step of the guided teacher, σ_n → σ_{n+1} (the Euler step of the PF-ODE)
+            x_next = toward(self.guided_teacher(x, sigma, cond, uncond, w), x, _view(sigma_next / sigma, x))
+            # 2. the target network's answer there (exactly x_{n+1} where σ_{n+1} = 0)
+            self.ema.copy_to(self.target)
+            target = self.consistency_fn(self.target_d, x_next, sigma_next, cond, w)
+        return self.consistency_fn(self.student_d, x, sigma, cond, w), target
+
+    def _progressive_pair(self, x0, cond, uncond, w, n, noise):
+        # The round's teacher grid is every 2^(R−1−r)-th point of the N-step grid; the student's is every other one of that.
+        stride = self.cfg.ode_steps // (2 * self.grid_steps())
+        s0, s1, s2 = (self.sigmas[(2 * n + k) * stride].float() for k in range(3))  # σ_i > σ_{i+½} > σ_{i+1}
+        x = x0 + _view(s0, x0) * noise
+        with torch.no_grad():
+            x1 = toward(self.round_x0(x, s0, cond, uncond, w), x, _view(s1 / s0, x))
+            x2 = toward(self.round_x0(x1, s1, cond, uncond, w), x1, _view(s2 / s1, x))
+            # the x̂0 whose single DDIM step σ_i → σ_{i+1} lands on x2: x2 = x̃ + r·(x − x̃), r = σ_{i+1}/σ_i
+            r = _view(s2 / s0, x)
+            target = (x2 - r * x) / (1 - r)
+        pred = self.student_d(x, s0, {**cond, "guidance": w})
+        # truncated-SNR weighting max(SNR, 1) on the x̂0 error (Salimans & Ho 2022, §4), as a per-sample scale
+        scale = _view(torch.clamp(1.0 / s0, min=1.0), x)
+        return scale * pred, scale * target
+
+    def round_x0(self, x, sigma, cond, uncond, w):
+        if self.round_teacher is None:
+            return self.guided_teacher(x, sigma, cond, uncond, w)
+        return self.consistency_fn(self.round_teacher, x, sigma, cond, w).clamp(-1.0, 1.0)
+
+    def _load_round_teacher(self) -> None:
+        from safetensors.torch import load_file
+
+        from ..models import UNet
+
+        net = UNet(self.student.config).requires_grad_(False).eval()
+        net.load_state_dict(load_file(str(self.out / ROUND_TEACHER)))
+        self.round_teacher = DiscreteDenoiser(net, self.schedule, self.prediction_type)
+
+    def _start_round(self) -> None:
+        """Progressive: the EMA student of the last round becomes the frozen teacher of the next."""
+        from safetensors.torch import save_file
+
+        tmp = self.out / f".{ROUND_TEACHER}.tmp"
+        save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(tmp))
+        tmp.replace(self.out / ROUND_TEACHER)
+        self._load_round_teacher()
+        self._log(f"round {self._round(self.step)}: {self.grid_steps()} student steps")
+
+    def train_step(self) -> float:
+        if self.cfg.method == "progressive" and self.step and self._round(self.step) != self._round(self.step - 1):
+            self._start_round()
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.cfg, self.step)
+        loss = self.loss()
+        if not bool(torch.isfinite(loss)):
+            raise DistillError(f"loss became {loss.item()} at step {self.step}; stopped without saving. The last good "
+                               "checkpoint is untouched: resume with --resume, perhaps with a lower --lr.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.student)
+        self.step += 1
+        return float(loss.detach())
+
+    # --- the loop ------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json_atomic(self.out / RUN_CONFIG, cfg.to_dict())
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step", dynamic_ncols=True,
+                   desc=f"distilling ({cfg.method})")
+        began = last = time.perf_counter()
+        deadline = None if cfg.max_minutes is None else last + 60 * cfg.max_minutes
+        window = []
+        with _StopFlag() as stop:
+            while self.step < cfg.max_steps:
+                window.append(self.train_step())
+                now = time.perf_counter()
+                self.elapsed += now - last
+                last = now
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    row = {"step": self.step, "loss": sum(window) / len(window), "lr": learning_rate(cfg, self.step - 1),
+                           "images_per_s": len(window) * cfg.batch_size / max(1e-9, now - began), "time": time.time()}
+                    with open(self.out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                    window, began = [], now
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if stop.requested:
+                    self.save_checkpoint()
+                    bar.close()
+                    self._log(f"interrupted: saved step {self.step} to {self.out / 'checkpoints'}; continue with --resume")
+                    raise KeyboardInterrupt
+                if deadline is not None and now > deadline:
+                    self._log(f"--max-minutes {cfg.max_minutes:g} reached at step {self.step}; continue with --resume")
+                    break
+        bar.close()
+        if self.step % cfg.checkpoint_every:
+            self.save_checkpoint()
+        return self.export(self.out / "model")
+
+    # --- outputs -----------------------------------------------------------------------------------------
+    def ema_student(self) -> torch.nn.Module:
+        from ..models import UNet
+
+        model = UNet(self.student.config)
+        self.ema.copy_to(model)
+        return model.eval()
+
+    def export(self, directory: Path, dtype: torch.dtype = torch.float16) -> Path:
+        """The EMA student as a model directory whose defaults paint with its own sampler and steps."""
+        from ..modeldir import save_model_dir
+
+        cfg = self.cfg
+        sampler = "consistency" if cfg.method == "consistency" else "ddim"
+        meta = SimpleNamespace(channels=self.info.channels, image_size=self.info.image_size, name=self.info.dataset,
+                               example_prompts=self.info.example_prompts)
+        return save_model_dir(
+            directory, self.ema_student(), schedule=self.schedule, prediction_type=self.prediction_type, dataset=meta,
+            text_encoder=self.info.text_encoder, dtype=dtype,
+            defaults={"steps": cfg.steps, "guidance": cfg.guidance, "sampler": sampler, "spacing": cfg.spacing},
+            training={"distilled_from": str(self.teacher_path), "teacher_digest": self.teacher_digest,
+                      "method": cfg.method, "steps": self.step, "wall_s": round(self.elapsed, 1),
+                      "config": cfg.to_dict(), "unnoise_version": __version__},
+        )
+
+
+def resolve(cfg: DistillConfig, info=None) -> DistillConfig:
+    """Fill in what defaults to the teacher's: the σ spacing and the student's default guidance scale
+    (the teacher's, clipped into the distilled range)."""
+    if info is None:
+        from ..modeldir import load_model_dir
+
+        _, info, _ = load_model_dir(cfg.teacher)
+    spacing = cfg.spacing or info.defaults.get("spacing", schedules.DEFAULT_SPACING)
+    guidance = cfg.guidance if cfg.guidance is not None else float(info.defaults.get("guidance", 3.0))
+    return cfg.replace(spacing=spacing, guidance=min(max(guidance, cfg.guidance_min), cfg.guidance_max))
+
+
+def _init_from(student: torch.nn.Module, teacher_state: dict[str, torch.Tensor]) -> None:
+    """The teacher's weights; only the (zero-initialised) guidance embedding is the student's own."""
+    result = student.load_state_dict(teacher_state, strict=False)
+    stray = [k for k in result.missing_keys if not k.startswith("guidance_mlp.")] + list(result.unexpected_keys)
+    if stray:
+        raise DistillError(f"student and teacher networks differ: {stray[:3]}")
+
+
+def distill(cfg: DistillConfig, *, resume: bool = False, quiet: bool = False) -> Path:
+    """Run (or continue) a distillation; returns the exported student's model directory."""
+    return Distiller(cfg, resume=resume, quiet=quiet).run()
