@@ -253,8 +253,6 @@ def distill(
     """Distil a teacher into a 1–4 step student (consistency distillation, guidance as an input; docs/distill.md)."""
     import json
 
-    from click.core import ParameterSource
-
     from .distill.config import DistillConfig, resume_config
     from .distill.loop import distill as run_distill
     from .distill.loop import resolve
@@ -265,7 +263,8 @@ def distill(
         "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
     }
-    explicit = {k: v for k, v in names.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    # by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
+    explicit = {k: v for k, v in names.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     cfg = resume_config(out, explicit) if resume else DistillConfig(**names)
     if dry_run:
         typer.echo(json.dumps(resolve(cfg).to_dict(), indent=2))

@@ -88,7 +88,9 @@ class Distiller:
 
         self.prediction_type = self.info.prediction_type
         student_config = self.teacher.config.replace(guidance_embedding=True)
-        self.student = UNet(student_config)
+        with torch.random.fork_rng():  # the w embedding's first layer is random: make it the seed's
+            torch.manual_seed(cfg.seed)
+            self.student = UNet(student_config)
         _init_from(self.student, self.teacher.state_dict())
         self.target = UNet(student_config).requires_grad_(False).eval()  # f_θ⁻: the EMA weights
         self.ema = EMA(self.student, cfg.ema_decay)

@@ -1,0 +1,201 @@
+"""Distillation: a short consistency-distillation run lowers the student's few-step error against the
+teacher's many-step samples; exact resume; the student is a model directory Painter and `unnoise paint`
+use; compare_samples; progressive rounds; the guidance embedding; bad CLI input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from unnoise.cli import main
+from unnoise.distill import DistillConfig, DistillError, Distiller, compare_samples, distill
+from unnoise.distill.config import resume_config
+from unnoise.distill.measure import errors, student_samples
+from unnoise.models import UNet, UNetConfig, UNetInputError
+from unnoise.pipeline import Painter
+from unnoise.training import checkpoint
+from unnoise.training.config import TrainConfig
+from unnoise.training.loop import train
+
+COLOURS = {"a red square": (220, 30, 30), "a blue square": (30, 30, 220)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("squares")
+    rng = np.random.default_rng(0)
+    with open(root / "metadata.jsonl", "w") as meta:
+        for i in range(32):
+            caption = list(COLOURS)[i % 2]
+            arr = np.clip(np.array(COLOURS[caption]) + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / f"{i:02d}.png")
+            meta.write(json.dumps({"file_name": f"{i:02d}.png", "text": caption}) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher(squares, tmp_path_factory) -> Path:
+    """A tiny v-prediction teacher trained for 150 steps (≈ 15 s on one thread): it paints the caption's colour."""
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    cfg = TrainConfig(data=str(squares), out=str(out), image_size=16, model_size="tiny", max_steps=150, batch_size=16,
+                      warmup_steps=20, lr=2e-3, log_every=50, sample_every=0, checkpoint_every=1000, seed=3, threads=1,
+                      prediction_type="v_prediction", ema_decay=0.99, cond_dropout=0.2)
+    return train(cfg, quiet=True)
+
+
+def config(teacher, squares, out, **kw) -> DistillConfig:
+    base = dict(teacher=str(teacher), out=str(out), data=str(squares), steps=2, max_steps=6, batch_size=8, lr=5e-4,
+                warmup_steps=2, ode_steps=16, log_every=2, checkpoint_every=3, threads=1)
+    return DistillConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def distilled(teacher, squares, tmp_path_factory):
+    """80 steps of consistency distillation, with the K-step errors before and after."""
+    cfg = config(teacher, squares, tmp_path_factory.mktemp("cd") / "run", max_steps=80, batch_size=16,
+                 warmup_steps=8, checkpoint_every=80, log_every=20)
+    d = Distiller(cfg, quiet=True)
+    d.shape = (3, 16, 16)
+    prompts = list(COLOURS)
+    seeds = [s for _ in prompts for s in range(8)]
+    rows = [p for p in prompts for _ in range(8)]
+    cond, uncond = d.encoder.encode(rows), d.encoder.encode([""] * len(rows))
+    from unnoise.generation import generate
+
+    reference = generate(d.teacher, d.schedule, d.prediction_type, cond, uncond, shape=d.shape, seeds=seeds, steps=50,
+                         guidance=3.0, sampler="dpmpp_2m", spacing=d.cfg.spacing)
+    before = {k: errors(student_samples(d, d.student, "consistency", k, cond, seeds, 3.0), reference, 2) for k in (1, 2, 4)}
+    model_dir = d.run()
+    after = {k: errors(student_samples(d, d.ema_student(), "consistency", k, cond, seeds, 3.0), reference, 2)
+             for k in (1, 2, 4)}
+    return model_dir, before, after
+
+
+def test_distillation_lowers_the_few_step_error(distilled):
+    _, before, after = distilled
+    # one step: the same start noise must land near the teacher's 50-step image (measured ≈ 0.61 → 0.36 at 100 steps)
+    assert after[1]["path"] < 0.8 * before[1]["path"], (before, after)
+    for k in (1, 2, 4):  # and the per-prompt mean and spread over seeds move towards the teacher's
+        assert after[k]["stats"] < before[k]["stats"], (k, before, after)
+
+
+def test_student_is_a_model_dir_that_painter_and_paint_use(distilled, tmp_path, capsys):
+    model_dir, _, _ = distilled
+    meta = json.loads((model_dir / "unnoise.json").read_text())
+    assert meta["defaults"]["sampler"] == "consistency" and meta["defaults"]["steps"] == 2
+    assert meta["defaults"]["guidance"] == 3.0 and meta["training"]["method"] == "consistency"
+    painter = Painter.from_pretrained(model_dir)
+    assert painter.model.config.guidance_embedding
+    seen = []
+    ims = painter("a red square", num_images=2, seed=4, callback=seen.append)
+    assert len(ims) == 2 and ims[0].size == (16, 16) and len(seen) == 2  # the model's 2 steps, one callback each
+    assert ims[0].unnoise_params.sampler == "consistency"
+    again = painter("a red square", num_images=1, seed=5)
+    assert np.array_equal(np.asarray(again[0]), np.asarray(ims[1]))  # seed k: the same image whatever the batch
+    out = tmp_path / "p.png"
+    assert main_rc(["paint", "a blue square", "--model", str(model_dir), "--seed", "1", "--out", str(out)], capsys)[0] == 0
+    assert out.exists()
+
+
+def test_compare_samples_same_seeds_and_prompts(teacher, distilled):
+    model_dir, _, _ = distilled
+    got = compare_samples(teacher, model_dir, ["a red square", "a blue square"], [0, 1], nfe_teacher=(4, 8),
+                          nfe_student=(1, 2))
+    assert set(got) == {"teacher", "student"} and set(got["teacher"]) == {4, 8} and set(got["student"]) == {1, 2}
+    for images in (*got["teacher"].values(), *got["student"].values()):
+        assert images.shape == (4, 3, 16, 16) and images.abs().max() <= 1
+    again = compare_samples(teacher, model_dir, ["a blue square"], [1], nfe_teacher=(4,), nfe_student=(1,))
+    torch.testing.assert_close(again["teacher"][4][0], got["teacher"][4][3])
+    torch.testing.assert_close(again["student"][1][0], got["student"][1][3])
+
+
+def test_resume_is_exact(teacher, squares, tmp_path):
+    distill(config(teacher, squares, tmp_path / "straight"), quiet=True)
+    distill(config(teacher, squares, tmp_path / "split", max_steps=3), quiet=True)
+    distill(resume_config(tmp_path / "split", {"max_steps": 6}), resume=True, quiet=True)
+    for name in ("model", "ema"):
+        a = load_file(str(checkpoint.latest_path(tmp_path / "straight") / f"{name}.safetensors"))
+        b = load_file(str(checkpoint.latest_path(tmp_path / "split") / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    with pytest.raises(DistillError, match="differ"):
+        resume_config(tmp_path / "split", {"lr": 0.5})
+
+
+def test_progressive_rounds_halve_the_steps(teacher, squares, tmp_path):
+    d = Distiller(config(teacher, squares, tmp_path / "pd", method="progressive", steps=1, ode_steps=4, max_steps=4),
+                  quiet=True)
+    assert d.rounds == 2 and d.grid_steps() == 2
+    d.run()
+    assert d.grid_steps() == 1 and (tmp_path / "pd" / "round-teacher.safetensors").exists()
+
+
+def test_guidance_embedding_is_optional_and_starts_as_the_teacher():
+    plain = UNetConfig.tiny()
+    assert "guidance_embedding" not in plain.to_dict()  # old config.json files stay as they were
+    torch.manual_seed(0)
+    teacher = UNet(plain)
+    for p in teacher.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    student = UNet(plain.replace(guidance_embedding=True))
+    student.load_state_dict(teacher.state_dict(), strict=False)
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10.0, 700.0])
+    assert torch.equal(student(x, t, {"guidance": torch.tensor([2.0, 7.0])}), teacher(x, t))
+    with pytest.raises(UNetInputError, match="no guidance embedding"):
+        teacher(x, t, {"guidance": torch.tensor([2.0, 7.0])})
+    with pytest.raises(UNetInputError, match="guidance"):
+        student(x, t, {"guidance": torch.ones(3)})
+
+
+def main_rc(argv, capsys):
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_distills_and_resumes(teacher, squares, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["distill", "--teacher", str(teacher), "--data", str(squares), "--out", str(out), "--steps", "1",
+              "--batch-size", "4", "--checkpoint-every", "2", "--threads", "1"]
+    code, stdout, err = main_rc([*common, "--max-steps", "2"], capsys)
+    assert code == 0, err
+    assert "done: student in" in stdout and (out / "model" / "unnoise.json").exists()
+    code, _, err = main_rc([*common, "--max-steps", "4", "--resume"], capsys)
+    assert code == 0, err
+    assert checkpoint.load(checkpoint.latest_path(out)).step == 4
+    code, stdout, _ = main_rc([*common, "--dry-run"], capsys)
+    assert code == 0 and json.loads(stdout)["spacing"] == "log_snr"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "3"], "steps must be one of 1, 2, 4"),
+    (["--guidance-min", "5", "--guidance-max", "2"], "exceeds"),
+    (["--max-minutes", "0"], "max_minutes"),
+    (["--resume"], "nothing to resume"),
+])
+def test_cli_bad_input_is_one_line(teacher, tmp_path, capsys, extra, message):
+    code, _, err = main_rc(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "r"), *extra], capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and message in err, err
+
+
+def test_cli_unknown_teacher_and_existing_run(teacher, squares, tmp_path, capsys):
+    code, _, err = main_rc(["distill", "--teacher", "flowers", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "unknown model 'flowers'" in err and err.count("\n") == 1
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    code, _, err = main_rc(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "already holds a run" in err
