@@ -342,3 +342,100 @@ def test_busy_lab_queues_then_says_429_and_a_leaving_client_stops_its_work(live_
         waiter.join(timeout=20)
         assert queued["r"].status_code == 200 and queued["r"].text.count("event: step") == 3
     assert wait_until(lambda: gate.running == 0 and gate.waiting == 0)
+
+
+# --- parts 5–7 without a model; the sampler and spacing lists -------------------------------------------
+def test_samplers_are_the_registry_and_spacings_the_schedules():
+    from unnoise.sampling import SAMPLERS
+
+    with TestClient(create_app()) as c:
+        data = c.get("/api/samplers").json()
+    assert [s["name"] for s in data["samplers"]] == list(SAMPLERS)
+    assert all(s["order"] == SAMPLERS[s["name"]].order and s["paper"] for s in data["samplers"])
+    assert data["default"] in SAMPLERS
+    assert data["spacings"] == list(schedules.SPACINGS) and data["default_spacing"] == schedules.DEFAULT_SPACING
+
+
+def test_spacings_chart_is_the_schedules_own_sigmas(client):
+    data = client.get("/api/spacings", params={"schedule": "cosine", "steps": 8}).json()
+    s = schedules.get("cosine")
+    assert data["steps"] == 8 and data["crossing_step"] == s.crossing_step()
+    assert [r["spacing"] for r in data["spacings"]] == list(schedules.SPACINGS)
+    for row in data["spacings"]:
+        sigmas = s.sigmas(8, row["spacing"])
+        assert row["sigmas"] == sigmas.tolist() and row["sigmas"][-1] == 0
+        assert row["ts"] == s.sigma_to_t(sigmas[:-1]).tolist()
+        assert row["noisy_steps"] == int((sigmas[:-1] > 1).sum()) and row["noisy_steps"] + row["clean_steps"] == 8
+    leading = client.get("/api/spacings", params=[("spacing", "leading"), ("spacing", "leading")]).json()
+    assert [r["spacing"] for r in leading["spacings"]] == ["leading"]  # once, however often asked
+    assert leading["spacings"][0]["ts"][0] == 875  # leading never starts from the top at 8 steps
+
+
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/api/spacings", {"steps": 0}),
+        ("/api/spacings", {"steps": 1001}),
+        ("/api/spacings", {"spacing": "uniform"}),
+        ("/api/spacings", [("spacing", "leading")] * 7),
+        ("/api/img2img", {"strength": 0}),
+        ("/api/img2img", {"strength": 1.01}),
+        ("/api/img2img", {"image": "../etc"}),
+        ("/api/img2img", {"steps": 1001}),
+        ("/api/img2img", {"prompt": "x" * 301}),
+        ("/api/guidance", {"scale": 31}),
+        ("/api/guidance", {"scale": "loud"}),
+        ("/api/guidance", [("scale", 1)] * 7),
+        ("/api/guidance", {"steps": 1001}),
+        ("/api/spacings/run", {"steps": 101}),
+        ("/api/spacings/run", {"spacing": "uniform"}),
+        ("/api/spacings/run", {"seed": -1}),
+    ],
+)
+def test_bad_parameters_of_parts_5_to_7_get_a_json_422(client, path, params):
+    message = assert_json_error(client.get(path, params=params), 422)
+    name = params[0][0] if isinstance(params, list) else next(iter(params))
+    assert name in message  # the message names the parameter
+
+
+@pytest.mark.parametrize("path", ["/api/img2img", "/api/guidance", "/api/spacings/run"])
+def test_parts_5_to_7_are_reserved_until_a_model_plugs_in(client, path):
+    assert "trained model" in assert_json_error(client.get(path), 404)
+    assert client.get("/api/status").json()["parts"] == []
+
+
+def test_a_bare_generate_callable_offers_no_parts_5_to_7():
+    with TestClient(create_app(generate=lambda req: (None, {}))) as c:
+        assert c.get("/api/status").json()["parts"] == []
+        assert "cannot" in assert_json_error(c.get("/api/guidance"), 404)
+
+
+def test_img2img_of_an_unknown_upload_is_404():
+    class Parts:
+        def __call__(self, req):
+            raise AssertionError("not called")
+
+        img2img = dial = spacings = __call__
+
+    with TestClient(create_app(generate=Parts())) as c:
+        assert c.get("/api/status").json()["parts"] == ["img2img", "dial", "spacings"]
+        assert "no image" in assert_json_error(c.get("/api/img2img", params={"image": "0" * 20}), 404)
+
+
+def test_parts_5_to_7_share_the_run_limit():
+    """A full lab turns the new streams away with 429 + Retry-After too (before any model work)."""
+    class Parts:
+        def __call__(self, req):
+            return (lambda emit: torch.zeros(3, 2, 2)), {}
+
+        img2img = dial = spacings = __call__
+
+    app = create_app(LabConfig(max_jobs=1, max_waiting=0), generate=Parts())
+    with TestClient(app) as c:
+        assert app.state.gate._take()  # the one place is taken
+        for path in ("/api/img2img", "/api/guidance", "/api/spacings/run", "/api/generate"):
+            r = c.get(path)
+            assert_json_error(r, 429)
+            assert int(r.headers["Retry-After"]) > 0
+        app.state.gate._give_back()
+        assert [k for k, _ in sse_events(c.get("/api/guidance").text)] == ["start", "done"]

@@ -17,11 +17,18 @@ from test_lab_api import assert_json_error, decode_png, sse_events
 
 
 def tiny_model_dirs(tmp_path_factory) -> dict[str, str]:
-    """Two exported, untrained tiny models: "colour" (3 channels) and "grey" (1), 16×16."""
+    """Two exported, untrained tiny models: "colour" (3 channels) and "grey" (1), 16×16.
+
+    The layers a UNet starts at zero (residual and attention outputs) get small random weights, so the
+    prompt reaches the picture and guidance scales paint different pictures, as in a trained model."""
     torch.manual_seed(0)  # the untrained weights only; sampling is seeded per request
     dirs = {}
     for name, channels in (("colour", 3), ("grey", 1)):
         net = UNet(UNetConfig.tiny().replace(image_size=16, in_channels=channels, out_channels=channels))
+        with torch.no_grad():
+            for param in net.parameters():
+                if not param.any():
+                    param.normal_(0.0, 0.05)
         meta = SimpleNamespace(channels=channels, image_size=16, name=name, example_prompts=["a square"])
         dirs[name] = save_model_dir(tmp_path_factory.mktemp(name) / "model", net, schedule=schedules.get("linear"),
                                     prediction_type="v_prediction", dataset=meta, text_encoder="test")
@@ -53,5 +60,124 @@ def test_every_step_streams_x_t_eps_and_x0(client, model):
 
 
 def test_unknown_model_and_sampler_are_422(client):
-    assert "unknown model" in assert_json_error(client.get("/api/generate", params={"model": "flowers"}), 422)
+    assert "model" in assert_json_error(client.get("/api/generate", params={"model": "flowers"}), 422)
     assert "sampler" in assert_json_error(client.get("/api/generate", params={"model": "grey", "sampler": "zig"}), 422)
+
+
+# --- part 5: image to image --------------------------------------------------------------------------------
+def test_img2img_streams_the_painters_own_sdedit(client, tmp_path_factory):
+    from PIL import Image
+
+    from unnoise.lab.uploads import the_cat
+
+    params = {"prompt": "a square", "model": "colour", "steps": 10, "strength": 0.4, "seed": 5, "guidance": 2}
+    events = sse_events(client.get("/api/img2img", params=params).text)
+    kinds = [k for k, _ in events]
+    assert kinds == ["start"] + ["step"] * 4 + ["done"]  # strength 0.4 of 10 steps: the last 4 run
+    start, steps = events[0][1], [e for k, e in events if k == "step"]
+    assert start["kind"] == "img2img" and start["image"] == "cat" and start["strength"] == 0.4
+    assert decode_png(start["init"]).shape == (16, 16, 3)  # the cat as the model sees it
+    assert all(s["total"] == 4 for s in steps) and steps[0]["t"] < 500  # it starts part of the way up
+    # the lab and `unnoise paint --init-image` agree: the same Painter path, the same picture
+    painter = client.app.state.generate.painter("colour")
+    cat = Image.fromarray(the_cat(256).pixels)
+    ref = painter("a square", init_image=cat, strength=0.4, steps=10, seed=5, guidance=2, sampler="dpmpp_2m")[0]
+    assert np.abs(decode_png(events[-1][1]["image"]) - np.asarray(ref, dtype=np.int16)).max() <= 1
+
+
+def test_img2img_takes_an_upload_and_refuses_bad_strength(client):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buf, format="PNG")
+    info = client.post("/api/images", content=buf.getvalue()).json()
+    events = sse_events(client.get("/api/img2img", params={"image": info["id"], "model": "grey", "steps": 4,
+                                                           "strength": 1.0}).text)
+    assert [k for k, _ in events][-1] == "done" and events[0][1]["image"] == info["id"]
+    assert sum(k == "step" for k, _ in events) == 4  # strength 1: every step, from pure static
+    assert "strength" in assert_json_error(client.get("/api/img2img", params={"model": "grey", "strength": 0}), 422)
+    assert "colour" in assert_json_error(client.get("/api/img2img", params={"model": "nope"}), 422)  # names the choices
+
+
+# --- part 6: the guidance dial -----------------------------------------------------------------------------
+def test_per_image_cfg_is_cfg_row_by_row():
+    from unnoise.conditioning.guidance import CFGDenoiser
+    from unnoise.lab.sweeps import PerImageCFG
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(4, generator=g)
+
+    def denoiser(x, sigma, cond):  # conditional and unconditional rows differ through cond
+        return torch.tanh(x * weight[: x.shape[1], None, None] + cond["pooled"][:, :1, None, None] / (1 + sigma[:, None, None, None]))
+
+    x = torch.randn(3, 4, 5, 5, generator=g)
+    cond, uncond = {"pooled": torch.ones(1, 8)}, {"pooled": -torch.ones(1, 8)}
+    scales = [0.0, 1.0, 7.5]
+    sigma = torch.full((3,), 2.0)
+    out = PerImageCFG(denoiser, cond, uncond, scales)(x, sigma)
+    for b, w in enumerate(scales):
+        one = CFGDenoiser(denoiser, cond, uncond, w)(x[b : b + 1], sigma[b : b + 1])
+        torch.testing.assert_close(out[b : b + 1], one)
+
+
+def test_the_dial_paints_what_generate_paints_at_each_scale(client):
+    params = {"prompt": "a square", "model": "colour", "steps": 4, "seed": 9, "sampler": "ddim"}
+    events = sse_events(client.get("/api/guidance", params={**params, "scale": [0, 3, 12]}).text)
+    assert [k for k, _ in events] == ["start"] + ["step"] * 4 + ["done"]
+    steps, done = [e for k, e in events if k == "step"], events[-1][1]
+    assert all(len(s["tiles"]) == 3 and [t["tile"] for t in s["tiles"]] == [0, 1, 2] for s in steps)
+    assert done["scales"] == [0, 3, 12] and len(done["images"]) == 3
+    for w, image in zip(done["scales"], done["images"]):  # one batch, yet each scale as if painted alone
+        alone = sse_events(client.get("/api/generate", params={**params, "guidance": w}).text)[-1][1]["image"]
+        assert np.abs(decode_png(image) - decode_png(alone)).max() <= 2, w
+    assert len({img for img in done["images"]}) == 3
+
+
+# --- part 7: where the steps go ----------------------------------------------------------------------------
+def test_spacings_stream_each_run_then_the_reference_and_compare(client):
+    params = [("prompt", "a square"), ("model", "grey"), ("steps", 3), ("seed", 1),
+              ("spacing", "leading"), ("spacing", "trailing")]
+    events = sse_events(client.get("/api/spacings/run", params=params).text)
+    start, done = events[0][1], events[-1][1]
+    assert start["spacings"] == ["leading", "trailing"] and start["reference_steps"] == 50
+    assert [r["spacing"] for r in start["chart"]["spacings"]] == ["leading", "trailing"]
+    steps = [e for k, e in events if k == "step"]
+    assert len(steps) == 3 + 3 + 50 == start["total"]
+    assert [s["tiles"][0]["tile"] for s in steps] == [0] * 3 + [1] * 3 + [2] * 50  # one run after another
+    leading_ts = [s["tiles"][0]["t"] for s in steps[:3]]
+    assert leading_ts == pytest.approx(start["chart"]["spacings"][0]["ts"], abs=1e-3)  # σ passes through float32
+    assert len(done["images"]) == 2 and decode_png(done["reference"]).shape == (16, 16, 3)
+    for m in done["metrics"]:
+        assert m["shape_error"] >= 0 and m["detail_ratio"] > 0 and m["error"] > 0
+
+
+def test_reference_comparison_separates_shapes_from_detail():
+    from unnoise.lab.sweeps import compare_to_reference, coarse
+
+    g = torch.Generator().manual_seed(0)
+    ref = (torch.rand(3, 32, 32, generator=g) * 2 - 1) * 0.5 + coarse(torch.rand(3, 32, 32, generator=g) * 2 - 1).float()
+    same = compare_to_reference(ref, ref)
+    assert same["shape_error"] == 0 and same["detail_ratio"] == pytest.approx(1) and same["error"] == 0
+    mushy = compare_to_reference(coarse(ref).float() * 0.7 + ref * 0.3, ref)
+    assert mushy["detail_ratio"] == pytest.approx(0.3, rel=1e-6) and mushy["shape_error"] < 1e-6
+    moved = compare_to_reference(ref.flip(-1), ref)
+    assert moved["shape_error"] > 0.1
+
+
+def test_a_leaving_client_stops_a_spacing_comparison(tmp_path_factory):
+    """The comparison is several runs in a row: a page that leaves must stop the whole of it."""
+    import httpx
+
+    from unnoise.lab import LabConfig, serving
+
+    from test_lab_api import wait_until
+
+    app = create_app(LabConfig(max_jobs=1), generate=PainterFactory(tiny_model_dirs(tmp_path_factory)))
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        with c.stream("GET", "/api/spacings/run", params={"model": "grey", "steps": 100}) as r:
+            lines = r.iter_lines()
+            assert next(lines) == "event: start"
+            assert wait_until(lambda: app.state.gate.running == 1)
+        assert wait_until(lambda: app.state.gate.running == 0, timeout=5)  # 5×100 + 200 steps would take far longer

@@ -32,14 +32,19 @@ def generate(
     autocast: bool = False,
     x_init: torch.Tensor | None = None,
     sigmas: torch.Tensor | None = None,
+    guide: Callable | None = None,
     **sampler_options,
 ) -> torch.Tensor:
     """Images (B, C, H, W) in about [−1, 1].  cond/uncond hold one row per image (B = len(seeds)).
 
     With `x_init` and `sigmas` the caller controls the start (image-to-image starts from a noised picture).
+    `guide(denoiser) -> denoiser` replaces the CFG wrapper (the lab's guidance dial: one scale per image).
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
-    guided = CFGDenoiser(denoiser, cond, uncond, guidance, rescale=guidance_rescale)
+    if guide is None:
+        guided = CFGDenoiser(denoiser, cond, uncond, guidance, rescale=guidance_rescale)
+    else:
+        guided = guide(denoiser)
     generators = seeded_generators(seeds)  # seed k paints the same image whatever the batch (EDM)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,17 +23,21 @@ from fastapi import FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__, schedules
+from ..sampling import SAMPLERS
 from ..schedules import Schedule
 from .streams import Busy, Job, JobGate, JobResponse, Source, replay_source, replay_timesteps
+from .sweeps import spacing_chart
 from .uploads import CAT_ID, Picture, PictureStore, UploadError, b64, decode_upload, the_cat
 
 log = logging.getLogger("unnoise.lab")
 STATIC = Path(__file__).parent / "static"
 ScheduleName = Literal[tuple(schedules.available())]  # type: ignore[valid-type]
+SpacingName = Literal[schedules.SPACINGS]  # type: ignore[valid-type]
+SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
 IMAGE_ID = r"^(cat|[0-9a-f]{20})$"
 MAX_SEED = 2**32 - 1
 
@@ -49,6 +53,8 @@ class LabConfig:
     max_steps: int = 1000  # steps of any streamed run
     max_prompt_chars: int = 300
     max_images: int = 4  # images per generation request
+    max_tiles: int = 6  # pictures side by side in one request (guidance scales, spacings)
+    max_sweep_steps: int = 100  # steps of each run where a request makes several runs one after another
     max_jobs: int = 2  # streamed runs at once (the machine has few cores)
     max_waiting: int = 4  # runs that may queue for a slot; beyond that, 429
     wait_timeout: float = 10.0  # seconds a queued run waits before 429
@@ -70,8 +76,52 @@ class GenerateRequest:
     num_images: int
 
 
+@dataclass(frozen=True)
+class Img2ImgRequest:
+    """Part 5: re-paint a picture from `strength` of the way up the noise under a prompt (SDEdit)."""
+
+    prompt: str
+    model: str
+    sampler: str
+    steps: int  # of the full schedule; about strength × steps of them run
+    guidance: float
+    seed: int
+    strength: float  # in (0, 1]: 1 starts from pure static, small values keep most of the picture
+    image: str  # the picture's id ("cat" or an upload's)
+    picture: Picture = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    """Part 6: one prompt and seed at several guidance scales, side by side."""
+
+    prompt: str
+    model: str
+    sampler: str
+    steps: int
+    seed: int
+    scales: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SpacingsRequest:
+    """Part 7: one prompt and seed at a small step count under several spacings, side by side."""
+
+    prompt: str
+    model: str
+    sampler: str
+    steps: int
+    guidance: float
+    seed: int
+    spacings: tuple[str, ...]
+
+
 # Turns a request into (source, start-event data); raises ValueError for an unknown model or sampler.
+# The factory may also offer parts 5–7 as methods of the same shape: .img2img(Img2ImgRequest),
+# .dial(DialRequest) and .spacings(SpacingsRequest); a part whose method is missing answers 404.
 GenerateFactory = Callable[[GenerateRequest], tuple[Source, dict[str, Any]]]
+LEARNED_PARTS = ("img2img", "dial", "spacings")
+DIAL_SCALES = (0.0, 1.0, 3.0, 7.0, 12.0)  # from "ignores the prompt" to "overcooked"
 
 
 class ErrorBody(BaseModel):
@@ -110,9 +160,41 @@ class Status(BaseModel):
     version: str
     learned: bool  # whether /api/generate has a trained model behind it
     models: list[str] = []  # the model names /api/generate knows (empty when unknown or none)
+    parts: list[str] = []  # which of img2img, dial, spacings the model source offers
     running: int
     waiting: int
     limits: dict[str, float]
+
+
+class SamplerInfo(BaseModel):
+    name: str
+    order: int  # convergence order of its ODE solver
+    stochastic: bool  # draws fresh noise every step
+    calls_per_step: int  # network calls per step
+    paper: str
+
+
+class SamplerList(BaseModel):
+    default: str
+    samplers: list[SamplerInfo]
+    default_spacing: str
+    spacings: list[str]
+
+
+class SpacingSteps(BaseModel):
+    spacing: str
+    sigmas: list[float]  # steps + 1 noise levels, descending, the last exactly 0
+    ts: list[float]  # the fractional DDPM timestep of each step's σ (steps entries)
+    noisy_steps: int  # steps that start where σ > 1 (noise outweighs signal)
+    clean_steps: int  # steps that start where σ ≤ 1
+
+
+class SpacingChart(BaseModel):
+    schedule: str
+    num_steps: int
+    steps: int
+    crossing_step: float  # fractional t where σ = 1
+    spacings: list[SpacingSteps]
 
 
 def _curves(s: Schedule) -> ScheduleCurves:
@@ -150,7 +232,14 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     decode_limiter = anyio.CapacityLimiter(config.decode_concurrency)
     scheds = {name: schedules.get(name, config.num_train_steps) for name in schedules.available()}
     curves = ScheduleList(default="linear", schedules=[_curves(s) for s in scheds.values()])
-    app.state.gate, app.state.store, app.state.config = gate, store, config
+    app.state.gate, app.state.store, app.state.config, app.state.generate = gate, store, config, generate
+    known = sorted(getattr(generate, "models", None) or [])  # a PainterFactory says; a bare callable may not
+    default_model = "emoji" if not known or "emoji" in known else known[0]
+    # the schema names the models when the factory says which (the fuzzer then paints for real); else any name
+    ModelName = Literal[tuple(known)] if known else str  # type: ignore[valid-type]  # noqa: N806
+
+    def model_query() -> Any:
+        return Query() if known else Query(max_length=64)
 
     # --- errors: JSON, one line, 4xx for anything the request got wrong --------------------------
     @app.exception_handler(RequestValidationError)
@@ -204,9 +293,26 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     async def status() -> Status:
         """What the lab can do now and how busy it is."""
         limits = {k: float(v) for k, v in asdict(config).items()}
-        models = sorted(getattr(generate, "models", None) or [])  # a PainterFactory says; a bare callable may not
-        return Status(version=__version__, learned=generate is not None, models=models, running=gate.running,
-                      waiting=gate.waiting, limits=limits)
+        parts = [name for name in LEARNED_PARTS if callable(getattr(generate, name, None))]
+        return Status(version=__version__, learned=generate is not None, models=known, parts=parts,
+                      running=gate.running, waiting=gate.waiting, limits=limits)
+
+    @app.get("/api/samplers")
+    async def samplers() -> SamplerList:
+        """The registered samplers (unnoise.sampling.SAMPLERS) and inference spacings: the page's lists."""
+        listed = [SamplerInfo(name=s.name, order=s.order, stochastic=s.stochastic, calls_per_step=s.calls_per_step,
+                              paper=s.paper) for s in SAMPLERS.values()]
+        return SamplerList(default="dpmpp_2m", samplers=listed, default_spacing=schedules.DEFAULT_SPACING,
+                           spacings=list(schedules.SPACINGS))
+
+    @app.get("/api/spacings", responses=_errors(422))
+    async def spacings_chart(
+        schedule: ScheduleName = "linear",
+        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 8,
+        spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=config.max_tiles)] = list(schedules.SPACINGS),
+    ) -> SpacingChart:
+        """Where each spacing puts its steps on a schedule: σ and t per step (part 7's chart)."""
+        return SpacingChart(**spacing_chart(scheds[schedule], steps, _unique(spacing)))
 
     @app.get("/api/schedules")
     async def all_schedules() -> ScheduleList:
@@ -293,8 +399,8 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     @app.get("/api/generate", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def generate_stream(
         prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
-        model: Annotated[str, Query(max_length=64)] = "emoji",
-        sampler: Annotated[str, Query(max_length=64)] = "dpmpp_2m",
+        model: Annotated[ModelName, model_query()] = default_model,
+        sampler: SamplerName = "dpmpp_2m",
         steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 20,
         guidance: Annotated[float, Query(ge=0, le=30)] = 5.0,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
@@ -308,7 +414,80 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         slot = await gate.acquire()
         return JobResponse(Job(slot, source, {"kind": "generate", **asdict(request), **start}))
 
+    def learned_part(name: str, what: str) -> Callable[[Any], tuple[Source, dict[str, Any]]]:
+        if generate is None:
+            raise HTTPException(404, f"no trained model is loaded in this lab yet, so there is nothing to {what} with")
+        method = getattr(generate, name, None)
+        if not callable(method):
+            raise HTTPException(404, f"this lab's model source cannot {what}")
+        return method
+
+    @app.get("/api/img2img", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+    async def img2img_stream(
+        image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
+        strength: Annotated[float, Query(gt=0, le=1)] = 0.6,
+        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
+        model: Annotated[ModelName, model_query()] = default_model,
+        sampler: SamplerName = "dpmpp_2m",
+        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 20,
+        guidance: Annotated[float, Query(ge=0, le=30)] = 5.0,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+    ) -> JobResponse:
+        """Image to image (SDEdit, the Painter's own path): noise the picture `strength` of the way up the
+        schedule, then denoise the remaining steps under the prompt, streamed like /api/generate.  The start
+        event adds `init`, the picture as the model sees it (centre square at its size)."""
+        method = learned_part("img2img", "re-paint a picture")
+        picture = picture_or_404(image)
+        request = Img2ImgRequest(prompt, model, sampler, steps, guidance, seed, strength, picture.id, picture)
+        source, start = method(request)
+        slot = await gate.acquire()
+        info = {k: v for k, v in asdict(request).items() if k != "picture"}
+        return JobResponse(Job(slot, source, {"kind": "img2img", **info, **start}))
+
+    @app.get("/api/guidance", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+    async def dial_stream(
+        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
+        model: Annotated[ModelName, model_query()] = default_model,
+        sampler: SamplerName = "dpmpp_2m",
+        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 20,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+        scale: Annotated[list[Annotated[float, Field(ge=0, le=30)]], Query(min_length=1, max_length=config.max_tiles)] = list(DIAL_SCALES),
+    ) -> JobResponse:
+        """The guidance dial: one prompt and seed at several scales (default 0, 1, 3, 7, 12) in one batch.
+
+        Events: `start`, `step` ×steps ({index, total, tiles: [{tile, step, steps, t, sigma, x0}]}: every
+        scale's x̂0), then `done` ({images, scales}) or `error`."""
+        method = learned_part("dial", "turn the guidance dial")
+        request = DialRequest(prompt, model, sampler, steps, seed, tuple(scale))
+        source, start = method(request)
+        slot = await gate.acquire()
+        return JobResponse(Job(slot, source, {"kind": "dial", **asdict(request), **start}))
+
+    @app.get("/api/spacings/run", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+    async def spacings_stream(
+        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
+        model: Annotated[ModelName, model_query()] = default_model,
+        sampler: SamplerName = "dpmpp_2m",
+        steps: Annotated[int, Query(ge=1, le=config.max_sweep_steps)] = 8,
+        guidance: Annotated[float, Query(ge=0, le=30)] = 5.0,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+        spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=config.max_tiles)] = list(schedules.SPACINGS),
+    ) -> JobResponse:
+        """Where the steps go: one prompt and seed under each spacing, one run after another, then a
+        many-step reference run; `done` has {images, reference, metrics} (shape error and detail ratio of
+        each picture against the reference).  The start event has the model schedule's `chart`."""
+        method = learned_part("spacings", "compare spacings")
+        request = SpacingsRequest(prompt, model, sampler, steps, guidance, seed, _unique(spacing))
+        source, start = method(request)  # a spacing that cannot place the steps → 422
+        slot = await gate.acquire()
+        return JobResponse(Job(slot, source, {"kind": "spacings", **asdict(request), **start}))
+
     return app
+
+
+def _unique(names) -> tuple[str, ...]:
+    """The names once each, in their first order."""
+    return tuple(dict.fromkeys(names))
 
 
 def run(host: str = "127.0.0.1", port: int = 7860, *, config: LabConfig = LabConfig(), generate: GenerateFactory | None = None) -> None:

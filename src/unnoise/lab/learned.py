@@ -1,21 +1,35 @@
-"""The learned reverse for the lab: a GenerateFactory backed by real Painters, one per model name."""
+"""The learned reverse for the lab: a GenerateFactory backed by real Painters, one per model name.
+
+Parts 3 and 5 stream one run (x_t, ε̂, x̂0 per step); parts 6 and 7 stream several runs side by side
+(each run's x̂0 per step).  Everything paints through the Painter and `generation.generate`, so the lab
+shows exactly what `unnoise paint` makes.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from typing import Any
 
 import torch
+from PIL import Image
 
+from .. import images
+from ..generation import generate
 from ..modeldir import BUNDLED, ModelDirError, resolve
 from ..pipeline import Painter
-from .app import GenerateRequest
-from .streams import Emit, Frame, Source
+from ..sampling import SAMPLERS
+from .app import DialRequest, GenerateRequest, Img2ImgRequest, SpacingsRequest
+from .streams import Emit, Frame, Source, Tile, TilesFrame
+from .sweeps import PerImageCFG, compare_to_reference, reference_steps, spacing_chart
+from .uploads import png_data_url
+
+Result = tuple[Source, dict[str, Any]]
 
 
 class PainterFactory:
-    """Turns a GenerateRequest into a Source that streams every step of a real sampling run.
+    """Turns lab requests into Sources that stream every step of real sampling runs.
 
     Models load lazily on first use and stay loaded (a Painter is read-only while painting, so
     concurrent requests share it; each run's sampler state lives in that run's own call).
@@ -45,27 +59,109 @@ class PainterFactory:
                 self._painters[name] = Painter.from_pretrained(self.models[name])
             return self._painters[name]
 
-    def __call__(self, req: GenerateRequest) -> tuple[Source, dict[str, Any]]:
+    # --- part 3: text to image -------------------------------------------------------------------------
+    def __call__(self, req: GenerateRequest) -> Result:
         painter = self.painter(req.model)
         p = painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler, guidance=req.guidance)
-        schedule = painter.schedule
 
         def run(emit: Emit) -> torch.Tensor:
-            def on_step(info) -> None:
-                sigma = float(info.sigma)
-                x, x0 = info.x[0].double(), info.denoised[0].double()  # image 0 of the batch, (C, H, W)
-                scale = (1.0 + sigma**2) ** -0.5  # sqrt(ᾱ): the σ view's x is the DDPM x_t / sqrt(ᾱ)
-                eps = (x - x0) / sigma  # the noise this step believes is in x: x = x̂0 + σ·ε̂
-                emit(Frame(
-                    info.i, info.steps, float(schedule.sigma_to_t(torch.tensor([sigma]))[0]), scale,
-                    x_t=_rgb(x * scale), eps=_rgb(eps), x0=_rgb(x0),
-                ))
-
-            out = painter.paint_tensor(p, req.num_images, callback=on_step)
+            out = painter.paint_tensor(p, req.num_images, callback=_frames(painter, emit))
             return _rgb(out[0])
 
-        h = w = painter.info.image_size
-        return run, {"width": w, "height": h, "model_prompts": painter.info.example_prompts[:8]}
+        return run, _size(painter)
+
+    # --- part 5: image to image ------------------------------------------------------------------------
+    def img2img(self, req: Img2ImgRequest) -> Result:
+        """The Painter's own SDEdit path (`paint_tensor(init=…)`), so the lab and `unnoise paint
+        --init-image` agree picture for picture."""
+        painter = self.painter(req.model)
+        p = painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler, guidance=req.guidance,
+                           init_image=req.image, strength=req.strength)
+        init = Image.fromarray(req.picture.pixels)
+        mode = "L" if painter.info.channels == 1 else "RGB"
+        seen = images.to_tensor(images.fit(init.convert(mode), painter.info.image_size))  # what the model starts from
+
+        def run(emit: Emit) -> torch.Tensor:
+            return _rgb(painter.paint_tensor(p, 1, init=init, callback=_frames(painter, emit))[0])
+
+        return run, {**_size(painter), "init": png_data_url(_rgb(seen))}
+
+    # --- part 6: the guidance dial -----------------------------------------------------------------------
+    def dial(self, req: DialRequest) -> Result:
+        """Every scale a row of one batch, all from the same seed (so the same static)."""
+        painter = self.painter(req.model)
+        p = painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler, guidance=0.0)
+        scales = [float(w) for w in req.scales]
+        for w in scales:
+            painter.params(guidance=w, seed=0)  # the Painter's own range check for each scale
+
+        def run(emit: Emit) -> dict[str, Any]:
+            cond = painter.encoder.encode([p.prompt])
+            uncond = painter.encoder.encode([p.negative_prompt])
+
+            def on_step(info) -> None:
+                t, sigma = _t(painter, info.sigma), float(info.sigma)
+                emit(TilesFrame(info.i, info.steps, tuple(
+                    Tile(k, info.i, info.steps, t, sigma, _rgb(info.denoised[k])) for k in range(len(scales)))))
+
+            x = generate(painter.model, painter.schedule, painter.info.prediction_type, cond, uncond,
+                         shape=painter.shape, seeds=[p.seed] * len(scales), steps=p.steps, sampler=p.sampler,
+                         spacing=p.spacing, callback=on_step,
+                         guide=lambda denoiser: PerImageCFG(denoiser, cond, uncond, scales))
+            return {"images": [_rgb(xi) for xi in x], "scales": scales}
+
+        return run, {**_size(painter), "total": p.steps}
+
+    # --- part 7: where the steps go ----------------------------------------------------------------------
+    def spacings(self, req: SpacingsRequest) -> Result:
+        """Each spacing in turn at req.steps, then the reference (the model's default spacing at many
+        steps), all from the same seed; `done` compares each picture with the reference."""
+        painter = self.painter(req.model)
+        chart = spacing_chart(painter.schedule, req.steps, req.spacings)  # ScheduleError → 422 before any work
+        runs = [painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler,
+                               guidance=req.guidance, spacing=name) for name in req.spacings]
+        ref = painter.params(req.prompt, seed=req.seed, steps=reference_steps(req.steps), sampler=req.sampler,
+                             guidance=req.guidance, spacing=painter.defaults["spacing"])
+        total = sum(p.steps for p in runs) + ref.steps
+
+        def run(emit: Emit) -> dict[str, Any]:
+            count = itertools.count()
+            finals = []
+            for k, p in enumerate([*runs, ref]):
+                def on_step(info, k=k) -> None:
+                    tile = Tile(k, info.i, info.steps, _t(painter, info.sigma), float(info.sigma), _rgb(info.denoised[0]))
+                    emit(TilesFrame(next(count), total, (tile,)))
+
+                finals.append(_rgb(painter.paint_tensor(p, 1, callback=on_step)[0]))
+            *pictures, reference = finals
+            return {"images": pictures, "reference": reference,
+                    "metrics": [compare_to_reference(x, reference) for x in pictures]}
+
+        return run, {**_size(painter), "chart": chart, "total": total, "reference_steps": ref.steps,
+                     "reference_spacing": ref.spacing, "stochastic": SAMPLERS[req.sampler].stochastic}
+
+
+def _frames(painter: Painter, emit: Emit):
+    """A sampler callback that streams image 0 of the batch as a Frame (x_t, ε̂, x̂0)."""
+
+    def on_step(info) -> None:
+        sigma = float(info.sigma)
+        x, x0 = info.x[0].double(), info.denoised[0].double()  # image 0 of the batch, (C, H, W)
+        scale = (1.0 + sigma**2) ** -0.5  # sqrt(ᾱ): the σ view's x is the DDPM x_t / sqrt(ᾱ)
+        eps = (x - x0) / sigma  # the noise this step believes is in x: x = x̂0 + σ·ε̂
+        emit(Frame(info.i, info.steps, _t(painter, sigma), scale, x_t=_rgb(x * scale), eps=_rgb(eps), x0=_rgb(x0)))
+
+    return on_step
+
+
+def _t(painter: Painter, sigma: float) -> float:
+    """The fractional DDPM timestep of a noise level σ on the painter's schedule."""
+    return float(painter.schedule.sigma_to_t(torch.tensor([float(sigma)]))[0])
+
+
+def _size(painter: Painter) -> dict[str, Any]:
+    h = w = painter.info.image_size
+    return {"width": w, "height": h, "model_prompts": painter.info.example_prompts[:8]}
 
 
 def _rgb(x: torch.Tensor) -> torch.Tensor:

@@ -61,9 +61,52 @@ class Frame:
         }
 
 
-Emit = Callable[[Frame], None]
-# Runs a reverse process, calling emit once per step; returns the final image (3, H, W) in [−1, 1].
-Source = Callable[[Emit], torch.Tensor]
+@dataclass(frozen=True)
+class Tile:
+    """One run's step inside a TilesFrame: several runs shown side by side (guidance dial, spacings)."""
+
+    tile: int  # which tile (run) of the request
+    step: int  # 0-based step of that run
+    steps: int  # steps in that run
+    t: float  # DDPM timestep of the step's x
+    sigma: float  # its noise level σ
+    x0: torch.Tensor  # (3, H, W) the run's current x̂0
+
+    def event(self) -> dict[str, Any]:
+        return {"tile": self.tile, "step": self.step, "steps": self.steps, "t": self.t, "sigma": self.sigma,
+                "x0": png_data_url(self.x0)}
+
+
+@dataclass(frozen=True)
+class TilesFrame:
+    """One event of a side-by-side request: the tiles that moved at this step (all of them for runs in
+    one batch, one for runs made one after another)."""
+
+    index: int  # 0-based event number
+    total: int  # events in the request
+    tiles: tuple[Tile, ...]
+
+    def event(self, previous: TilesFrame | None = None) -> dict[str, Any]:
+        return {"index": self.index, "total": self.total, "tiles": [tile.event() for tile in self.tiles]}
+
+
+Emit = Callable[[Frame | TilesFrame], None]
+# Runs a reverse process, calling emit once per step; returns the final image (3, H, W) in [−1, 1], or for
+# side-by-side runs a dict for the `done` event whose tensors (alone or in lists) are sent as PNG data URLs.
+Source = Callable[[Emit], torch.Tensor | dict[str, Any]]
+
+
+def done_data(final: torch.Tensor | dict[str, Any]) -> dict[str, Any]:
+    """The `done` event of a source's result: {"image": png} for one image, else the dict with PNGs for tensors."""
+    if isinstance(final, torch.Tensor):
+        return {"image": png_data_url(final)}
+
+    def encode(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return png_data_url(v)
+        return [encode(u) for u in v] if isinstance(v, (list, tuple)) else v
+
+    return {k: encode(v) for k, v in final.items()}
 
 
 class Cancelled(Exception):
@@ -165,9 +208,9 @@ class Job:
             except RuntimeError:  # the event loop is gone (server shutting down)
                 stop.set()
 
-        previous: list[Frame] = []  # the worker's last frame
+        previous: list[Frame | TilesFrame] = []  # the worker's last frame
 
-        def emit(frame: Frame) -> None:
+        def emit(frame: Frame | TilesFrame) -> None:
             while not room.acquire(timeout=0.05):
                 if stop.is_set():
                     raise Cancelled
@@ -180,7 +223,7 @@ class Job:
             try:
                 final = self._source(emit)
                 if not stop.is_set():
-                    post("done", {"image": png_data_url(final)})
+                    post("done", done_data(final))
             except Cancelled:
                 pass
             except Exception as e:  # a bug in a source: report it to the page, keep the server alive

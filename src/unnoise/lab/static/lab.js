@@ -3,49 +3,14 @@
 // The forward process is composed here, exactly: the server sends the picture x0 (uint8), one
 // noise draw ε (float32) and each schedule's ᾱ list (float64 in JSON); a slider move is then
 // x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε per pixel, with no round trip.
+import { $, Player, bytes, getJSON, query, showError, state } from "./common.js";
+import { fillSelects, wireDial, wireImg2img, wireSteps } from "./parts.js";
 
-const $ = (id) => document.getElementById(id);
 const COLORS = {
   linear: "#2f6fd6", "linear+ztsnr": "#7aa7f0", cosine: "#b0328f", "cosine+ztsnr": "#e08cc9",
   sigmoid: "#1d8a5a", "sigmoid+ztsnr": "#6fcf9f",
 };
 const PLAY_SECONDS = 4; // a full dissolve, t = 0 … T−1
-
-const state = {
-  schedules: new Map(), // name → {ab: Float64Array, crossing, ztsnr}
-  schedule: "linear", compare: new Set(["linear", "cosine"]), view: "shares",
-  t: 0, image: "cat", seed: 0,
-  x0: null, eps: null, width: 0, height: 0, // Float64Array x0 in [−1, 1], Float32Array ε, both (H, W, 3)
-  playing: false, composeMs: 0,
-};
-window.lab = state; // for the browser tests and the curious
-
-// --- talking to the server ---------------------------------------------------------------------
-async function errorText(response) {
-  try {
-    const body = await response.json();
-    if (body && body.error) return body.error;
-  } catch (_) { /* not JSON */ }
-  return `the server answered ${response.status} ${response.statusText}`;
-}
-
-async function getJSON(path, options) {
-  const r = await fetch(path, options);
-  if (!r.ok) throw new Error(await errorText(r));
-  return r.json();
-}
-
-function bytes(b64) {
-  const s = atob(b64), out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
-
-function showError(id, message) {
-  const el = $(id);
-  el.textContent = message || "";
-  el.hidden = !message;
-}
 
 // --- part 1: forward ---------------------------------------------------------------------------
 const canvas = $("forward-canvas"), ctx = canvas.getContext("2d");
@@ -296,117 +261,6 @@ function wireSchedule() {
   noteCrossing();
 }
 
-// --- part 4: streamed runs (the replay now; the learned reverse will use the same player) ------
-// Reads a text/event-stream from fetch (not EventSource: we need the JSON of a 4xx, and
-// aborting the fetch is how the page tells the server to stop).
-async function* events(response) {
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let name = "message", data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event: ")) name = line.slice(7);
-        else if (line.startsWith("data: ")) data += line.slice(6);
-      }
-      yield [name, data ? JSON.parse(data) : {}];
-    }
-  }
-}
-
-class Player {
-  // Buffers a run's steps; plays, pauses and scrubs over the ones that have arrived.
-  // `mirror` names a second set of images ({mirror}-xt, -eps, -x0) that shows the same frame.
-  constructor(prefix, mirror = null) {
-    this.p = prefix; this.mirror = mirror; this.frames = []; this.shown = -1; this.playing = true; this.timer = null;
-    this.controller = null; this.total = 0; this.finished = false;
-    $(`${prefix}-play`).addEventListener("click", () => this.setPlaying(!this.playing));
-    for (const p of mirror ? [prefix, mirror] : [prefix]) {
-      for (const part of ["xt", "eps", "x0"]) {
-        const img = $(`${p}-${part}`);
-        img.addEventListener("load", () => img.classList.toggle("pixelated", img.naturalWidth < img.clientWidth));
-      }
-    }
-    $(`${prefix}-scrub`).addEventListener("input", (e) => { this.setPlaying(false); this.show(+e.target.value); });
-  }
-
-  async run(url) {
-    if (this.controller) this.controller.abort();
-    const controller = (this.controller = new AbortController());
-    Object.assign(this, { frames: [], shown: -1, total: 0, finished: false });
-    showError(`${this.p}-error`, "");
-    $(`${this.p}-readout`).textContent = "starting…";
-    this.setPlaying(true);
-    try {
-      const response = await fetch(url, { signal: controller.signal });
-      if (!response.ok) throw new Error(await errorText(response));
-      for await (const [name, data] of events(response)) {
-        if (name === "start") this.total = data.steps;
-        else if (name === "step") this.add(data);
-        else if (name === "error") throw new Error(data.error);
-        else if (name === "done") { this.add({ final: true, x_t: data.image, eps: null, x0: data.image }); this.finished = true; this.readout(); }
-      }
-    } catch (e) {
-      if (e.name !== "AbortError") { showError(`${this.p}-error`, e.message); $(`${this.p}-readout`).textContent = "stopped"; }
-    } finally {
-      if (this.controller === controller) this.controller = null;
-    }
-  }
-
-  add(step) {
-    const prev = this.frames[this.frames.length - 1];
-    step.eps = step.eps ?? prev?.eps; // null = unchanged since the previous step
-    step.x0 = step.x0 ?? prev?.x0;
-    this.frames.push(step);
-    const scrub = $(`${this.p}-scrub`);
-    scrub.max = this.frames.length - 1; scrub.disabled = false;
-    $(`${this.p}-play`).disabled = false;
-    if (!this.timer && this.playing && this.shown < this.frames.length - 1) this.schedule();
-  }
-
-  schedule() { this.timer = setTimeout(() => { this.timer = null; this.advance(); }, 80); }
-
-  advance() {
-    if (!this.playing || this.shown >= this.frames.length - 1) return;
-    this.show(this.shown + 1);
-    if (this.shown < this.frames.length - 1) this.schedule();
-    else if (this.finished) this.setPlaying(false);
-  }
-
-  show(k) {
-    const f = this.frames[k];
-    if (!f) return;
-    this.shown = k;
-    for (const p of this.mirror ? [this.p, this.mirror] : [this.p]) {
-      $(`${p}-xt`).src = f.x_t; $(`${p}-eps`).src = f.eps; $(`${p}-x0`).src = f.x0;
-    }
-    $(`${this.p}-scrub`).value = k;
-    this.readout();
-  }
-
-  readout() {
-    const f = this.frames[this.shown];
-    if (!f) return;
-    const more = this.finished ? "" : ` (${this.frames.length}/${this.total} in)`;
-    $(`${this.p}-readout`).textContent = f.final
-      ? `the finished picture, after ${this.total} steps`
-      : `step ${f.index + 1}/${f.total} · t = ${Math.round(f.t)} · signal ${f.signal.toFixed(3)}${more}`;
-  }
-
-  setPlaying(on) {
-    this.playing = on;
-    $(`${this.p}-play`).textContent = on ? "❚❚ Pause" : "▶ Play";
-    if (on && this.finished && this.shown >= this.frames.length - 1) this.shown = -1; // replay from the start
-    if (on && !this.timer) this.schedule();
-  }
-}
-
 function wireReplay() {
   const player = new Player("replay");
   window.lab.replay = player;
@@ -424,18 +278,10 @@ function wireLearned(status) {
   if (!learned) return;
   $("learn-player").hidden = false; $("versus-note").hidden = false;
   $("learn-images").classList.remove("placeholder"); $("learned-side").classList.remove("placeholder");
-  const select = $("learn-model");
-  if (status.models && status.models.length) { // the server's own names, not the page's guesses
-    select.replaceChildren(...status.models.map((m, i) => new Option(m, m, i === 0, i === 0)));
-  }
   const player = new Player("learn", "versus");
   window.lab.learned = player;
   $("learn-run").addEventListener("click", () => {
-    const q = new URLSearchParams({
-      prompt: $("learn-prompt").value, model: select.value, sampler: $("learn-sampler").value,
-      steps: $("learn-steps").value, guidance: $("learn-guidance").value, seed: $("learn-seed").value,
-    });
-    player.run(`/api/generate?${q}`);
+    player.run(`/api/generate?${query("learn", ["prompt", "model", "sampler", "steps", "guidance", "seed"])}`);
   });
 }
 
@@ -451,11 +297,15 @@ async function main() {
   wireForward();
   wireReplay();
   await loadPicture("cat", 0);
-  const status = await getJSON("/api/status");
+  const [status, samplers] = await Promise.all([getJSON("/api/status"), getJSON("/api/samplers")]);
+  fillSelects(status.models || [], samplers);
   const chip = $("model-status");
   chip.textContent = status.learned ? "a trained model is loaded" : "no trained model loaded yet: parts 3, 5, 6 and 7 are waiting for one";
   chip.classList.toggle("ready", status.learned);
   wireLearned(status);
+  wireImg2img(status);
+  wireDial(status);
+  await wireSteps(status);
   document.body.dataset.ready = "1";
 }
 

@@ -1,0 +1,245 @@
+// unnoise lab, parts 5–7: image to image, the guidance dial, where the steps go.
+import { $, Player, errorText, events, getJSON, query, showError, state } from "./common.js";
+
+// Model and sampler pickers: the server's own lists (/api/status, /api/samplers), never the page's guesses.
+export function fillSelects(models, samplers) {
+  for (const select of document.querySelectorAll(".model-select")) {
+    const options = models.length ? models.map((m, i) => new Option(m, m, i === 0, i === 0)) : [new Option("default", "", true, true)];
+    select.replaceChildren(...options);
+  }
+  for (const select of document.querySelectorAll(".sampler-select")) {
+    select.replaceChildren(...samplers.samplers.map((s) => {
+      const o = new Option(s.name, s.name, s.name === samplers.default, s.name === samplers.default);
+      o.title = `${s.paper} · order ${s.order}${s.stochastic ? " · stochastic" : ""}`;
+      return o;
+    }));
+  }
+}
+
+// Which learned parts the server offers; without one, the part keeps its controls off and its note on.
+function enablePart(status, part, prefix) {
+  const on = status.learned && (status.parts || []).includes(part);
+  $(`${prefix}-controls`).disabled = !on;
+  $(`${prefix}-needs`).hidden = on;
+  return on;
+}
+
+function crisp(img) {
+  img.addEventListener("load", () => img.classList.toggle("pixelated", img.naturalWidth < img.clientWidth));
+}
+
+// --- part 5: image to image (the part 3 player, plus the picture it starts from) ----------------------------
+export function wireImg2img(status) {
+  const strength = $("i2i-strength");
+  const showStrength = () => { $("i2i-strength-value").textContent = (+strength.value).toFixed(2); };
+  strength.addEventListener("input", showStrength);
+  showStrength();
+  if (!enablePart(status, "img2img", "i2i")) return;
+  $("i2i-player").hidden = false;
+  $("i2i-images").classList.remove("placeholder");
+  const player = new Player("i2i");
+  window.lab.img2img = player;
+  const init = $("i2i-init");
+  crisp(init);
+  $("i2i-run").addEventListener("click", () => {
+    const q = query("i2i", ["prompt", "strength", "model", "sampler", "steps", "guidance", "seed"], { image: state.image });
+    player.run(`/api/img2img?${q}`, (start) => { init.src = start.init; });
+  });
+}
+
+// --- tiles: several runs side by side (parts 6 and 7) -------------------------------------------------------
+// Each `step` event carries the tiles that moved; a new run of a part aborts its previous one.
+class TileRun {
+  constructor(prefix) { Object.assign(this, { p: prefix, controller: null, finished: false, start: null, done: null }); }
+
+  async run(url, { onStart, onStep, onDone }) {
+    if (this.controller) this.controller.abort();
+    const controller = (this.controller = new AbortController());
+    Object.assign(this, { finished: false, start: null, done: null });
+    showError(`${this.p}-error`, "");
+    const readout = $(`${this.p}-readout`);
+    readout.textContent = "starting…";
+    try {
+      const response = await fetch(url, { signal: controller.signal });
+      if (!response.ok) throw new Error(await errorText(response));
+      for await (const [name, data] of events(response)) {
+        if (name === "start") { this.start = data; onStart(data); }
+        else if (name === "step") { onStep(data); readout.textContent = `step ${data.index + 1}/${data.total}`; }
+        else if (name === "error") throw new Error(data.error);
+        else if (name === "done") { this.done = data; onDone(data); this.finished = true; }
+      }
+    } catch (e) {
+      if (e.name !== "AbortError") { showError(`${this.p}-error`, e.message); readout.textContent = "stopped"; }
+    } finally {
+      if (this.controller === controller) this.controller = null;
+    }
+  }
+}
+
+// Tiles with a bold title and a line under it; returns their images and the lines.
+function makeTiles(box, captions) {
+  box.classList.remove("placeholder");
+  box.style.setProperty("--tiles", captions.length);
+  const figures = captions.map(([title, sub]) => {
+    const fig = document.createElement("figure"), frame = document.createElement("div"), img = new Image();
+    img.alt = title;
+    crisp(img);
+    frame.append(img);
+    const cap = document.createElement("figcaption"), b = document.createElement("b"), line = document.createElement("span");
+    b.textContent = title; line.textContent = sub;
+    cap.append(b, line);
+    fig.append(frame, cap);
+    return fig;
+  });
+  box.replaceChildren(...figures);
+  return [figures.map((f) => f.querySelector("img")), figures.map((f) => f.querySelector("span"))];
+}
+
+// --- part 6: the guidance dial -------------------------------------------------------------------------------
+function dialWords(w) {
+  if (w === 0) return "ignores the prompt";
+  if (w === 1) return "the plain conditional model";
+  if (w <= 4) return "follows the prompt";
+  if (w <= 9) return "pushes harder";
+  return "overcooked?";
+}
+
+export function wireDial(status) {
+  if (!enablePart(status, "dial", "dial")) return;
+  const run = new TileRun("dial");
+  window.lab.dial = run;
+  $("dial-run").addEventListener("click", () => {
+    const scales = $("dial-scales").value.split(/[\s,;]+/).filter(Boolean);
+    const q = query("dial", ["prompt", "model", "sampler", "steps", "seed"], { scale: scales });
+    let imgs = [];
+    run.run(`/api/guidance?${q}`, {
+      onStart: (start) => { [imgs] = makeTiles($("dial-tiles"), start.scales.map((w) => [`w = ${w}`, dialWords(w)])); },
+      onStep: (step) => { for (const tile of step.tiles) imgs[tile.tile].src = tile.x0; },
+      onDone: (done) => {
+        done.images.forEach((src, k) => { imgs[k].src = src; });
+        $("dial-readout").textContent = `done: ${done.scales.length} scales × ${run.start.steps} steps, one batch`;
+      },
+    });
+  });
+}
+
+// --- part 7: where the steps go ------------------------------------------------------------------------------
+const SPACING_COLORS = { leading: "#b0328f", linspace: "#2f6fd6", trailing: "#e07a2e", karras: "#1d8a5a", log_snr: "#6b4fd6" };
+
+function fmtSigma(s) { return s >= 100 ? s.toFixed(0) : s >= 1 ? s.toFixed(1) : s.toPrecision(2); }
+const lastSigma = (row) => row.sigmas[row.sigmas.length - 2]; // the smallest σ > 0: the last step starts there
+
+function drawStepsChart() {
+  const chart = state.stepsChart, canvas = $("steps-canvas"), g = canvas.getContext("2d");
+  if (!chart) return;
+  const dpr = window.devicePixelRatio || 1, W = canvas.clientWidth, H = canvas.clientHeight;
+  if (canvas.width !== Math.round(W * dpr)) { canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr); }
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, W, H);
+  const narrow = W < 520, pad = { left: 70, right: narrow ? 12 : 112, top: 22, bottom: 40 };
+  const T = chart.num_steps, rows = chart.spacings;
+  const x = (t) => pad.left + (1 - t / (T - 1)) * (W - pad.left - pad.right); // noisy on the left: the reverse runs left to right
+  const rowH = (H - pad.top - pad.bottom) / rows.length, y = (k) => pad.top + (k + 0.5) * rowH;
+  const cx = x(chart.crossing_step), bottom = H - pad.bottom;
+  g.fillStyle = "#fdf1e7"; g.fillRect(pad.left, pad.top, cx - pad.left, bottom - pad.top);
+  g.fillStyle = "#eaf1fc"; g.fillRect(cx, pad.top, W - pad.right - cx, bottom - pad.top);
+  g.font = "12px system-ui, sans-serif"; g.textBaseline = "bottom";
+  g.fillStyle = "#a3551d"; g.textAlign = "left"; g.fillText(narrow ? "noisy end (σ > 1)" : "noisy end: σ > 1, noise outweighs signal", pad.left + 4, pad.top - 5);
+  g.fillStyle = "#2f5fb0"; g.textAlign = "right"; g.fillText(narrow ? "clean (σ < 1)" : "clean end: σ < 1", W - pad.right - 4, pad.top - 5);
+  g.font = "11px system-ui, sans-serif"; g.fillStyle = "#626873"; g.textAlign = "center"; g.textBaseline = "top";
+  for (let t = 0; t <= T; t += T >= 1000 ? 200 : 100) g.fillText(String(t), x(Math.min(t, T - 1)), bottom + 5);
+  const axis = narrow ? `timestep t · σ = 1 at t ≈ ${chart.crossing_step.toFixed(0)}`
+    : `timestep t (${chart.schedule} schedule) · signal = noise at t ≈ ${chart.crossing_step.toFixed(0)}`;
+  g.fillText(axis, (pad.left + W - pad.right) / 2, bottom + 21);
+  g.strokeStyle = "#8a8f98"; g.lineWidth = 1; g.setLineDash([3, 3]);
+  g.beginPath(); g.moveTo(cx, pad.top); g.lineTo(cx, bottom); g.stroke(); g.setLineDash([]);
+  rows.forEach((row, k) => {
+    const color = SPACING_COLORS[row.spacing] || "#555";
+    g.strokeStyle = "#d9d6cf"; g.lineWidth = 1; g.beginPath(); g.moveTo(pad.left, y(k)); g.lineTo(W - pad.right, y(k)); g.stroke();
+    g.font = "12.5px system-ui, sans-serif"; g.fillStyle = "#1d1f24"; g.textAlign = "right"; g.textBaseline = "middle";
+    g.fillText(row.spacing, pad.left - 8, y(k));
+    if (!narrow) {
+      g.font = "11.5px system-ui, sans-serif"; g.fillStyle = "#626873"; g.textAlign = "left";
+      g.fillText(`${row.noisy_steps} noisy · ${row.clean_steps} clean`, W - pad.right + 8, y(k));
+    }
+    g.fillStyle = color;
+    for (const t of row.ts) { g.beginPath(); g.arc(x(t), y(k), 4.5, 0, 2 * Math.PI); g.fill(); }
+    g.strokeStyle = color; g.lineWidth = 1.5; g.beginPath(); g.arc(x(0), y(k), 3, 0, 2 * Math.PI); g.stroke(); // σ = 0: every run ends there
+  });
+  $("steps-legend").textContent = `Each dot is where one of the ${chart.steps} steps starts (its σ as a timestep); every run ends at σ = 0, the ring. `
+    + rows.map((r) => `${r.spacing}: σ ${fmtSigma(r.sigmas[0])} → ${fmtSigma(lastSigma(r))}`).join(" · ");
+}
+
+async function loadStepsChart() {
+  const q = new URLSearchParams({ schedule: "linear", steps: $("steps-steps").value || 8 });
+  try {
+    state.stepsChart = await getJSON(`/api/spacings?${q}`);
+    showError("steps-error", "");
+    drawStepsChart();
+  } catch (e) { showError("steps-error", e.message); }
+}
+
+const ordinal = (k) => ["", "first", "second", "third", "fourth", "fifth", "sixth"][k] || `${k}th`;
+
+// What this run shows about the claim, from its own numbers: no verdict is written in advance.
+// Noisy-starved: the fewest steps starting at σ > 1 (ties: the lower first σ); clean-starved: the fewest at
+// σ ≤ 1 (ties: the higher last σ, i.e. the bigger final jump to σ = 0).
+export function stepsVerdict(chart, metrics, start) {
+  const rows = chart.spacings.map((r, k) => ({ ...r, ...metrics[k] }));
+  if (rows.length < 2) return "Pick at least two spacings to compare.";
+  const noisy = [...rows].sort((a, b) => a.noisy_steps - b.noisy_steps || a.sigmas[0] - b.sigmas[0])[0];
+  const clean = [...rows].sort((a, b) => a.clean_steps - b.clean_steps || lastSigma(b) - lastSigma(a))[0];
+  const shapeRank = [...rows].sort((a, b) => b.shape_error - a.shape_error).indexOf(noisy) + 1;
+  const mushRank = [...rows].sort((a, b) => a.detail_ratio - b.detail_ratio).indexOf(clean) + 1;
+  const n = rows.length, steps = chart.steps;
+  let text = `In this run ${noisy.spacing} gives the noisy end the fewest steps (${noisy.noisy_steps} of ${steps} start above σ = 1, `
+    + `the first at σ = ${fmtSigma(noisy.sigmas[0])}); its big shapes are the ${ordinal(shapeRank)} furthest of ${n} from the `
+    + `${start.reference_steps}-step reference (shape error ${noisy.shape_error.toFixed(3)}). `
+    + `${clean.spacing} gives the clean end the fewest (${clean.clean_steps} of ${steps}; its last step starts at σ = ${fmtSigma(lastSigma(clean))}) `
+    + `and keeps ${clean.detail_ratio.toFixed(2)}× the reference's fine detail, the ${ordinal(mushRank)} mushiest of ${n}. `;
+  const shapes = shapeRank === 1, mushy = mushRank === 1 && clean.detail_ratio < 1;
+  text += shapes && mushy ? "So here the claim holds on both counts."
+    : shapes ? "So here the first half holds (lost shapes) and the second (mushy detail) does not."
+    : mushy ? "So here the second half holds (mushy detail) and the first (lost shapes) does not."
+    : "So this model, at this step count, does not bear the claim out.";
+  if (start.stochastic) text += " (This sampler draws fresh noise every step, so part of each difference is luck.)";
+  return text;
+}
+
+export async function wireSteps(status) {
+  const canvas = $("steps-canvas");
+  new ResizeObserver(() => drawStepsChart()).observe(canvas);
+  const run = new TileRun("steps");
+  window.lab.steps = run;
+  $("steps-steps").addEventListener("change", () => { if (!run.controller) loadStepsChart(); });
+  await loadStepsChart();
+  if (!enablePart(status, "spacings", "steps")) return;
+  $("steps-run").addEventListener("click", () => {
+    const verdict = $("steps-verdict");
+    verdict.hidden = true;
+    const q = query("steps", ["prompt", "model", "sampler", "steps", "guidance", "seed"]);
+    let imgs = [], lines = [];
+    run.run(`/api/spacings/run?${q}`, {
+      onStart: (start) => {
+        state.stepsChart = start.chart;
+        drawStepsChart();
+        const tiles = [...start.spacings.map((s) => [s, "waiting"]), ["reference", `${start.reference_spacing}, ${start.reference_steps} steps`]];
+        [imgs, lines] = makeTiles($("steps-tiles"), tiles);
+      },
+      onStep: (step) => {
+        for (const tile of step.tiles) {
+          imgs[tile.tile].src = tile.x0;
+          if (tile.tile < lines.length - 1) lines[tile.tile].textContent = `step ${tile.step + 1}/${tile.steps}`;
+        }
+      },
+      onDone: (done) => {
+        done.images.forEach((src, k) => { imgs[k].src = src; });
+        imgs[imgs.length - 1].src = done.reference;
+        done.metrics.forEach((m, k) => { lines[k].textContent = `shapes off ${m.shape_error.toFixed(3)} · detail ${m.detail_ratio.toFixed(2)}×`; });
+        verdict.textContent = stepsVerdict(run.start.chart, done.metrics, run.start);
+        verdict.hidden = false;
+        $("steps-readout").textContent = `done: ${done.images.length} spacings and the reference`;
+      },
+    });
+  });
+}

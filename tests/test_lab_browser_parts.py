@@ -1,0 +1,94 @@
+"""Parts 5–7 of the lab in a real browser: image to image, the guidance dial, where the steps go.
+
+Same chromium/playwright set-up as test_lab_browser.py (its fixtures are reused) and the same tiny
+untrained models as test_lab_browser_learned.py, so the pictures are noise-shaped but every step is a
+real sampler step.  Screenshots land in artifacts/lab/.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from unnoise.lab import create_app, serving
+from unnoise.lab.learned import PainterFactory
+from unnoise.sampling import SAMPLERS
+
+from test_lab_browser import ARTIFACTS, browser, page  # noqa: F401  (fixtures: chromium, a ready page)
+from test_lab_learned import tiny_model_dirs
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    dirs = tiny_model_dirs(tmp_path_factory)
+    with serving(create_app(generate=PainterFactory(dirs))) as url:
+        yield url
+
+
+def test_pickers_come_from_the_server(page):
+    for select in ("#learn-sampler", "#i2i-sampler", "#dial-sampler", "#steps-sampler"):
+        assert page.eval_on_selector_all(f"{select} option", "os => os.map(o => o.value)") == list(SAMPLERS), select
+        assert page.input_value(select) == "dpmpp_2m"
+    for select in ("#learn-model", "#i2i-model", "#dial-model", "#steps-model"):
+        assert page.eval_on_selector_all(f"{select} option", "os => os.map(o => o.value)") == ["colour", "grey"]
+
+
+def test_image_to_image_streams_from_the_noised_picture(page):
+    assert page.is_enabled("#i2i-run") and page.is_hidden("#i2i-needs")
+    page.fill("#i2i-prompt", "a red square")
+    page.fill("#i2i-strength", "0.5")
+    assert page.inner_text("#i2i-strength-value") == "0.50"
+    page.fill("#i2i-steps", "10")
+    page.click("#i2i-run")
+    page.wait_for_function("window.lab.img2img && window.lab.img2img.finished", timeout=30_000)
+    frames = page.evaluate("window.lab.img2img.frames.map(f => ({final: !!f.final, index: f.index, t: f.t}))")
+    steps = [f for f in frames if not f["final"]]
+    assert [f["index"] for f in steps] == [0, 1, 2, 3, 4] and frames[-1]["final"]  # strength 0.5 of 10 steps
+    assert steps[0]["t"] < 600  # it starts part of the way up, not from the static at t ≈ 999
+    page.wait_for_function("!window.lab.img2img.playing", timeout=10_000)
+    assert "finished picture, after 5 steps" in page.inner_text("#i2i-readout")
+    for img in ("#i2i-init", "#i2i-xt", "#i2i-eps", "#i2i-x0"):
+        assert page.eval_on_selector(img, "i => i.complete && i.naturalWidth") == 16, img
+    page.locator("#img2img").screenshot(path=ARTIFACTS / "img2img.png")
+
+
+def test_guidance_dial_paints_every_scale_side_by_side(page):
+    page.fill("#dial-prompt", "a red square")
+    page.fill("#dial-steps", "4")
+    page.click("#dial-run")
+    page.wait_for_function("window.lab.dial && window.lab.dial.finished", timeout=30_000)
+    captions = page.eval_on_selector_all("#dial-tiles figcaption b", "bs => bs.map(b => b.textContent)")
+    assert captions == ["w = 0", "w = 1", "w = 3", "w = 7", "w = 12"]
+    sources = page.eval_on_selector_all("#dial-tiles img", "is => is.map(i => i.src)")
+    assert sources == page.evaluate("window.lab.dial.done.images")
+    assert len(set(sources)) == 5  # five different pictures from one seed
+    assert "5 scales × 4 steps" in page.inner_text("#dial-readout")
+    page.locator("#guidance").screenshot(path=ARTIFACTS / "guidance-dial.png")
+    page.fill("#dial-scales", "2, 40")  # beyond the dial's range: the server says why
+    page.click("#dial-run")
+    page.wait_for_selector("#dial-error:not([hidden])", timeout=10_000)
+    assert "scale" in page.inner_text("#dial-error")
+    page.lab_errors.clear()
+
+
+def test_the_steps_chart_and_the_comparison(page):
+    chart = page.evaluate("window.lab.stepsChart")  # drawn before any run, from /api/spacings
+    assert [r["spacing"] for r in chart["spacings"]] == ["leading", "linspace", "trailing", "karras", "log_snr"]
+    assert page.inner_text("#steps-legend").startswith("Each dot is where one of the 8 steps starts")
+    page.fill("#steps-prompt", "a red square")
+    page.fill("#steps-steps", "4")
+    page.click("#steps-run")
+    page.wait_for_function("window.lab.steps && window.lab.steps.finished", timeout=60_000)
+    assert page.evaluate("window.lab.stepsChart.steps") == 4  # the model schedule's chart for the run
+    titles = page.eval_on_selector_all("#steps-tiles figcaption b", "bs => bs.map(b => b.textContent)")
+    assert titles == ["leading", "linspace", "trailing", "karras", "log_snr", "reference"]
+    lines = page.eval_on_selector_all("#steps-tiles figcaption span", "s => s.map(x => x.textContent)")
+    assert all(line.startswith("shapes off ") for line in lines[:5]) and "50 steps" in lines[5]
+    verdict = page.inner_text("#steps-verdict")
+    assert verdict.startswith("In this run ") and "So " in verdict  # a verdict from the numbers, whichever it is
+    page.locator("#steps").screenshot(path=ARTIFACTS / "steps.png")
+    page.set_viewport_size({"width": 400, "height": 900})  # a phone: parts 5–7 still fit
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.locator("#steps").screenshot(path=ARTIFACTS / "steps-narrow.png")
+    page.locator("#guidance").screenshot(path=ARTIFACTS / "guidance-narrow.png")
