@@ -98,9 +98,12 @@ def test_student_is_a_model_dir_that_painter_and_paint_use(distilled, tmp_path, 
     assert meta["defaults"]["guidance"] == 3.0 and meta["training"]["method"] == "consistency"
     painter = Painter.from_pretrained(model_dir)
     assert painter.model.config.guidance_embedding
-    seen = []
+    seen, batches = [], []
+    hook = painter.model.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
     ims = painter("a red square", num_images=2, seed=4, callback=seen.append)
+    hook.remove()
     assert len(ims) == 2 and ims[0].size == (16, 16) and len(seen) == 2  # the model's 2 steps, one callback each
+    assert batches == [2, 2]  # w is an input: one pass of the batch per step, no doubled CFG batch
     assert ims[0].unnoise_params.sampler == "consistency"
     again = painter("a red square", num_images=1, seed=5)
     assert np.array_equal(np.asarray(again[0]), np.asarray(ims[1]))  # seed k: the same image whatever the batch

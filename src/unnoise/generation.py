@@ -4,6 +4,7 @@ the Painter, the lab and evaluation, so they all sample exactly the same way."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 
@@ -41,7 +42,12 @@ def generate(
     `guide(denoiser) -> denoiser` replaces the CFG wrapper (the lab's guidance dial: one scale per image).
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
-    if guide is None:
+    if guide is None and getattr(getattr(model, "config", None), "guidance_embedding", False):
+        # A guidance-distilled student (docs/distill.md) takes w as an input: one pass of B, no CFG batch
+        # (so no negative prompt or guidance rescale either).
+        w = {"guidance": torch.full((len(seeds),), float(guidance))}
+        guided = partial(denoiser, cond=w if cond is None else {**cond, **w})
+    elif guide is None:
         guided = CFGDenoiser(denoiser, cond, uncond, guidance, rescale=guidance_rescale)
     else:
         guided = guide(denoiser)

@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 
 from .. import schedules
-from ..denoisers import DiscreteDenoiser
 from ..generation import generate
-from ..sampling import get_sampler, sample, seeded_generators
-
-
-def embedded_guidance(denoiser, cond: dict[str, torch.Tensor] | None, guidance: float, batch: int):
-    """A guidance-distilled student's denoiser(x, σ): w goes in as cond["guidance"], one pass of B, no CFG."""
-    w = {"guidance": torch.full((batch,), float(guidance))}
-    return partial(denoiser, cond=w if cond is None else {**cond, **w})
-
-
-@torch.inference_mode()
-def paint_student(model, schedule, prediction_type: str, cond, *, shape, seeds: Sequence[int], steps: int,
-                  guidance: float, sampler: str = "consistency", spacing: str | None = None, callback=None) -> torch.Tensor:
-    """Images (B, C, H, W) from a student (UNetConfig.guidance_embedding): the teacher's path in
-    generation.generate, with w as an input instead of the doubled CFG batch; x̂0 clamped the same way."""
-    guided = embedded_guidance(DiscreteDenoiser(model, schedule, prediction_type), cond, guidance, len(seeds))
-    return sample(lambda x, sigma: guided(x, sigma).float().clamp(-1.0, 1.0), (len(seeds), *shape),
-                  schedule=schedule, steps=steps, sampler=sampler, spacing=spacing,
-                  generator=seeded_generators(seeds), callback=callback)
+from ..sampling import get_sampler
 
 
 def compare_samples(
@@ -76,6 +57,7 @@ def compare_samples(
         out["teacher"][nfe] = generate(teacher, t_sched, t_info.prediction_type, cond, uncond, shape=shape,
                                        seeds=all_seeds, steps=nfe, guidance=w, sampler="dpmpp_2m", spacing=spacing)
     for nfe in nfe_student:
-        out["student"][nfe] = paint_student(student, s_sched, s_info.prediction_type, cond, shape=shape,
-                                            seeds=all_seeds, steps=nfe, guidance=w, sampler=sampler, spacing=spacing)
+        # a student's network has the guidance embedding: generate passes w as an input, no CFG batch
+        out["student"][nfe] = generate(student, s_sched, s_info.prediction_type, cond, None, shape=shape,
+                                       seeds=all_seeds, steps=nfe, guidance=w, sampler=sampler, spacing=spacing)
     return out

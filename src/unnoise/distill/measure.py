@@ -20,9 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .. import schedules
-from ..sampling import SAMPLERS, seeded_generators
-from .compare import embedded_guidance
+from ..sampling import seeded_generators
 from .config import DistillConfig
 from .loop import Distiller
 
@@ -38,19 +36,17 @@ def errors(student: torch.Tensor, teacher: torch.Tensor, prompts: int) -> dict[s
     return {"path": path, "stats": float((mean_err + std_err).sqrt())}
 
 
-@torch.inference_mode()
 def student_samples(d: Distiller, model, sampler: str, k: int, cond, seeds: list[int], w: float) -> torch.Tensor:
-    """K-step samples of a student network on the grid its method trains for."""
-    from ..denoisers import DiscreteDenoiser
+    """K-step samples of a student network (w as an input) on the grid its method trains for."""
+    from ..generation import generate
 
-    guided = embedded_guidance(DiscreteDenoiser(model, d.schedule, d.prediction_type), cond, w, len(seeds))
     if d.cfg.method == "progressive":  # its own nested grid: every (N/K)-th point of the N-step grid
         sigmas = d.sigmas[:: d.cfg.ode_steps // k]
     else:
         sigmas = d.schedule.sigmas(k, d.cfg.spacing)
-    gens = seeded_generators(seeds)
-    x = torch.stack([torch.randn(d.shape, generator=g) for g in gens]) * float(sigmas[0])
-    return SAMPLERS[sampler](lambda x, s: guided(x, s).float().clamp(-1, 1), x, sigmas, generator=gens)
+    x = torch.stack([torch.randn(d.shape, generator=g) for g in seeded_generators(seeds)]) * float(sigmas[0])
+    return generate(model, d.schedule, d.prediction_type, cond, None, shape=d.shape, seeds=seeds, guidance=w,
+                    sampler=sampler, x_init=x, sigmas=sigmas)
 
 
 def measure(teacher: str, out: Path, data: str | None, max_steps: int, batch_size: int, lr: float,
