@@ -92,3 +92,24 @@ def test_the_steps_chart_and_the_comparison(page):
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
     page.locator("#steps").screenshot(path=ARTIFACTS / "steps-narrow.png")
     page.locator("#guidance").screenshot(path=ARTIFACTS / "guidance-narrow.png")
+
+
+def test_the_verdict_follows_the_numbers(page):
+    """The sentence under part 7 is computed from the run; feed it made-up runs both ways."""
+    def row(name, noisy, first, last):
+        return {"spacing": name, "noisy_steps": noisy, "clean_steps": 8 - noisy, "sigmas": [first, 1.0, last, 0.0]}
+
+    chart = {"steps": 8, "spacings": [row("a", 3, 50.0, 0.01), row("b", 7, 157.0, 0.4), row("c", 5, 157.0, 0.01)]}
+    start = {"reference_steps": 50, "stochastic": False}
+    verdict = "(args) => import('/static/parts.js').then(m => m.stepsVerdict(...args))"
+    holds = [{"shape_error": 0.2, "detail_ratio": 1.0}, {"shape_error": 0.05, "detail_ratio": 0.6},
+             {"shape_error": 0.04, "detail_ratio": 0.95}]
+    text = page.evaluate(verdict, [chart, holds, start])
+    assert text.startswith("In this run a gives the noisy end the fewest steps (3 of 8")
+    assert "b gives the clean end the fewest (1 of 8" in text and "mushier than the reference" in text
+    assert text.endswith("So here the claim holds on both counts.")
+    fails = [{"shape_error": 0.01, "detail_ratio": 1.0}, {"shape_error": 0.05, "detail_ratio": 0.97},
+             {"shape_error": 0.04, "detail_ratio": 0.95}]
+    text = page.evaluate(verdict, [chart, fails, {**start, "stochastic": True}])
+    assert "the third furthest of 3" in text and "about as much as the reference" in text
+    assert "does not bear the claim out" in text and "luck" in text

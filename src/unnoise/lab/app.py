@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,12 +23,30 @@ from fastapi import FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__, schedules
 from ..sampling import SAMPLERS
 from ..schedules import Schedule
+from .messages import (
+    DIAL_SCALES,
+    DialRequest,
+    ErrorBody,
+    ForwardData,
+    GenerateFactory,
+    GenerateRequest,
+    Img2ImgRequest,
+    LEARNED_PARTS,
+    PictureInfo,
+    SamplerInfo,
+    SamplerList,
+    ScheduleCurves,
+    ScheduleList,
+    SpacingChart,
+    SpacingsRequest,
+    Status,
+)
 from .streams import Busy, Job, JobGate, JobResponse, Source, replay_source, replay_timesteps
 from .sweeps import spacing_chart
 from .uploads import CAT_ID, Picture, PictureStore, UploadError, b64, decode_upload, the_cat
@@ -61,140 +79,6 @@ class LabConfig:
     retry_after: int = 5  # the Retry-After a 429 carries, seconds
     store_capacity: int = 32  # uploads kept (small copies, least recently used dropped)
     decode_concurrency: int = 2  # uploads decoded at once
-
-
-@dataclass(frozen=True)
-class GenerateRequest:
-    """What the page asks of the learned reverse (section 3); checked against LabConfig's limits."""
-
-    prompt: str
-    model: str
-    sampler: str
-    steps: int
-    guidance: float
-    seed: int
-    num_images: int
-
-
-@dataclass(frozen=True)
-class Img2ImgRequest:
-    """Part 5: re-paint a picture from `strength` of the way up the noise under a prompt (SDEdit)."""
-
-    prompt: str
-    model: str
-    sampler: str
-    steps: int  # of the full schedule; about strength × steps of them run
-    guidance: float
-    seed: int
-    strength: float  # in (0, 1]: 1 starts from pure static, small values keep most of the picture
-    image: str  # the picture's id ("cat" or an upload's)
-    picture: Picture = field(compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class DialRequest:
-    """Part 6: one prompt and seed at several guidance scales, side by side."""
-
-    prompt: str
-    model: str
-    sampler: str
-    steps: int
-    seed: int
-    scales: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class SpacingsRequest:
-    """Part 7: one prompt and seed at a small step count under several spacings, side by side."""
-
-    prompt: str
-    model: str
-    sampler: str
-    steps: int
-    guidance: float
-    seed: int
-    spacings: tuple[str, ...]
-
-
-# Turns a request into (source, start-event data); raises ValueError for an unknown model or sampler.
-# The factory may also offer parts 5–7 as methods of the same shape: .img2img(Img2ImgRequest),
-# .dial(DialRequest) and .spacings(SpacingsRequest); a part whose method is missing answers 404.
-GenerateFactory = Callable[[GenerateRequest], tuple[Source, dict[str, Any]]]
-LEARNED_PARTS = ("img2img", "dial", "spacings")
-DIAL_SCALES = (0.0, 1.0, 3.0, 7.0, 12.0)  # from "ignores the prompt" to "overcooked"
-
-
-class ErrorBody(BaseModel):
-    error: str
-
-
-class PictureInfo(BaseModel):
-    id: str
-    width: int
-    height: int
-
-
-class ForwardData(BaseModel):
-    image: str
-    width: int
-    height: int
-    seed: int
-    x0: str  # base64 of (H, W, 3) uint8, row-major: the image exactly
-    noise: str  # base64 of (H, W, 3) float32 little-endian: ε, a standard normal draw from the seed
-
-
-class ScheduleCurves(BaseModel):
-    name: str
-    num_steps: int
-    zero_terminal_snr: bool
-    crossing_step: float  # fractional t where signal = noise (ᾱ = 1/2)
-    alphas_cumprod: list[float]  # ᾱ_t, t = 0 … T−1, float64 values exactly
-
-
-class ScheduleList(BaseModel):
-    default: str
-    schedules: list[ScheduleCurves]
-
-
-class Status(BaseModel):
-    version: str
-    learned: bool  # whether /api/generate has a trained model behind it
-    models: list[str] = []  # the model names /api/generate knows (empty when unknown or none)
-    parts: list[str] = []  # which of img2img, dial, spacings the model source offers
-    running: int
-    waiting: int
-    limits: dict[str, float]
-
-
-class SamplerInfo(BaseModel):
-    name: str
-    order: int  # convergence order of its ODE solver
-    stochastic: bool  # draws fresh noise every step
-    calls_per_step: int  # network calls per step
-    paper: str
-
-
-class SamplerList(BaseModel):
-    default: str
-    samplers: list[SamplerInfo]
-    default_spacing: str
-    spacings: list[str]
-
-
-class SpacingSteps(BaseModel):
-    spacing: str
-    sigmas: list[float]  # steps + 1 noise levels, descending, the last exactly 0
-    ts: list[float]  # the fractional DDPM timestep of each step's σ (steps entries)
-    noisy_steps: int  # steps that start where σ > 1 (noise outweighs signal)
-    clean_steps: int  # steps that start where σ ≤ 1
-
-
-class SpacingChart(BaseModel):
-    schedule: str
-    num_steps: int
-    steps: int
-    crossing_step: float  # fractional t where σ = 1
-    spacings: list[SpacingSteps]
 
 
 def _curves(s: Schedule) -> ScheduleCurves:

@@ -20,7 +20,7 @@ from ..generation import generate
 from ..modeldir import BUNDLED, ModelDirError, resolve
 from ..pipeline import Painter
 from ..sampling import SAMPLERS
-from .app import DialRequest, GenerateRequest, Img2ImgRequest, SpacingsRequest
+from .messages import DialRequest, GenerateRequest, Img2ImgRequest, SpacingsRequest
 from .streams import Emit, Frame, Source, Tile, TilesFrame
 from .sweeps import PerImageCFG, compare_to_reference, reference_steps, spacing_chart
 from .uploads import png_data_url

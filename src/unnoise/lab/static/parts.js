@@ -179,11 +179,19 @@ async function loadStepsChart() {
   } catch (e) { showError("steps-error", e.message); }
 }
 
-const ordinal = (k) => ["", "first", "second", "third", "fourth", "fifth", "sixth"][k] || `${k}th`;
+const ordinal = (k) => ["", "", "second ", "third ", "fourth ", "fifth ", "sixth "][k] ?? `${k}th `; // "the furthest", "the second furthest"
+const MUSHY = 0.9; // detail ratio below this: clearly less fine detail than the reference (above 1/MUSHY: grainier)
+
+function detailWords(ratio) {
+  if (ratio < MUSHY) return "mushier than the reference";
+  if (ratio > 1 / MUSHY) return "grainier than the reference";
+  return "about as much as the reference";
+}
 
 // What this run shows about the claim, from its own numbers: no verdict is written in advance.
 // Noisy-starved: the fewest steps starting at σ > 1 (ties: the lower first σ); clean-starved: the fewest at
-// σ ≤ 1 (ties: the higher last σ, i.e. the bigger final jump to σ = 0).
+// σ ≤ 1 (ties: the higher last σ, i.e. the bigger final jump to σ = 0).  A half of the claim holds when
+// its spacing is the worst of the tiles on its measure (and, for detail, clearly mushy: ratio < MUSHY).
 export function stepsVerdict(chart, metrics, start) {
   const rows = chart.spacings.map((r, k) => ({ ...r, ...metrics[k] }));
   if (rows.length < 2) return "Pick at least two spacings to compare.";
@@ -193,11 +201,11 @@ export function stepsVerdict(chart, metrics, start) {
   const mushRank = [...rows].sort((a, b) => a.detail_ratio - b.detail_ratio).indexOf(clean) + 1;
   const n = rows.length, steps = chart.steps;
   let text = `In this run ${noisy.spacing} gives the noisy end the fewest steps (${noisy.noisy_steps} of ${steps} start above σ = 1, `
-    + `the first at σ = ${fmtSigma(noisy.sigmas[0])}); its big shapes are the ${ordinal(shapeRank)} furthest of ${n} from the `
+    + `the first at σ = ${fmtSigma(noisy.sigmas[0])}); its big shapes are the ${ordinal(shapeRank)}furthest of ${n} from the `
     + `${start.reference_steps}-step reference (shape error ${noisy.shape_error.toFixed(3)}). `
     + `${clean.spacing} gives the clean end the fewest (${clean.clean_steps} of ${steps}; its last step starts at σ = ${fmtSigma(lastSigma(clean))}) `
-    + `and keeps ${clean.detail_ratio.toFixed(2)}× the reference's fine detail, the ${ordinal(mushRank)} mushiest of ${n}. `;
-  const shapes = shapeRank === 1, mushy = mushRank === 1 && clean.detail_ratio < 1;
+    + `and keeps ${clean.detail_ratio.toFixed(2)}× the reference's fine detail (${detailWords(clean.detail_ratio)}; the ${ordinal(mushRank)}mushiest of ${n}). `;
+  const shapes = shapeRank === 1, mushy = mushRank === 1 && clean.detail_ratio < MUSHY;
   text += shapes && mushy ? "So here the claim holds on both counts."
     : shapes ? "So here the first half holds (lost shapes) and the second (mushy detail) does not."
     : mushy ? "So here the second half holds (mushy detail) and the first (lost shapes) does not."
