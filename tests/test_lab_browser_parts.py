@@ -65,6 +65,10 @@ def test_guidance_dial_paints_every_scale_side_by_side(page):
     assert len(set(sources)) == 5  # five different pictures from one seed
     assert "5 scales × 4 steps" in page.inner_text("#dial-readout")
     page.locator("#guidance").screenshot(path=ARTIFACTS / "guidance-dial.png")
+    page.set_viewport_size({"width": 400, "height": 900})  # a phone: the tiles wrap, nothing sticks out
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.locator("#guidance").screenshot(path=ARTIFACTS / "guidance-narrow.png")
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.fill("#dial-scales", "2, 40")  # beyond the dial's range: the server says why
     page.click("#dial-run")
     page.wait_for_selector("#dial-error:not([hidden])", timeout=10_000)
@@ -91,7 +95,6 @@ def test_the_steps_chart_and_the_comparison(page):
     page.set_viewport_size({"width": 400, "height": 900})  # a phone: parts 5–7 still fit
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
     page.locator("#steps").screenshot(path=ARTIFACTS / "steps-narrow.png")
-    page.locator("#guidance").screenshot(path=ARTIFACTS / "guidance-narrow.png")
 
 
 def test_the_verdict_follows_the_numbers(page):
