@@ -215,3 +215,20 @@ def test_torchrun_two_processes_match_one(squares, tmp_path):
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_cli_resume_takes_the_options_given_on_the_command_line(tmp_path, capsys):
+    """`--resume --max-steps N` extends a run; a changed setting that would alter the run is refused.
+    (Regression: typer vendors click, so comparing parameter sources by enum identity saw nothing.)"""
+    from unnoise.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(TrainConfig(data="digits", out=str(run), max_steps=100).to_dict()))
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "digits", "--out", str(run), "--resume", "--max-steps", "300", "--dry-run"])
+    assert e.value.code in (0, None)
+    assert json.loads(capsys.readouterr().out)["max_steps"] == 300
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "digits", "--out", str(run), "--resume", "--lr", "0.5", "--dry-run"])
+    assert e.value.code == 2 and "lr" in capsys.readouterr().err

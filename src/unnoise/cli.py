@@ -19,6 +19,11 @@ app = typer.Typer(
 )
 
 
+from .evaluation.cli import app as _eval_app  # noqa: E402  (light: typer only)
+
+app.add_typer(_eval_app, name="eval")
+
+
 class CLIError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
@@ -48,7 +53,7 @@ def noise(
     image: Optional[Path] = typer.Argument(None, help="Image to dissolve (default: the cat from scikit-image)."),
     out: Path = typer.Option(Path("noise.gif"), "--out", "-o", help="Output: .gif animation or .png strip."),
     schedule_name: str = typer.Option("linear", "--schedule", "-s", help="Noise schedule."),
-    frames: Optional[int] = typer.Option(None, "--frames", "-k", help="Number of frames [default: 40 for .gif, 8 for .png]."),
+    frames: Optional[int] = typer.Option(None, "--frames", "-k", help="Number of frames (default: 40 for .gif, 8 for .png)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the one noise draw used for every frame."),
     num_steps: int = typer.Option(1000, "--num-steps", help="Training steps T of the schedule."),
 ) -> None:
@@ -67,10 +72,10 @@ def noise(
 def paint(
     prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
     model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits) or a model directory."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps [default: the model's, 20]."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale [default: the model's]."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) [default: dpmpp_2m]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of image 1 (image i uses seed + i − 1) [default: random]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the model's, 20)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (default: the model's)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) (default: dpmpp_2m)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of image 1 (image i uses seed + i − 1) (default: random)."),
     num_images: int = typer.Option(1, "--num-images", "-k", help="How many images to paint."),
     out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output PNG; with -k > 1: STEM-1.png … STEM-k.png."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
@@ -78,7 +83,7 @@ def paint(
     spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, trailing, leading, linspace."),
     grid: bool = typer.Option(False, "--grid", help="Also write all images as one grid, STEM-grid.png."),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
-    strength: Optional[float] = typer.Option(None, "--strength", help="How far to noise --init-image, (0, 1] [default: 0.6]."),
+    strength: Optional[float] = typer.Option(None, "--strength", help="How far to noise --init-image, (0, 1] (default: 0.6)."),
     animate: Optional[Path] = typer.Option(None, "--animate", help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
     from_png: Optional[Path] = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise PNG (options given here override it)."),
     size: int = typer.Option(256, "--size", help="Upscale the saved images to this side (nearest neighbour); 0: native."),
@@ -202,8 +207,6 @@ def train(
     """Train a text-conditioned denoiser.  Multi-process: torchrun --nproc_per_node N -m unnoise train …"""
     import json
 
-    from click.core import ParameterSource
-
     from .training.config import TrainConfig
     from .training.loop import resume_config
     from .training.loop import train as run_training
@@ -216,7 +219,9 @@ def train(
         "log_every": log_every, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "threads": threads,
     }
     params = {"schedule": "schedule_name", "compile": "compile_model"}
-    explicit = {k: v for k, v in names.items() if ctx.get_parameter_source(params.get(k, k)) == ParameterSource.COMMANDLINE}
+    # compared by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
+    explicit = {k: v for k, v in names.items()
+                if getattr(ctx.get_parameter_source(params.get(k, k)), "name", None) == "COMMANDLINE"}
     cfg = resume_config(out, explicit) if resume else TrainConfig(**names)
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
@@ -273,6 +278,42 @@ def distill(
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     model_dir = run_distill(cfg, resume=resume)
     typer.echo(f"done: student in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="A training run directory (from `unnoise train --out`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (config.json, model.safetensors, unnoise.json)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="The model's default sampler steps."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="The model's default guidance scale."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="The model's default sampler."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="The model's default noise-level spacing."),
+    fp32: bool = typer.Option(False, "--fp32", help="Keep float32 weights (default: float16, half the size)."),
+    card: Optional[str] = typer.Option(None, "--card", help="Also write MODEL.md + loss.png for a model of this name."),
+    notes: Optional[Path] = typer.Option(None, "--notes", help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
+) -> None:
+    """Export a run's latest checkpoint (EMA weights) as a model directory, e.g. to bundle it."""
+    import torch
+
+    from . import schedules
+    from .pipeline import check_paint_args
+    from .sampling import get_sampler
+    from .training.loop import export_run
+
+    defaults = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("sampler", sampler), ("spacing", spacing)) if v is not None}
+    check_paint_args("", "", 1, defaults.get("steps", 20), defaults.get("guidance", 3.0))
+    if sampler is not None:
+        get_sampler(sampler)
+    if spacing is not None and spacing not in schedules.SPACINGS:
+        raise CLIError(f"unknown spacing {spacing!r}; choose from {', '.join(schedules.SPACINGS)}")
+    note_text = notes.read_text() if notes is not None else ""
+    path = export_run(run, out, dtype=torch.float32 if fp32 else torch.float16, defaults=defaults or None)
+    if card:
+        from .training.card import write_card
+
+        write_card(run, path, card, note_text)
+    size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
+    typer.echo(f"exported {run} → {path} ({size:.1f} MiB)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,6 +66,13 @@ class CaptionedImages(Dataset):
         self.labels = labels  # (N,) int64 class labels where the source has them (digits), else None
 
     @property
+    def example_prompts(self) -> list[str]:
+        """Up to 8 default captions from caption sets spread evenly over the data (for sample grids)."""
+        n = len(self.set_offsets) - 1
+        picks = sorted({round(k * (n - 1) / 7) for k in range(8)}) if n > 1 else [0]
+        return [self.captions[int(self.set_flat[self.set_offsets[s]])] for s in picks]
+
+    @property
     def image_size(self) -> int:
         return self.images.shape[-1]
 

@@ -362,6 +362,9 @@ class UNet(nn.Module):
         try:
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             (tmp / CONFIG_NAME).write_text(config_text)
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0700 (and safetensors writes 0600): shared, shipped files
+            for f in (WEIGHTS_NAME, CONFIG_NAME):
+                os.chmod(tmp / f, 0o644)
             os.replace(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -402,6 +405,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600: a model directory is meant to be shared and shipped
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -276,13 +276,13 @@ class Trainer:
         self.ema.copy_to(model)
         return model.eval()
 
-    def export(self, directory: Path, dtype: torch.dtype = torch.float16) -> Path:
+    def export(self, directory: Path, dtype: torch.dtype = torch.float16, defaults: dict | None = None) -> Path:
         """The EMA network as a model directory that `Painter.from_pretrained` loads."""
         from ..modeldir import save_model_dir
 
         return save_model_dir(
             directory, self.ema_model(), schedule=self.schedule, prediction_type=self.cfg.prediction_type,
-            dataset=self.dataset, text_encoder=self.encoder.id, dtype=dtype,
+            dataset=self.dataset, text_encoder=self.encoder.id, dtype=dtype, defaults=defaults,
             training={"steps": self.step, "config": self.cfg.to_dict(), "unnoise_version": __version__},
         )
 
@@ -331,6 +331,17 @@ def resume_config(out: str | Path, overrides: dict[str, Any]) -> TrainConfig:
     if clash:
         raise TrainingError(f"--resume: these settings differ from the run's config.json: {', '.join(clash)}")
     return saved.replace(**{k: v for k, v in overrides.items() if k in free})
+
+
+def export_run(run: str | Path, out: str | Path, *, dtype: torch.dtype = torch.float16,
+               defaults: dict | None = None) -> Path:
+    """A run's latest checkpoint (its EMA weights) → a model directory, while the run may go on."""
+    cfg = resume_config(run, {})
+    trainer = Trainer(cfg, resume=True, quiet=True)
+    try:
+        return trainer.export(Path(out), dtype=dtype, defaults=defaults)
+    finally:
+        distributed.shutdown(trainer.dist)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, quiet: bool = False) -> Path:

@@ -1,0 +1,147 @@
+"""`unnoise eval …`: quality, sweeps and the digit classifier.  Heavy imports stay inside the commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    help="Measure a model: Fréchet distances (FD-ENL0, FD-digits), prompt adherence, NFE and guidance sweeps.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class EvalError(ValueError):
+    """Bad evaluation settings (one-line error)."""
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise EvalError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or any(not 1 <= v <= 1000 for v in values):
+        raise EvalError(f"{what} must be integers from 1 to 1000, got {text!r}")
+    return values
+
+
+def _floats(text: str, what: str) -> list[float]:
+    import math
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise EvalError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values or any(not math.isfinite(v) or not 0 <= v <= 50 for v in values):
+        raise EvalError(f"{what} must be numbers from 0 to 50, got {text!r}")
+    return values
+
+
+def _setup(model: str, threads: Optional[int], num_images: int):
+    import torch
+
+    from ..pipeline import Painter
+
+    if not 2 <= num_images <= 100_000:
+        raise EvalError(f"--num-images must be from 2 to 100000, got {num_images}")
+    if threads is not None:
+        if not 1 <= threads <= 256:
+            raise EvalError(f"--threads must be from 1 to 256, got {threads}")
+        torch.set_num_threads(threads)
+    return Painter.from_pretrained(model)
+
+
+@app.command()
+def quality(
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits) or a model directory."),
+    num_images: int = typer.Option(500, "--num-images", "-n", help="Images to generate (prompts cycle over the judge's list)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler (default: the model's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Steps (default: the model's)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Guidance scale (default: the model's)."),
+    seed: int = typer.Option(0, "--seed", help="Image i uses seed + i."),
+    out: Path = typer.Option(Path("evals/quality"), "--out", "-o", help="Directory for results.json / results.md."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
+) -> None:
+    """FD and prompt adherence at one setting (the model's defaults unless given)."""
+    from .quality import EmojiJudge, Setting, evaluate, judge_for, paraphrase_report, write_table
+
+    painter = _setup(model, threads, num_images)
+    p = painter.params("", seed=0, steps=steps, sampler=sampler, guidance=guidance)
+    setting = Setting(p.sampler, p.steps, p.guidance, p.spacing)
+    judge = judge_for(painter)
+    report = evaluate(painter, judge, setting, num_images, seed=seed)
+    rows = [report.row()]
+    write_table(rows, out, f"unnoise eval quality — {model}")
+    typer.echo(json.dumps(rows[0], indent=2))
+    if isinstance(judge, EmojiJudge):
+        para = paraphrase_report(painter, judge, setting, seed=seed)
+        (out / "paraphrases.json").write_text(json.dumps(para, indent=2) + "\n")
+        typer.echo(f"paraphrases: top-5 {para['top5']:.1%}; {para['prompts_mostly_right']}/{para['num_prompts']} "
+                   "prompts right for most seeds")
+    typer.echo(f"wrote {out / 'results.md'}")
+
+
+@app.command()
+def sweep(
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits) or a model directory."),
+    over: str = typer.Option("nfe", "--over", help="nfe (every sampler × step counts) or guidance (scales)."),
+    samplers: Optional[str] = typer.Option(None, "--samplers", help="Comma-separated samplers (default: all)."),
+    steps: Optional[str] = typer.Option(None, "--steps", help="Step counts for --over nfe (default: 5,10,20,50); for guidance one count (default: the model's)."),
+    scales: str = typer.Option("0,1,2,3,5,7,12", "--scales", help="Guidance scales for --over guidance."),
+    num_images: int = typer.Option(200, "--num-images", "-n", help="Images per point."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("evals/sweep"), "--out", "-o", help="Directory for results and plot.png."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
+) -> None:
+    """Quality against network calls (every sampler) or against the guidance scale: a table and a plot."""
+    from ..sampling import SAMPLERS, get_sampler
+    from .quality import DigitsJudge, Setting, evaluate, judge_for, write_table
+    from .plots import plot_sweep
+
+    if over not in ("nfe", "guidance"):
+        raise EvalError(f"--over must be nfe or guidance, got {over!r}")
+    names = [s.strip() for s in samplers.split(",")] if samplers else [n for n, s in SAMPLERS.items() if not getattr(s, "distilled", False)]
+    for n in names:
+        get_sampler(n)
+    step_list = _ints(steps, "--steps") if steps else None
+    painter = _setup(model, threads, num_images)
+    judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
+    d = painter.params("")
+    if over == "nfe":
+        settings = [Setting(n, k, d.guidance, d.spacing) for n in names for k in step_list or (5, 10, 20, 50)]
+    else:
+        sampler = names[0] if samplers else d.sampler
+        settings = [Setting(sampler, step_list[0] if step_list else d.steps, g, d.spacing) for g in _floats(scales, "--scales")]
+    rows = []
+    for s in settings:
+        r = evaluate(painter, judge, s, num_images, seed=seed)
+        rows.append(r.row())
+        typer.echo(f"{s.label():48s} nfe {r.nfe:3d}  " + "  ".join(f"{k} {v:.4g}" for k, v in r.metrics.items()))
+        write_table(rows, out, f"unnoise eval sweep --over {over} — {model}")
+    plot_sweep(rows, over, judge.metric_names, out / "plot.png", title=f"{model}: {num_images} images per point"
+               + (" (FD-ENL0 off for digits sweeps)" if isinstance(judge, DigitsJudge) else ""))
+    typer.echo(f"wrote {out / 'results.md'} and {out / 'plot.png'}")
+
+
+@app.command("train-classifier")
+def train_classifier_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for model.safetensors + config.json."),
+    epochs: int = typer.Option(3, "--epochs", help="Passes over the 60 000 training digits."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
+) -> None:
+    """Train the digit classifier that judges digit adherence and FD-digits (ships in the package)."""
+    import torch
+
+    from .classifier import train_classifier
+
+    if not 1 <= epochs <= 100:
+        raise EvalError(f"--epochs must be from 1 to 100, got {epochs}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    info = train_classifier(out, epochs=epochs, seed=seed)
+    typer.echo(f"test accuracy {info['test_accuracy']:.4f} in {info['train_seconds']:.0f} s → {out}")

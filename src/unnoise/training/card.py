@@ -1,0 +1,120 @@
+"""A model card (MODEL.md) and loss curve written next to an exported model, from the run's own records.
+
+The card states what a user needs to trust or reproduce the model: the data, the network, the exact
+`unnoise train` command (rebuilt from the run's config.json: every setting that differs from the
+defaults), how many steps it got and how long they took (summed from metrics.jsonl, so pauses
+between resumed sessions do not count), and the machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+from pathlib import Path
+
+from .config import TrainConfig
+
+# CLI option of each TrainConfig field that `unnoise train` exposes.
+_FLAGS = {
+    "data": "--data", "out": "--out", "max_steps": "--max-steps", "batch_size": "--batch-size", "seed": "--seed",
+    "lr": "--lr", "model_size": "--model-size", "image_size": "--image-size", "prediction_type": "--prediction-type",
+    "schedule": "--schedule", "loss_weighting": "--loss-weighting", "cond_dropout": "--cond-dropout",
+    "precision": "--precision", "compile": "--compile", "warmup_steps": "--warmup-steps", "ema_decay": "--ema-decay",
+    "log_every": "--log-every", "sample_every": "--sample-every", "checkpoint_every": "--checkpoint-every",
+    "threads": "--threads",
+}
+
+
+def train_command(cfg: TrainConfig) -> str:
+    """The `unnoise train …` command that reproduces cfg (non-default settings only)."""
+    default = TrainConfig(data=cfg.data, out=cfg.out)
+    parts = ["unnoise train", f"--data {cfg.data}", f"--out {cfg.out}"]
+    for f in dataclasses.fields(cfg):
+        name, value = f.name, getattr(cfg, f.name)
+        if name in ("data", "out") or name not in _FLAGS or value == getattr(default, name):
+            continue
+        parts.append(_FLAGS[name] if value is True else f"{_FLAGS[name]} {value}")
+    return " ".join(parts)
+
+
+def run_record(run: Path) -> dict:
+    """Steps, summed compute time, seconds per 1k steps and the loss curve from metrics.jsonl."""
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    seconds, prev = 0.0, 0
+    for r in rows:  # each row covers the steps since the previous one at its measured images/s
+        seconds += (r["step"] - prev) * cfg.batch_size / max(r["images_per_s"], 1e-9)
+        prev = r["step"]
+    last = rows[-1] if rows else {"step": 0, "loss": float("nan"), "images_per_s": float("nan")}
+    return {"cfg": cfg, "rows": rows, "steps": last["step"], "seconds": seconds,
+            "s_per_1k": 1000 * seconds / max(last["step"], 1), "final_loss": last["loss"]}
+
+
+def plot_loss(rows: list[dict], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (mean over 50 steps)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, notes: str = "") -> Path:
+    """MODEL.md + loss.png in model_dir, from run's config.json and metrics.jsonl."""
+    run, model_dir = Path(run), Path(model_dir)
+    rec = run_record(run)
+    cfg: TrainConfig = rec["cfg"]
+    info = json.loads((model_dir / "unnoise.json").read_text())
+    net = json.loads((model_dir / "config.json").read_text())
+    size = (model_dir / "model.safetensors").stat().st_size / 2**20
+    plot_loss(rec["rows"], model_dir / "loss.png")
+    defaults = {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", **info.get("defaults", {})}
+    lines = [
+        f"# `{name}` — unnoise model card", "",
+        f"Text-to-image diffusion model trained on **{cfg.data}** ({info['channels']} × {info['image_size']} × "
+        f"{info['image_size']}), conditioned on MiniLM-L6 sentence-encoder token states (`{info['text_encoder']}`).", "",
+        "## Training", "",
+        "```bash", train_command(cfg), "```", "",
+        f"* steps: **{rec['steps']}** of {cfg.max_steps} planned (batch {cfg.batch_size}; the weights are the EMA, decay {cfg.ema_decay})",
+        f"* compute time: **{rec['seconds'] / 3600:.2f} h** ({rec['s_per_1k']:.0f} s per 1 000 steps, summed from metrics.jsonl)",
+        f"* machine: {machine()}",
+        f"* final training loss (mean of the last 50 steps): {rec['final_loss']:.4f} — curve in `loss.png`",
+        f"* prediction: {cfg.prediction_type}, schedule {cfg.schedule} (T = {cfg.num_train_steps}), loss weighting "
+        f"{cfg.loss_weighting}, caption dropout {cfg.cond_dropout:g}, lr {cfg.lr:g} (warm-up {cfg.warmup_steps})", "",
+        "## Network", "",
+        f"UNet preset `{cfg.model_size}`: patch {net.get('patch_size')}, widths "
+        f"{[net['base_channels'] * m for m in net['channel_mults']]}, self-attention at levels {net.get('attention_levels')}, "
+        f"cross-attention at {net.get('cross_attention_levels')}; weights {size:.1f} MiB ({info.get('dtype', 'float16')}).", "",
+        "## Defaults", "",
+        f"`unnoise paint` uses {defaults['sampler']}, {defaults['steps']} steps, guidance {defaults['guidance']:g}.", "",
+    ]
+    if notes:
+        lines += [notes.rstrip(), ""]
+    out = model_dir / "MODEL.md"
+    tmp = out.with_name(".MODEL.md.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,118 @@
+"""Evaluation: the Fréchet distance against closed forms, the feature networks on real pictures, the
+judges on real data (real digits are read as their labels; real emoji retrieve themselves)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unnoise.evaluation.frechet import Stats, frechet_distance
+
+
+def gaussian(n: int, mu, std, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.as_tensor(mu, dtype=torch.float64) + torch.randn(n, len(std), generator=g, dtype=torch.float64) * torch.as_tensor(std, dtype=torch.float64)
+
+
+def test_fd_closed_form_for_diagonal_gaussians():
+    # FD(N(μ1, diag a), N(μ2, diag b)) = |μ1 − μ2|² + Σ (√a − √b)²
+    a = Stats(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), torch.diag(torch.tensor([1.0, 4.0, 9.0], dtype=torch.float64)), 10)
+    b = Stats(torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64), torch.diag(torch.tensor([4.0, 1.0, 1.0], dtype=torch.float64)), 10)
+    expected = (1 + 0 + 4) + (1 + 1 + 4)
+    assert frechet_distance(a, b) == pytest.approx(expected, abs=1e-9)
+
+
+def test_fd_matches_the_scipy_sqrtm_formula_on_full_covariances():
+    from scipy import linalg
+
+    x, y = gaussian(400, [0] * 6, [1, 2, 3, 1, 1, 1], 0), gaussian(300, [1] * 6, [2, 1, 1, 3, 1, 1], 1)
+    x[:, 1] += x[:, 0]  # correlated features
+    a, b = Stats.of(x), Stats.of(y)
+    s1, s2 = a.sigma.numpy(), b.sigma.numpy()
+    covmean = linalg.sqrtm(s1 @ s2).real
+    ref = float(((a.mu - b.mu) ** 2).sum()) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-8)
+    assert frechet_distance(b, a) == pytest.approx(ref, rel=1e-8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(shift=st.lists(st.floats(-5, 5), min_size=4, max_size=4), seed=st.integers(0, 2**16))
+def test_fd_of_a_shifted_copy_is_the_squared_shift(shift, seed):
+    x = gaussian(50, [0] * 4, [1, 0.5, 2, 1], seed)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(x, x + torch.tensor(shift, dtype=torch.float64)) == pytest.approx(sum(s * s for s in shift), rel=1e-6, abs=1e-6)
+
+
+def test_fd_refuses_mismatched_or_too_few_features():
+    with pytest.raises(ValueError, match="at least 2"):
+        Stats.of(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="sizes differ"):
+        frechet_distance(torch.randn(5, 3), torch.randn(5, 4))
+
+
+def test_enl0_weights_recognise_the_cat_photo():
+    from skimage import data
+
+    from unnoise.evaluation.features import enl0_features, enl0_logits
+
+    cat = torch.from_numpy(data.chelsea()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    top5 = enl0_logits(cat).topk(5).indices[0].tolist()
+    assert {281, 282, 285} & set(top5[:2])  # tabby / tiger cat / Egyptian cat (ImageNet classes)
+    colour, grey = enl0_features(cat[:, :, :100, :100]), enl0_features(cat[:, :1, :100, :100])  # 1 channel → grey RGB
+    assert colour.shape == grey.shape == (1, 1280) and colour.dtype == torch.float64 and torch.isfinite(grey).all()
+
+
+def test_the_shipped_digit_classifier_reads_real_test_digits():
+    from unnoise.data import get_dataset
+    from unnoise.data.base import to_float
+    from unnoise.evaluation.classifier import ASSET, accuracy, load_classifier
+
+    info = json.loads((ASSET / "config.json").read_text())
+    test = get_dataset("digits", "test")
+    acc = accuracy(load_classifier(), to_float(test.images), test.labels)
+    assert acc >= 0.99 and acc == pytest.approx(info["test_accuracy"], abs=1e-9)
+
+
+def test_digits_judge_scores_real_digits_as_adherent_and_close():
+    from unnoise.data import get_dataset
+    from unnoise.data.base import to_float
+    from unnoise.evaluation.quality import DigitsJudge
+
+    judge = DigitsJudge(fd_enl0=False)
+    train = get_dataset("digits", "train")
+    x, y = to_float(train.images[:1000]), train.labels[:1000]
+    real = judge.score(x, y)
+    noise = judge.score(torch.rand_like(x) * 2 - 1, y)
+    assert real["adherence"] >= 0.99 and noise["adherence"] < 0.5
+    assert real["fd_digits"] < noise["fd_digits"] / 20
+    prompts, labels = judge.prompts(25)
+    assert prompts[7] == "a handwritten seven" and labels[17] == 7
+
+
+def test_emoji_names_and_paraphrases_name_real_emoji():
+    from unnoise.evaluation.quality import EMOJI_NAMES, EMOJI_PARAPHRASES, EmojiJudge
+
+    judge = EmojiJudge()
+    assert len(set(EMOJI_NAMES)) == len(EMOJI_NAMES) >= 50
+    assert not any("skin tone" in " ".join(judge.data.names[judge.item(n)]) for n in EMOJI_NAMES)
+    captions = set(judge.data.captions)
+    assert not any(p in captions for p, _ in EMOJI_PARAPHRASES)
+    prompts, targets = judge.prompts(70)
+    assert prompts[60] == EMOJI_NAMES[0] and int(targets[0]) == judge.item(EMOJI_NAMES[0])
+
+
+@pytest.mark.slow
+def test_real_emoji_retrieve_themselves():
+    """The retrieval judge works on real pictures: each listed emoji's own image is its nearest neighbour."""
+    from unnoise.data.base import to_float
+    from unnoise.evaluation.quality import EMOJI_NAMES, EmojiJudge
+
+    judge = EmojiJudge()
+    idx = torch.tensor([judge.item(n) for n in EMOJI_NAMES])
+    top5, top1, _ = judge.retrieval(to_float(judge.data.images[idx]), idx)
+    assert top1 == 1.0 and top5 == 1.0
