@@ -37,7 +37,7 @@ def train_ours(minutes: float, out: str, result: dict) -> None:
     from unnoise.training.loop import Trainer
 
     cfg = TrainConfig(data="digits", out=out, model_size="small", prediction_type="v_prediction", lr=1e-3,
-                      batch_size=64, max_steps=10**9, sample_every=0, checkpoint_every=10**9, threads=1)
+                      batch_size=64, max_steps=10**7, sample_every=0, checkpoint_every=10**7, threads=1)
     trainer = Trainer(cfg, quiet=True)
     start = time.perf_counter()
     while time.perf_counter() - start < 60 * minutes:

@@ -104,7 +104,7 @@ def sweep(
 
     if over not in ("nfe", "guidance"):
         raise EvalError(f"--over must be nfe or guidance, got {over!r}")
-    names = [s.strip() for s in samplers.split(",")] if samplers else [n for n, s in SAMPLERS.items() if not getattr(s, "distilled", False)]
+    names = [s.strip() for s in samplers.split(",")] if samplers else [n for n, s in SAMPLERS.items() if getattr(s, "model", "denoiser") == "denoiser"]
     for n in names:
         get_sampler(n)
     step_list = _ints(steps, "--steps") if steps else None

@@ -169,13 +169,13 @@ class DigitsJudge:
 
     def reference(self) -> dict[str, Stats]:
         from ..data.base import to_float
-        from .features import enl0_features
+        from .features import ENL0_SIZE, enl0_features
 
         x = to_float(self._test.images)
         ref = {"fd_digits": Stats.from_tensors(_cached("digits-test-classifier", lambda: Stats.of(self._class_features(x)[0]).to_tensors()))}
         if self.fd_enl0:
             n = self.enl0_reference
-            ref["fd_enl0"] = Stats.from_tensors(_cached(f"digits-test-enl0-{n}", lambda: Stats.of(enl0_features(x[:n])).to_tensors()))
+            ref["fd_enl0"] = Stats.from_tensors(_cached(f"digits-test-enl0@{ENL0_SIZE}-{n}", lambda: Stats.of(enl0_features(x[:n])).to_tensors()))
         return ref
 
     def score(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -214,10 +214,10 @@ class EmojiJudge:
     def reference(self) -> tuple[torch.Tensor, Stats]:
         """Unit-norm ENL0 features of every real emoji (N, 1280) and their Stats."""
         from ..data.base import to_float
-        from .features import enl0_features
+        from .features import ENL0_SIZE, enl0_features
 
         size = self.data.image_size
-        t = _cached(f"emoji-{size}-enl0-{len(self.data)}", lambda: {"features": enl0_features(to_float(self.data.images))})
+        t = _cached(f"emoji{size}-enl0@{ENL0_SIZE}-{len(self.data)}", lambda: {"features": enl0_features(to_float(self.data.images))})
         f = t["features"].double()
         return torch.nn.functional.normalize(f, dim=1), Stats.of(f)
 
