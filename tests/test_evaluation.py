@@ -116,3 +116,24 @@ def test_real_emoji_retrieve_themselves():
     idx = torch.tensor([judge.item(n) for n in EMOJI_NAMES])
     top5, top1, _ = judge.retrieval(to_float(judge.data.images[idx]), idx)
     assert top1 == 1.0 and top5 == 1.0
+
+
+@pytest.mark.slow
+def test_eval_distill_tables_teacher_against_student(tmp_path):
+    """`unnoise eval distill` on the bundled digits teacher and a (barely trained) student of it."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "cd"
+    subprocess.run([sys.executable, "-m", "unnoise", "distill", "--teacher", "digits", "--steps", "2", "--out", str(run),
+                    "--max-steps", "2", "--batch-size", "4", "--threads", "1"], check=True, capture_output=True, env=env)
+    out = tmp_path / "eval"
+    r = subprocess.run([sys.executable, "-m", "unnoise", "eval", "distill", "--teacher", "digits", "--student", str(run / "model"),
+                        "-n", "10", "--teacher-nfe", "2", "--student-nfe", "1,2", "--out", str(out), "--threads", "1"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((out / "results.json").read_text())
+    assert [(x["model"], x["nfe"]) for x in rows] == [("teacher", 2), ("student", 1), ("student", 2)]
+    assert all(0 <= x["adherence"] <= 1 and x["fd_digits"] > 0 and x["num_images"] == 10 for x in rows)
+    assert (out / "plot.png").stat().st_size > 0

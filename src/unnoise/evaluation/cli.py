@@ -145,3 +145,40 @@ def train_classifier_cmd(
         torch.set_num_threads(threads)
     info = train_classifier(out, epochs=epochs, seed=seed)
     typer.echo(f"test accuracy {info['test_accuracy']:.4f} in {info['train_seconds']:.0f} s → {out}")
+
+
+@app.command()
+def distill(
+    teacher: str = typer.Option(..., "--teacher", help="The teacher: emoji, digits or a model directory."),
+    student: Path = typer.Option(..., "--student", help="The distilled student's model directory (runs/…/model)."),
+    num_images: int = typer.Option(200, "--num-images", "-n", help="Images per point (prompts × seeds)."),
+    teacher_nfe: str = typer.Option("4,8,20,50", "--teacher-nfe", help="The teacher's dpmpp_2m step counts."),
+    student_nfe: str = typer.Option("1,2,4", "--student-nfe", help="The student's step counts."),
+    out: Path = typer.Option(Path("evals/distill"), "--out", "-o", help="Directory for results and plot.png."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
+) -> None:
+    """Teacher (dpmpp_2m at 4–50 calls) against its distilled student (1–4 calls): one table, one plot."""
+    import torch
+
+    from ..distill import compare_samples
+    from .plots import plot_sweep
+    from .quality import EMOJI_NAMES, DigitsJudge, judge_for, write_table
+
+    painter = _setup(teacher, threads, num_images)
+    judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
+    if isinstance(judge, DigitsJudge):
+        prompts, targets = [f"a handwritten {w}" for w in judge.words], list(range(10))
+    else:
+        prompts, targets = list(EMOJI_NAMES), [judge.item(n) for n in EMOJI_NAMES]
+    per = max(1, num_images // len(prompts))
+    labels = torch.tensor([t for t in targets for _ in range(per)])
+    samples = compare_samples(painter.path, student, prompts, list(range(per)),
+                              _ints(teacher_nfe, "--teacher-nfe"), _ints(student_nfe, "--student-nfe"))
+    rows = []
+    for who, name in (("teacher", "teacher dpmpp_2m"), ("student", "student consistency")):
+        for nfe, images in samples[who].items():
+            rows.append({"model": who, "sampler": name, "nfe": nfe, "num_images": len(images), **judge.score(images, labels)})
+            typer.echo(f"{name:22s} nfe {nfe:3d}  " + "  ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k in judge.metric_names))
+    write_table(rows, out, f"unnoise eval distill — {teacher} vs {student}")
+    plot_sweep(rows, "nfe", judge.metric_names, out / "plot.png", title=f"{teacher}: teacher vs distilled student, {len(labels)} images per point")
+    typer.echo(f"wrote {out / 'results.md'} and {out / 'plot.png'}")
