@@ -137,3 +137,20 @@ def test_eval_distill_tables_teacher_against_student(tmp_path):
     assert [(x["model"], x["nfe"]) for x in rows] == [("teacher", 2), ("student", 1), ("student", 2)]
     assert all(0 <= x["adherence"] <= 1 and x["fd_digits"] > 0 and x["num_images"] == 10 for x in rows)
     assert (out / "plot.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "--over", "speed"], "--over must be nfe or guidance"),
+    (["sweep", "--model", "digits", "--steps", "0,10"], "--steps must be integers from 1 to 1000"),
+    (["sweep", "--model", "digits", "--over", "guidance", "--scales", "1,nan"], "--scales must be numbers"),
+    (["sweep", "--samplers", "warp_drive"], "warp_drive"),
+    (["quality", "--model", "no-such-model"], "no-such-model"),
+    (["quality", "--model", "digits", "-n", "1"], "--num-images must be from 2"),
+])
+def test_eval_cli_bad_input_is_one_line(args, message, capsys):
+    from unnoise.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["eval", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
