@@ -207,10 +207,14 @@ class TextEncoder:
         return {"tokens": tokens, "mask": mask, "pooled": F.normalize(pooled, p=2, dim=1)}
 
 
+def cache_root() -> Path:
+    """$UNNOISE_CACHE_DIR, else $XDG_CACHE_HOME/unnoise (~/.cache/unnoise): every unnoise cache lives here."""
+    return Path(os.environ.get("UNNOISE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unnoise")
+
+
 def default_cache_dir() -> Path:
-    """$UNNOISE_CACHE_DIR, else $XDG_CACHE_HOME/unnoise (~/.cache/unnoise), + /text-embeddings."""
-    root = os.environ.get("UNNOISE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unnoise"
-    return Path(root) / "text-embeddings"
+    """cache_root() / text-embeddings."""
+    return cache_root() / "text-embeddings"
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -71,6 +70,7 @@ def train_classifier(out: str | os.PathLike, *, epochs: int = 4, batch_size: int
 
     from ..data import get_dataset
     from ..data.base import to_float
+    from ..models.unet import _atomic_write
 
     train, test = get_dataset("digits", "train"), get_dataset("digits", "test")
     x_train, y_train = to_float(train.images), train.labels
@@ -103,17 +103,8 @@ def train_classifier(out: str | os.PathLike, *, epochs: int = 4, batch_size: int
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    for name, write in (("model.safetensors", lambda p: save_file(state, p)),
-                        ("config.json", lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))):
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; these weights ship in the package
-            os.replace(tmp, out / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    _atomic_write(out / "model.safetensors", lambda p: save_file(state, p))
+    _atomic_write(out / "config.json", lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))
     return info
 
 

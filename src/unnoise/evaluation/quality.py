@@ -18,9 +18,9 @@ halves for classifier-free guidance counts once.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -106,21 +106,22 @@ def paint_many(painter, prompts: Sequence[str], seeds: Sequence[int], setting: S
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("UNNOISE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unnoise"
-    return Path(root) / "eval"
+    from ..conditioning.text import cache_root
+
+    return cache_root() / "eval"
 
 
 def _cached(name: str, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from ..conditioning.text import _atomic_save
 
     path = cache_dir() / f"{name}.safetensors"
     if path.exists():
         return load_file(path)
-    tensors = {k: v.contiguous() for k, v in make().items()}
+    tensors = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, tmp)
-    os.replace(tmp, path)
+    _atomic_save(tensors, path, {})
     return tensors
 
 
@@ -167,7 +168,8 @@ class DigitsJudge:
             logits.append(self.classifier.fc(f))
         return torch.cat(feats), torch.cat(logits)
 
-    def reference(self) -> dict[str, Stats]:
+    @functools.cached_property
+    def _reference(self) -> dict[str, Stats]:
         from ..data.base import to_float
         from .features import ENL0_SIZE, enl0_features
 
@@ -177,6 +179,10 @@ class DigitsJudge:
             n = self.enl0_reference
             ref["fd_enl0"] = Stats.from_tensors(_cached(f"digits-test-enl0@{ENL0_SIZE}-{n}", lambda: Stats.of(enl0_features(x[:n])).to_tensors()))
         return ref
+
+    def reference(self) -> dict[str, Stats]:
+        """Stats of the real test digits (computed once per machine, read once per judge)."""
+        return self._reference
 
     def score(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         from .features import enl0_features
@@ -211,8 +217,8 @@ class EmojiJudge:
     def item(self, name: str) -> int:
         return self.index[name.lower()]
 
-    def reference(self) -> tuple[torch.Tensor, Stats]:
-        """Unit-norm ENL0 features of every real emoji (N, 1280) and their Stats."""
+    @functools.cached_property
+    def _reference(self) -> tuple[torch.Tensor, Stats]:
         from ..data.base import to_float
         from .features import ENL0_SIZE, enl0_features
 
@@ -220,6 +226,10 @@ class EmojiJudge:
         t = _cached(f"emoji{size}-enl0@{ENL0_SIZE}-{len(self.data)}", lambda: {"features": enl0_features(to_float(self.data.images))})
         f = t["features"].double()
         return torch.nn.functional.normalize(f, dim=1), Stats.of(f)
+
+    def reference(self) -> tuple[torch.Tensor, Stats]:
+        """Unit-norm ENL0 features of every real emoji (N, 1280) and their Stats (read once per judge)."""
+        return self._reference
 
     def prompts(self, n: int, paraphrases: bool = False) -> tuple[list[str], torch.Tensor]:
         pairs = [(t, t) for t in EMOJI_NAMES] if not paraphrases else list(EMOJI_PARAPHRASES)

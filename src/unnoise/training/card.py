@@ -113,8 +113,8 @@ def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, 
     ]
     if notes:
         lines += [notes.rstrip(), ""]
+    from ..models.unet import _atomic_write
+
     out = model_dir / "MODEL.md"
-    tmp = out.with_name(".MODEL.md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out)
+    _atomic_write(out, lambda p: Path(p).write_text("\n".join(lines)))
     return out
