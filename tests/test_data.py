@@ -111,6 +111,34 @@ def test_emoji_has_skin_tone_variants(emoji_set):
     assert sum("skin tone" in n[0] for n in emoji_set.names) > 1000
 
 
+def test_family_balance_draws_each_skin_tone_family_as_one(emoji_set):
+    wave = [emoji_set.emoji.index("\U0001F44B" + t) for t in ("", "\U0001F3FB", "\U0001F3FC", "\U0001F3FD", "\U0001F3FE", "\U0001F3FF")]
+    fox = emoji_set.emoji.index("\U0001F98A")
+    assert len(set(emoji_set.families[wave].tolist())) == 1 and emoji_set.families[fox] != emoji_set.families[wave[0]]
+    n_families = len(set(emoji_set.families.tolist()))
+    assert 1800 < n_families < len(emoji_set) * 0.6  # about half the items are skin-tone variants
+    w = emoji_set.sampling_weights("families")
+    assert w.sum().item() == pytest.approx(1.0)
+    assert w[wave].sum().item() == pytest.approx(w[fox].item()) == pytest.approx(1 / n_families)
+    assert emoji_set.sampling_weights("items") is None
+    with pytest.raises(ValueError, match="balance"):
+        emoji_set.sampling_weights("classes")
+
+
+def test_family_weighted_batches_follow_the_weights():
+    from unnoise.training.loop import Batches
+
+    data = CaptionedImages("toy", torch.zeros(4, 1, 2, 2, dtype=torch.uint8), sets=[["a"], ["b"], ["c"], ["d"]])
+    data.families = torch.tensor([0, 0, 0, 1])  # three near-duplicates and one singleton
+    batches = Batches(data, seed=1, weights=data.sampling_weights("families"))
+    drawn = torch.cat([batches.indices(step, 4) for step in range(4000)])
+    assert (drawn == 3).double().mean().item() == pytest.approx(0.5, abs=0.01)  # uniform would give 0.25
+    again = Batches(data, seed=1, weights=data.sampling_weights("families"))
+    assert torch.equal(again.indices(123, 4), batches.indices(123, 4))  # from (seed, epoch) alone: resumable
+    assert data.sampling_weights("families") is not None and CaptionedImages(
+        "plain", data.images, sets=[["a"]] * 4).sampling_weights("families") is None
+
+
 def test_emoji_64_and_resized(emoji_set):
     big = EmojiDataset(64)
     assert big.images.shape == (len(emoji_set), 3, 64, 64)

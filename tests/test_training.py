@@ -127,6 +127,23 @@ def test_resume_is_exact(squares, tmp_path):
         resume_config(tmp_path / "split", {"lr": 0.5})
 
 
+def test_balance_may_change_on_resume_and_the_change_is_recorded(squares, tmp_path):
+    from unnoise.training.card import train_commands
+
+    run = tmp_path / "run"
+    train(config(squares, run, max_steps=10), quiet=True)
+    train(resume_config(run, {"max_steps": 20, "balance": "families"}), resume=True, quiet=True)
+    saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert saved.balance == "families"
+    assert saved.extra["history"] == [{"step": 10, "changes": {"balance": ["items", "families"]}}]
+    first, then = train_commands(saved)
+    assert "--balance" not in first and "--max-steps 20" in first
+    assert then.endswith("--resume --balance families   # from step 10")
+    assert resume_config(run, {"balance": "families"}).extra["history"] == saved.extra["history"]  # unchanged: no entry
+    with pytest.raises(ValueError, match="balance"):
+        config(squares, run, balance="classes")
+
+
 def test_nan_loss_stops_and_keeps_last_checkpoint(squares, tmp_path, monkeypatch):
     trainer = Trainer(config(squares, tmp_path / "run", max_steps=30), quiet=True)
     real_forward = trainer.model.forward

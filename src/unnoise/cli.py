@@ -194,6 +194,8 @@ def train(
     schedule_name: str = typer.Option("linear", "--schedule", help="Noise schedule."),
     loss_weighting: str = typer.Option("min_snr", "--loss-weighting", help="uniform or min_snr (γ = 5)."),
     cond_dropout: float = typer.Option(0.1, "--cond-dropout", help="Share of captions dropped for classifier-free guidance."),
+    balance: str = typer.Option("items", "--balance", help="items: draw every item equally often; families: every "
+                                "family of near-duplicates (emoji skin tones) as one. May change on --resume (recorded)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 autocast (only pays on CPUs with native bf16)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     warmup_steps: int = typer.Option(500, "--warmup-steps", help="Learning-rate warm-up steps."),
@@ -215,7 +217,7 @@ def train(
         "data": data, "out": str(out), "max_steps": max_steps, "batch_size": batch_size, "seed": seed, "lr": lr,
         "model_size": model_size, "image_size": image_size, "prediction_type": prediction_type,
         "schedule": schedule_name, "loss_weighting": loss_weighting, "cond_dropout": cond_dropout,
-        "precision": precision, "compile": compile_model, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
+        "balance": balance, "precision": precision, "compile": compile_model, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
         "log_every": log_every, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "threads": threads,
     }
     params = {"schedule": "schedule_name", "compile": "compile_model"}

@@ -64,6 +64,24 @@ class CaptionedImages(Dataset):
         if self.group.shape != (len(images),) or int(self.group.max()) >= len(sets):
             raise DataError(f"{name}: group must map each of the {len(images)} items to one of {len(sets)} sets")
         self.labels = labels  # (N,) int64 class labels where the source has them (digits), else None
+        self.families: torch.Tensor | None = None  # (N,) family id of near-duplicate items (emoji skin tones), or None
+
+    def sampling_weights(self, balance: str = "items") -> torch.Tensor | None:
+        """Per-item draw weights (N,) float64 summing to 1, or None for uniform draws over items.
+
+        "items": every item equally often (None).  "families": every family of near-duplicates equally
+        often, its members sharing its share, so an emoji with five skin-tone variants is drawn as often
+        as one without any, not six times as often.
+        """
+        if balance == "items":
+            return None
+        if balance != "families":
+            raise ValueError(f"balance must be 'items' or 'families', got {balance!r}")
+        if self.families is None:
+            return None
+        _, inverse, counts = torch.unique(self.families, return_inverse=True, return_counts=True)
+        w = 1.0 / counts[inverse].double()
+        return w / w.sum()
 
     @property
     def example_prompts(self) -> list[str]:

@@ -48,6 +48,11 @@ def emoji_names(seq: str) -> list[str]:
     return list(names.values())
 
 
+def family_of(seq: str) -> str:
+    """The emoji with its skin-tone modifiers (U+1F3FB–U+1F3FF) removed: '👍🏽' → '👍'."""
+    return "".join(c for c in seq if not 0x1F3FB <= ord(c) <= 0x1F3FF)
+
+
 def captions_for(names: list[str]) -> list[str]:
     """A few phrasings of each name; proper nouns (flags: "Japan") get no article."""
     out: list[str] = []
@@ -215,6 +220,9 @@ class EmojiDataset(CaptionedImages):
         self.emoji = [r["emoji"] for r in records]  # the emoji string of each item
         self.names = [r["names"] for r in records]  # its English name and aliases
         super().__init__("emoji", images, sets=[captions_for(r["names"]) for r in records])
+        bases = [family_of(e) for e in self.emoji]
+        ids = {b: i for i, b in enumerate(dict.fromkeys(bases))}
+        self.families = torch.tensor([ids[b] for b in bases], dtype=torch.int64)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,8 +23,19 @@ _FLAGS = {
     "schedule": "--schedule", "loss_weighting": "--loss-weighting", "cond_dropout": "--cond-dropout",
     "precision": "--precision", "compile": "--compile", "warmup_steps": "--warmup-steps", "ema_decay": "--ema-decay",
     "log_every": "--log-every", "sample_every": "--sample-every", "checkpoint_every": "--checkpoint-every",
-    "threads": "--threads",
+    "threads": "--threads", "balance": "--balance",
 }
+
+
+def train_commands(cfg: TrainConfig) -> list[str]:
+    """The commands that made the run: the first `unnoise train …`, then one `--resume` per recipe change."""
+    history = cfg.extra.get("history", [])
+    first = cfg.replace(**{k: old for h in reversed(history) for k, (old, _) in h["changes"].items()})
+    out = [train_command(first)]
+    for h in history:
+        flags = " ".join(f"{_FLAGS[k]} {new}" for k, (_, new) in h["changes"].items())
+        out.append(f"unnoise train --data {cfg.data} --out {cfg.out} --resume {flags}   # from step {h['step']}")
+    return out
 
 
 def train_command(cfg: TrainConfig) -> str:
@@ -97,13 +108,14 @@ def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, 
         f"Text-to-image diffusion model trained on **{cfg.data}** ({info['channels']} × {info['image_size']} × "
         f"{info['image_size']}), conditioned on MiniLM-L6 sentence-encoder token states (`{info['text_encoder']}`).", "",
         "## Training", "",
-        "```bash", train_command(cfg), "```", "",
+        "```bash", *train_commands(cfg), "```", "",
         f"* steps: **{rec['steps']}** of {cfg.max_steps} planned (batch {cfg.batch_size}; the weights are the EMA, decay {cfg.ema_decay})",
         f"* compute time: **{rec['seconds'] / 3600:.2f} h** ({rec['s_per_1k']:.0f} s per 1 000 steps, summed from metrics.jsonl)",
         f"* machine: {machine()}",
         f"* final training loss (mean of the last 50 steps): {rec['final_loss']:.4f} — curve in `loss.png`",
         f"* prediction: {cfg.prediction_type}, schedule {cfg.schedule} (T = {cfg.num_train_steps}), loss weighting "
-        f"{cfg.loss_weighting}, caption dropout {cfg.cond_dropout:g}, lr {cfg.lr:g} (warm-up {cfg.warmup_steps})", "",
+        f"{cfg.loss_weighting}, caption dropout {cfg.cond_dropout:g}, lr {cfg.lr:g} (warm-up {cfg.warmup_steps}), "
+        f"items drawn by {cfg.balance}", "",
         "## Network", "",
         f"UNet preset `{cfg.model_size}`: patch {net.get('patch_size')}, widths "
         f"{[net['base_channels'] * m for m in net['channel_mults']]}, self-attention at levels {net.get('attention_levels')}, "

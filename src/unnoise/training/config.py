@@ -11,6 +11,7 @@ from ..diffusion import PREDICTION_TYPES
 
 PRECISIONS = ("bf16", "fp32")
 MODEL_SIZES = ("tiny", "small", "default")
+BALANCES = ("items", "families")  # how training draws items: see CaptionedImages.sampling_weights
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class TrainConfig:
     loss_weighting: str = "min_snr"  # uniform or min_snr (Hang et al. 2023)
     min_snr_gamma: float = 5.0  # γ of Min-SNR-γ
     cond_dropout: float = 0.1  # share of captions replaced by the empty prompt, for classifier-free guidance
+    balance: str = "items"  # draw items uniformly, or "families": each family of near-duplicates (skin tones) as one
     max_steps: int = 20_000  # optimiser steps in total (a resumed run continues to this)
     batch_size: int = 64  # global batch: split evenly over the processes of a torchrun launch
     lr: float = 3e-4  # AdamW peak learning rate
@@ -66,6 +68,8 @@ class TrainConfig:
             bad(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.lr_decay not in ("constant", "cosine"):
             bad(f"lr_decay must be constant or cosine, got {self.lr_decay!r}")
+        if self.balance not in BALANCES:
+            bad(f"balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
         if not 0 <= self.cond_dropout < 1:
             bad(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not 1 <= self.max_steps <= 10_000_000:

@@ -40,13 +40,18 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 
 class Batches:
-    """Epoch-wise shuffling of an in-memory dataset, computed from (seed, epoch) alone."""
+    """Epoch-wise shuffling of an in-memory dataset, computed from (seed, epoch) alone.
 
-    def __init__(self, dataset, seed: int):
+    With `weights` (per-item draw probabilities, see CaptionedImages.sampling_weights) an "epoch" is
+    len(dataset) items drawn with replacement in proportion to them, still from (seed, epoch) alone.
+    """
+
+    def __init__(self, dataset, seed: int, weights: torch.Tensor | None = None):
         if len(dataset) == 0:
             raise TrainingError("the dataset is empty")
         self.dataset = dataset
         self.seed = seed
+        self.weights = weights
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
@@ -55,7 +60,11 @@ class Batches:
     def perm(self, epoch: int) -> torch.Tensor:
         if self._perm is None or self._perm[0] != epoch:
             g = torch.Generator().manual_seed(self.seed * 9_973 + epoch)
-            self._perm = (epoch, torch.randperm(len(self), generator=g))
+            if self.weights is None:
+                order = torch.randperm(len(self), generator=g)
+            else:
+                order = torch.multinomial(self.weights, len(self), replacement=True, generator=g)
+            self._perm = (epoch, order)
         return self._perm[1]
 
     def indices(self, step: int, batch_size: int) -> torch.Tensor:
@@ -122,7 +131,7 @@ class Trainer:
 
         self.schedule = schedules.get(cfg.schedule, cfg.num_train_steps)
         self.dataset = get_dataset(cfg.data, split="train", image_size=cfg.image_size)
-        self.batches = Batches(self.dataset, cfg.seed)
+        self.batches = Batches(self.dataset, cfg.seed, self.dataset.sampling_weights(cfg.balance))
         self.encoder = TextEncoder.load()
         self.bank = CaptionBank(self.dataset.captions, self.encoder)  # shared on-disk cache: encode once per machine
 
@@ -143,6 +152,9 @@ class Trainer:
         self.step = 0
         if resume:
             self._load_latest()
+            for change in self.cfg.extra.get("history", []):
+                if change.get("step") is None:
+                    change["step"] = self.step
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -327,10 +339,15 @@ def resume_config(out: str | Path, overrides: dict[str, Any]) -> TrainConfig:
         raise TrainingError(f"--resume: {path} not found (nothing to resume in {out})")
     saved = TrainConfig.from_dict(json.loads(path.read_text()))
     free = {"max_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "threads", "out"}
-    clash = sorted(k for k, v in overrides.items() if k not in free and v != getattr(saved, k))
+    recipe = {"balance"}  # may change mid-run; each change is recorded in extra["history"] with its step
+    clash = sorted(k for k, v in overrides.items() if k not in free | recipe and v != getattr(saved, k))
     if clash:
         raise TrainingError(f"--resume: these settings differ from the run's config.json: {', '.join(clash)}")
-    return saved.replace(**{k: v for k, v in overrides.items() if k in free})
+    cfg = saved.replace(**{k: v for k, v in overrides.items() if k in free | recipe})
+    changes = {k: [getattr(saved, k), v] for k, v in overrides.items() if k in recipe and v != getattr(saved, k)}
+    if changes:  # "step" is filled in by the Trainer once it knows which checkpoint it resumed
+        cfg = cfg.replace(extra={**saved.extra, "history": [*saved.extra.get("history", []), {"step": None, "changes": changes}]})
+    return cfg
 
 
 def export_run(run: str | Path, out: str | Path, *, dtype: torch.dtype = torch.float16,
