@@ -28,7 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     painter = Painter.from_pretrained(args.model)
     prompts = PROMPTS.get(args.model, PROMPTS["emoji"])
-    tiles = [img for p in prompts for s in range(args.seeds) for img in painter(p, seed=s)]
+    tiles = [img for p in prompts for img in painter(p, num_images=args.seeds, seed=0)]  # image i: seed i
     tiles = [t.resize((t.width * args.scale, t.height * args.scale), Image.NEAREST) for t in tiles]
     grid(tiles, cols=args.seeds).save(args.out)
     print(f"wrote {args.out}: rows = {prompts}")
