@@ -136,6 +136,40 @@ def test_resume_is_exact(teacher, squares, tmp_path):
         resume_config(tmp_path / "split", {"lr": 0.5})
 
 
+def test_guidance_distillation_learns_the_guided_teacher_in_one_pass(teacher, squares, tmp_path):
+    """method="guidance": the student's single pass, given w, learns the guided teacher's x̂0 (two passes): its
+    loss on held-out batches (steps it never trained on) falls; it starts as the conditional teacher, exact at
+    w = 1; it paints with dpmpp_2m at K calls."""
+    d = Distiller(config(teacher, squares, tmp_path / "gd", method="guidance", steps=4, max_steps=200, batch_size=16,
+                         warmup_steps=5, checkpoint_every=200, log_every=50, lr=1e-3), quiet=True)
+
+    def held_out_loss() -> float:  # mean over three batches of steps never trained on
+        trained, losses = d.step, []
+        for d.step in (10_000, 10_001, 10_002):
+            with torch.no_grad():
+                losses.append(float(d.loss()))
+        d.step = trained
+        return sum(losses) / len(losses)
+
+    x, _ = d.dataset.get_batch(torch.arange(4))
+    sigma, w = torch.tensor([0.3, 1.0, 3.0, 9.0]), torch.ones(4)
+    idx = torch.tensor([d.bank.index("a red square")] * 4)
+    cond, uncond = d.bank.condition(idx), d.bank.condition(torch.full_like(idx, d.bank.null_index))
+    noisy = x + sigma.view(-1, 1, 1, 1) * torch.randn_like(x)
+    with torch.no_grad():  # w = 1 is the conditional teacher, which the student starts as (clamped as painting does)
+        torch.testing.assert_close(d.student_d(noisy, sigma, {**cond, "guidance": w}).clamp(-1, 1),
+                                   d.guided_teacher(noisy, sigma, cond, uncond, w))
+    before = held_out_loss()
+    model_dir = d.run()
+    d.student.load_state_dict(d.ema_student().state_dict())
+    after = held_out_loss()
+    assert after < 0.8 * before, (before, after)
+    meta = json.loads((model_dir / "unnoise.json").read_text())
+    assert meta["defaults"]["sampler"] == "dpmpp_2m" and meta["training"]["method"] == "guidance"
+    ims = Painter.from_pretrained(model_dir)("a red square", num_images=1, seed=0)
+    assert ims[0].unnoise_params.sampler == "dpmpp_2m" and ims[0].unnoise_params.steps == 4
+
+
 def test_progressive_rounds_halve_the_steps(teacher, squares, tmp_path):
     d = Distiller(config(teacher, squares, tmp_path / "pd", method="progressive", steps=1, ode_steps=4, max_steps=4),
                   quiet=True)
@@ -190,6 +224,7 @@ def test_cli_distills_and_resumes(teacher, squares, tmp_path, capsys):
     (["--guidance-min", "5", "--guidance-max", "2"], "exceeds"),
     (["--max-minutes", "0"], "max_minutes"),
     (["--resume"], "nothing to resume"),
+    (["--method", "progressive"], "--method must be consistency or guidance"),
 ])
 def test_cli_bad_input_is_one_line(teacher, tmp_path, capsys, extra, message):
     code, _, err = main_rc(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "r"), *extra], capsys)

@@ -12,7 +12,7 @@ from typing import Any
 from .. import schedules
 
 STUDENT_STEPS = (1, 2, 4)  # the step counts a student is distilled for
-METHODS = ("consistency", "progressive")
+METHODS = ("consistency", "guidance", "progressive")
 LOSSES = ("l2", "huber")
 # Settings a resumed run may change; everything else must match the run's config.json.
 RESUME_FREE = ("max_steps", "max_minutes", "log_every", "checkpoint_every", "keep_checkpoints", "threads", "out")
@@ -27,7 +27,7 @@ class DistillConfig:
     teacher: str  # bundled model name (emoji, digits) or a model directory
     out: str  # run directory: config.json, metrics.jsonl, checkpoints/, model/
     steps: int = 4  # K: the student's default sampler steps (1, 2 or 4); progressive distils down to it
-    method: str = "consistency"  # consistency (Song et al. 2023, LCM) or progressive (Salimans & Ho 2022)
+    method: str = "consistency"  # consistency (Song et al. 2023, LCM), guidance (Meng et al. 2023, stage 1), progressive
     data: str | None = None  # digits, emoji or a folder; None: the dataset the teacher was trained on
     ode_steps: int = 32  # N: the teacher's ODE grid (consistency) / its first step count (progressive)
     spacing: str | None = None  # σ spacing of the grid and of the student's sampler (None: the teacher's default)

@@ -10,6 +10,10 @@ Consistency distillation (Song et al. 2023, Algorithm 2; Luo et al. 2023, LCM) o
 EMA target f_θ⁻(x_{n+1}, σ_{n+1}, w), where f(x, 0) = x is the boundary.  The student is the teacher's
 network with a w embedding (models.UNetConfig.guidance_embedding) and f_θ its x̂0 = D_θ(x, σ).
 
+Guidance distillation (Meng et al. 2023, stage 1) keeps the step count and removes the doubled batch: at
+σ drawn log-uniformly over the schedule's range, the student D_θ(x, σ, w) learns the guided teacher's
+clamped x̂0; it is then sampled with an ordinary solver (DPM-Solver++ 2M), one single-batch call per step.
+
 Progressive distillation (Salimans & Ho 2022, Algorithm 2) halves the step count in rounds: the
 student's one DDIM step from σ_i to σ_{i+2} must land where two steps of the round's teacher do
 (round 0: the guided teacher, later: the previous round's student).  It is here for the measurement
@@ -162,6 +166,9 @@ class Distiller:
         w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(cfg.batch_size, generator=g)
         n = torch.randint(0, self.grid_steps(), (cfg.batch_size,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
+        if cfg.method == "guidance":  # a continuous σ instead of a grid index, drawn last: other streams unchanged
+            lo, hi = math.log(self.schedule.sigma_min), math.log(self.schedule.sigma_max)
+            n = torch.exp(lo + (hi - lo) * torch.rand(cfg.batch_size, generator=g, dtype=torch.float64))
         cond = self.bank.condition(captions)
         uncond = self.bank.condition(torch.full_like(captions, self.bank.null_index))
         return x0, cond, uncond, w, n, noise
@@ -171,7 +178,7 @@ class Distiller:
 
     def grid_steps(self) -> int:
         """Steps of the student's grid this round: N (consistency), N/2^(r+1) (progressive round r)."""
-        if self.cfg.method == "consistency":
+        if self.cfg.method in ("consistency", "guidance"):
             return self.cfg.ode_steps
         return self.cfg.ode_steps >> (self._round(self.step) + 1)
 
@@ -179,6 +186,8 @@ class Distiller:
         x0, cond, uncond, w, n, noise = self.draw()
         if self.cfg.method == "consistency":
             pred, target = self._consistency_pair(x0, cond, uncond, w, n, noise)
+        elif self.cfg.method == "guidance":
+            pred, target = self._guidance_pair(x0, cond, uncond, w, n, noise)
         else:
             pred, target = self._progressive_pair(x0, cond, uncond, w, n, noise)
         diff = (pred - target).flatten(1)  # (B, C·H·W)
@@ -197,6 +206,15 @@ class Distiller:
             self.ema.copy_to(self.target)
             target = self.consistency_fn(self.target_d, x_next, sigma_next, cond, w)
         return self.consistency_fn(self.student_d, x, sigma, cond, w), target
+
+    def _guidance_pair(self, x0, cond, uncond, w, sigma, noise):
+        sigma = sigma.float()  # (B,) log-uniform over [σ_min, σ_max]
+        x = x0 + _view(sigma, x0) * noise
+        with torch.no_grad():
+            target = self.guided_teacher(x, sigma, cond, uncond, w)
+        pred = self.student_d(x, sigma, {**cond, "guidance": w})
+        scale = _view(torch.clamp(1.0 / sigma, min=1.0), x)  # truncated-SNR weighting, as progressive
+        return scale * pred, scale * target
 
     def _progressive_pair(self, x0, cond, uncond, w, n, noise):
         # The round's teacher grid is every 2^(R−1−r)-th point of the N-step grid; the student's is every other one of that.
@@ -307,7 +325,7 @@ class Distiller:
         from ..modeldir import save_model_dir
 
         cfg = self.cfg
-        sampler = "consistency" if cfg.method == "consistency" else "ddim"
+        sampler = {"consistency": "consistency", "guidance": "dpmpp_2m", "progressive": "ddim"}[cfg.method]
         meta = SimpleNamespace(channels=self.info.channels, image_size=self.info.image_size, name=self.info.dataset,
                                example_prompts=self.info.example_prompts)
         return save_model_dir(
