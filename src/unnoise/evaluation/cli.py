@@ -78,10 +78,13 @@ def quality(
     write_table(rows, out, f"unnoise eval quality — {model}")
     typer.echo(json.dumps(rows[0], indent=2))
     if isinstance(judge, EmojiJudge):
-        para = paraphrase_report(painter, judge, setting, seed=seed)
-        (out / "paraphrases.json").write_text(json.dumps(para, indent=2) + "\n")
-        typer.echo(f"paraphrases: top-5 {para['top5']:.1%}; {para['prompts_mostly_right']}/{para['num_prompts']} "
-                   "prompts right for most seeds")
+        for snap in (False, True) if painter.vocabulary is not None else (False,):
+            para = paraphrase_report(painter, judge, setting, seed=seed, snap=snap)
+            name = "paraphrases-snapped.json" if snap else "paraphrases.json"
+            (out / name).write_text(json.dumps(para, indent=2) + "\n")
+            how = "snapped to the vocabulary" if snap else "as typed"
+            typer.echo(f"paraphrases ({how}): top-5 {para['top5']:.1%}; "
+                       f"{para['prompts_mostly_right']}/{para['num_prompts']} prompts right for most seeds")
     typer.echo(f"wrote {out / 'results.md'}")
 
 
@@ -150,17 +153,19 @@ def train_classifier_cmd(
 @app.command()
 def distill(
     teacher: str = typer.Option(..., "--teacher", help="The teacher: emoji, digits or a model directory."),
-    student: Path = typer.Option(..., "--student", help="The distilled student's model directory (runs/…/model)."),
+    student: list[Path] = typer.Option(..., "--student",
+                                       help="A distilled student's model directory (runs/…/model); repeat to compare several."),
     num_images: int = typer.Option(200, "--num-images", "-n", help="Images per point (prompts × seeds)."),
     teacher_nfe: str = typer.Option("4,8,20,50", "--teacher-nfe", help="The teacher's dpmpp_2m step counts."),
     student_nfe: str = typer.Option("1,2,4", "--student-nfe", help="The student's step counts."),
     out: Path = typer.Option(Path("evals/distill"), "--out", "-o", help="Directory for results and plot.png."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
 ) -> None:
-    """Teacher (dpmpp_2m at 4–50 calls) against its distilled student (1–4 calls): one table, one plot."""
+    """Teacher (dpmpp_2m at 4–50 calls) against its distilled students (1–4 calls): one table, one plot."""
     import torch
 
     from ..distill import compare_samples
+    from ..modeldir import load_model_dir
     from .plots import plot_sweep
     from .quality import EMOJI_NAMES, DigitsJudge, judge_for, write_table
 
@@ -172,13 +177,22 @@ def distill(
         prompts, targets = list(EMOJI_NAMES), [judge.item(n) for n in EMOJI_NAMES]
     per = max(1, num_images // len(prompts))
     labels = torch.tensor([t for t in targets for _ in range(per)])
-    samples = compare_samples(painter.path, student, prompts, list(range(per)),
-                              _ints(teacher_nfe, "--teacher-nfe"), _ints(student_nfe, "--student-nfe"))
     rows = []
-    for who, name in (("teacher", "teacher dpmpp_2m"), ("student", "student consistency")):
-        for nfe, images in samples[who].items():
+
+    def score(who: str, name: str, images_by_nfe: dict) -> None:
+        for nfe, images in images_by_nfe.items():
             rows.append({"model": who, "sampler": name, "nfe": nfe, "num_images": len(images), **judge.score(images, labels)})
-            typer.echo(f"{name:22s} nfe {nfe:3d}  " + "  ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k in judge.metric_names))
-    write_table(rows, out, f"unnoise eval distill — {teacher} vs {student}")
+            typer.echo(f"{name:34s} nfe {nfe:3d}  " + "  ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k in judge.metric_names))
+
+    for i, path in enumerate(student):
+        _, s_info, _ = load_model_dir(path)
+        method = s_info.training.get("method", "?")
+        samples = compare_samples(painter.path, path, prompts, list(range(per)),
+                                  _ints(teacher_nfe, "--teacher-nfe") if i == 0 else (), _ints(student_nfe, "--student-nfe"))
+        if i == 0:
+            score("teacher", "teacher dpmpp_2m", samples["teacher"])
+        label = f"student {method} ({s_info.defaults.get('sampler', 'consistency')})"
+        score("student", label + (f" {i + 1}" if any(r["sampler"] == label for r in rows) else ""), samples["student"])
+    write_table(rows, out, f"unnoise eval distill — {teacher} vs {', '.join(map(str, student))}")
     plot_sweep(rows, "nfe", judge.metric_names, out / "plot.png", title=f"{teacher}: teacher vs distilled student, {len(labels)} images per point")
     typer.echo(f"wrote {out / 'results.md'} and {out / 'plot.png'}")
