@@ -87,6 +87,8 @@ def paint(
     animate: Optional[Path] = typer.Option(None, "--animate", help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
     from_png: Optional[Path] = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise PNG (options given here override it)."),
     size: int = typer.Option(256, "--size", help="Upscale the saved images to this side (nearest neighbour); 0: native."),
+    snap: Optional[bool] = typer.Option(None, "--snap/--no-snap", help="Condition an unknown prompt on the most similar "
+                                        "training caption, if the model has a vocabulary (default: on)."),
 ) -> None:
     """Paint images from a prompt with a bundled or trained model."""
     from tqdm import tqdm
@@ -107,6 +109,7 @@ def paint(
         seed = stored.seed if seed is None else seed
         spacing = stored.spacing if spacing is None else spacing
         guidance_rescale = guidance_rescale or stored.guidance_rescale
+        snap = stored.snap if snap is None else snap
         if model == "emoji" and stored.model != "emoji":
             model = stored.model
         if init_image is None and stored.init_image:
@@ -121,7 +124,11 @@ def paint(
     p = painter.params(prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
                        guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
                        init_image=str(init_image) if init_image else None,
-                       strength=(0.6 if strength is None else strength) if init is not None else None)
+                       strength=(0.6 if strength is None else strength) if init is not None else None, snap=snap)
+    if p.conditioned_on is not None:
+        similarity = painter.snap(prompt).similarity
+        typer.echo(f"note: {prompt!r} is not a caption the model knows; painting the nearest one, {p.conditioned_on!r} "
+                   f"(similarity {similarity:.2f}; --no-snap paints it as typed)", err=True)
     if len(painter.encoder.tokenize([prompt])[0][0]) >= painter.encoder.max_length:
         typer.echo(f"note: the prompt is longer than {painter.encoder.max_length} tokens; the rest is ignored", err=True)
 

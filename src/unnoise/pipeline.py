@@ -45,12 +45,15 @@ class PaintParams:
     unnoise_version: str
     init_image: str | None = None
     strength: float | None = None
+    snap: bool = False  # prompt snapping to the model's vocabulary (conditioning/vocabulary.py) was on
+    conditioned_on: str | None = None  # the vocabulary caption the prompt snapped to (None: the prompt itself)
 
     def to_png_info(self, index: int = 0) -> PngImagePlugin.PngInfo:
         info = PngImagePlugin.PngInfo()
         data = {**asdict(self), "seed": self.seed + index}
         info.add_text(PNG_KEY, json.dumps(data))
-        info.add_text("parameters", f"{self.prompt}\nNegative prompt: {self.negative_prompt}\n"
+        snapped = f"Conditioned on: {self.conditioned_on}\n" if self.conditioned_on is not None else ""
+        info.add_text("parameters", f"{self.prompt}\nNegative prompt: {self.negative_prompt}\n{snapped}"
                       f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance}, "
                       f"Seed: {self.seed + index}, Model: {self.model}, unnoise {self.unnoise_version}")
         return info
@@ -90,8 +93,10 @@ class Painter:
 
     def __init__(self, model: torch.nn.Module, info, path: Path, name: str, device: torch.device):
         from .conditioning.text import TextEncoder
+        from .conditioning.vocabulary import Vocabulary
 
         self.model, self.info, self.path, self.name, self.device = model, info, path, name, device
+        self.vocabulary = Vocabulary.load(path)  # None: this model has no vocabulary.safetensors, prompts go as typed
         self.schedule = schedules.get(info.schedule, info.num_train_steps)
         self.encoder = TextEncoder.load(device=device)
         self.defaults = {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": schedules.DEFAULT_SPACING,
@@ -108,9 +113,14 @@ class Painter:
 
     def params(self, prompt: str = "", *, negative_prompt: str = "", seed: int | None = None, steps: int | None = None,
                sampler: str | None = None, guidance: float | None = None, guidance_rescale: float = 0.0,
-               spacing: str | None = None, init_image: str | None = None, strength: float | None = None) -> PaintParams:
-        """Fill in defaults (a fresh random seed when none is given) and validate."""
+               spacing: str | None = None, init_image: str | None = None, strength: float | None = None,
+               snap: bool | None = None) -> PaintParams:
+        """Fill in defaults (a fresh random seed when none is given; snapping on if the model has a
+        vocabulary) and validate."""
         from .sampling import get_sampler
+
+        snap = self.vocabulary is not None if snap is None else bool(snap)
+        snapped = self.snap(prompt) if snap and isinstance(prompt, str) else None
 
         p = PaintParams(
             prompt=prompt, negative_prompt=negative_prompt,
@@ -121,6 +131,7 @@ class Painter:
             guidance_rescale=float(guidance_rescale),
             spacing=self.defaults["spacing"] if spacing is None else spacing,
             model=self.name, unnoise_version=__version__, init_image=init_image, strength=strength,
+            snap=snap, conditioned_on=snapped.caption if snapped else None,
         )
         check_paint_args(p.prompt, p.negative_prompt, 1, p.steps, p.guidance, p.strength, p.guidance_rescale)
         if isinstance(p.seed, bool) or not isinstance(p.seed, int) or not 0 <= p.seed < 2**63 - MAX_IMAGES:
@@ -130,11 +141,18 @@ class Painter:
             raise PaintError(f"unknown spacing {p.spacing!r}; choose from {', '.join(schedules.SPACINGS)}")
         return p
 
+    def snap(self, prompt: str):
+        """The prompt's `Snap` to this model's vocabulary (caption None: painted as typed), or None
+        without a vocabulary."""
+        if self.vocabulary is None:
+            return None
+        return self.vocabulary.snap([prompt], self.encoder.encode([prompt])["pooled"])[0]
+
     def paint_tensor(self, p: PaintParams, num_images: int = 1, *, init: Image.Image | None = None,
                      callback: Callable | None = None) -> torch.Tensor:
         """(num_images, C, H, W) in about [−1, 1] for validated parameters."""
         check_paint_args(p.prompt, p.negative_prompt, num_images, p.steps, p.guidance, p.strength)
-        cond = self.encoder.encode([p.prompt] * num_images)
+        cond = self.encoder.encode([p.prompt if p.conditioned_on is None else p.conditioned_on] * num_images)
         uncond = self.encoder.encode([p.negative_prompt] * num_images)
         seeds = [p.seed + i for i in range(num_images)]
         x_init = sigmas = None
@@ -161,9 +179,11 @@ class Painter:
     def __call__(self, prompt: str = "", num_images: int = 1, *, steps: int | None = None, guidance: float | None = None,
                  sampler: str | None = None, seed: int | None = None, negative_prompt: str = "",
                  guidance_rescale: float = 0.0, spacing: str | None = None, init_image: str | os.PathLike | Image.Image | None = None,
-                 strength: float | None = None, callback: Callable | None = None) -> list[Image.Image]:
+                 strength: float | None = None, callback: Callable | None = None,
+                 snap: bool | None = None) -> list[Image.Image]:
         """Paint num_images images for a prompt; each PIL image carries its parameters in `.info` and
-        `.unnoise_params` (save with `save_png` to keep them in the file)."""
+        `.unnoise_params` (save with `save_png` to keep them in the file).  `snap` (default: on when the
+        model has a vocabulary) conditions on the nearest training caption instead of an unknown prompt."""
         init = None
         init_name = None
         if init_image is not None:
@@ -172,7 +192,7 @@ class Painter:
             strength = 0.6 if strength is None else strength
         p = self.params(prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
                         guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
-                        init_image=init_name, strength=strength)
+                        init_image=init_name, strength=strength, snap=snap)
         x = self.paint_tensor(p, num_images, init=init, callback=callback)
         out = []
         for i, xi in enumerate(x):

@@ -224,6 +224,10 @@ class EmojiDataset(CaptionedImages):
         ids = {b: i for i, b in enumerate(dict.fromkeys(bases))}
         self.families = torch.tensor([ids[b] for b in bases], dtype=torch.int64)
 
+    def vocabulary(self) -> list[str]:
+        """The names and aliases (without the caption templates): what prompt snapping snaps to."""
+        return list(dict.fromkeys(n for names in self.names for n in names))
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unnoise.data.emoji", description=__doc__.split("\n")[0])

@@ -1,0 +1,125 @@
+"""A model's vocabulary: the captions it was trained on, and prompt snapping to the nearest of them.
+
+A small text-to-image model learns its captions, not the language: the bundled emoji model paints
+"cat face" but not "a kitten's face", although the text encoder (MiniLM-L6, a sentence-similarity
+model) puts the two close together.  Snapping lets the encoder do what it was trained for: a prompt
+that is not one of the training captions is replaced by the vocabulary caption whose sentence vector
+(the pooled, unit-norm MiniLM embedding) is most similar, if that similarity reaches `threshold`.
+Prompts the model knows, prompts unlike anything it knows, and the empty prompt are left as they are.
+
+A model directory carries its vocabulary in `vocabulary.safetensors` (fp16 unit vectors (V, D), the
+captions and the full list of training captions in the metadata), built with
+
+    python -m unnoise.conditioning.vocabulary --model src/unnoise/bundled/emoji --data emoji
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+FILE = "vocabulary.safetensors"
+THRESHOLD = 0.6  # cosine similarity; paraphrases of emoji names score 0.60–0.95, keyboard mashing ≈ 0.5
+
+
+class VocabularyError(ValueError):
+    """A missing or unreadable vocabulary file."""
+
+
+@dataclass(frozen=True)
+class Snap:
+    """What a prompt was conditioned on: `caption` (None: the prompt itself) and its similarity."""
+
+    prompt: str
+    caption: str | None
+    similarity: float
+
+
+def _key(text: str) -> str:
+    return " ".join(text.lower().split())  # the tokenizer lower-cases and splits on whitespace
+
+
+class Vocabulary:
+    def __init__(self, captions: list[str], vectors: torch.Tensor, known: list[str], threshold: float = THRESHOLD):
+        if vectors.ndim != 2 or vectors.shape[0] != len(captions) or not captions:
+            raise VocabularyError(f"{len(captions)} captions but vectors of shape {tuple(vectors.shape)}")
+        self.captions, self.vectors, self.threshold = captions, vectors.float(), threshold
+        self.known = {_key(c) for c in [*known, *captions]}
+
+    @classmethod
+    def build(cls, captions: list[str], encoder, known: list[str] | None = None, batch_size: int = 256) -> Vocabulary:
+        captions = list(dict.fromkeys(c for c in captions if c.strip()))
+        vectors = torch.cat([encoder.encode(captions[i:i + batch_size])["pooled"].float()
+                             for i in range(0, len(captions), batch_size)])
+        return cls(captions, torch.nn.functional.normalize(vectors, dim=-1), known or [])
+
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(directory) / FILE
+        tmp = path.with_name(f".{FILE}.tmp")
+        meta = {"captions": json.dumps(self.captions), "known": json.dumps(sorted(self.known)),
+                "threshold": str(self.threshold)}
+        save_file({"vectors": self.vectors.half().contiguous()}, str(tmp), metadata=meta)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Vocabulary | None:
+        """The model directory's vocabulary, or None if it has none."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(directory) / FILE
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                vectors = f.get_tensor("vectors")
+            return cls(json.loads(meta["captions"]), vectors, json.loads(meta.get("known", "[]")),
+                       float(meta.get("threshold", THRESHOLD)))
+        except (OSError, KeyError, ValueError, SafetensorError) as e:  # JSONDecodeError is a ValueError
+            raise VocabularyError(f"{path} is unreadable ({e}); rebuild it or delete it to paint without snapping") from e
+
+    def snap(self, prompts: list[str], pooled: torch.Tensor) -> list[Snap]:
+        """Each prompt's snap, given its pooled text vectors (B, D) from the model's encoder."""
+        sims = torch.nn.functional.normalize(pooled.float(), dim=-1) @ self.vectors.T  # (B, V)
+        best, idx = sims.max(dim=1)
+        out = []
+        for prompt, s, i in zip(prompts, best.tolist(), idx.tolist()):
+            if not prompt.strip() or _key(prompt) in self.known or s < self.threshold:
+                out.append(Snap(prompt, None, s if prompt.strip() else 0.0))
+            else:
+                out.append(Snap(prompt, self.captions[i], s))
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unnoise.conditioning.vocabulary",
+                                     description="Write a model directory's vocabulary.safetensors (prompt snapping).")
+    parser.add_argument("--model", required=True, help="The model directory to write into.")
+    parser.add_argument("--data", required=True, help="The data it was trained on: digits, emoji or a folder.")
+    args = parser.parse_args(argv)
+    from ..data import get_dataset
+    from .text import TextEncoder
+
+    try:
+        ds = get_dataset(args.data, split="train")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    names = getattr(ds, "vocabulary", None)
+    captions = names() if callable(names) else list(ds.captions)
+    vocab = Vocabulary.build(captions, TextEncoder.load(), known=list(ds.captions))
+    path = vocab.save(args.model)
+    print(f"{len(vocab.captions)} captions ({len(vocab.known)} known) → {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
