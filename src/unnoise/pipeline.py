@@ -48,6 +48,11 @@ class PaintParams:
     snap: bool = False  # prompt snapping to the model's vocabulary (conditioning/vocabulary.py) was on
     conditioned_on: str | None = None  # the vocabulary caption the prompt snapped to (None: the prompt itself)
 
+    @property
+    def conditioning_prompt(self) -> str:
+        """What the network is conditioned on: the snapped caption, or the prompt as typed."""
+        return self.prompt if self.conditioned_on is None else self.conditioned_on
+
     def to_png_info(self, index: int = 0) -> PngImagePlugin.PngInfo:
         info = PngImagePlugin.PngInfo()
         data = {**asdict(self), "seed": self.seed + index}
@@ -152,7 +157,7 @@ class Painter:
                      callback: Callable | None = None) -> torch.Tensor:
         """(num_images, C, H, W) in about [−1, 1] for validated parameters."""
         check_paint_args(p.prompt, p.negative_prompt, num_images, p.steps, p.guidance, p.strength)
-        cond = self.encoder.encode([p.prompt if p.conditioned_on is None else p.conditioned_on] * num_images)
+        cond = self.encoder.encode([p.conditioning_prompt] * num_images)
         uncond = self.encoder.encode([p.negative_prompt] * num_images)
         seeds = [p.seed + i for i in range(num_images)]
         x_init = sigmas = None

@@ -81,16 +81,12 @@ class _Counter(torch.nn.Module):
 
 
 def paint_many(painter, prompts: Sequence[str], seeds: Sequence[int], setting: Setting, *, batch_size: int = 100,
-               progress: Callable[[int], None] | None = None, snap: bool = False) -> tuple[torch.Tensor, int]:
-    """Images (N, C, H, W) in [−1, 1] for prompt i with seed i, and the NFE per image.  With `snap`, each
-    prompt is conditioned on what the Painter's prompt snapping picks (the prompt itself without a vocabulary)."""
+               progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, int]:
+    """Images (N, C, H, W) in [−1, 1] for prompt i with seed i, and the NFE per image."""
     from ..generation import generate
 
     if len(prompts) != len(seeds):
         raise ValueError("need one seed per prompt")
-    if snap and painter.vocabulary is not None:
-        chosen = {q: painter.snap(q).caption or q for q in dict.fromkeys(prompts)}
-        prompts = [chosen[q] for q in prompts]
     counter = _Counter(painter.model)
     out, nfe = [], 0
     for k in range(0, len(prompts), batch_size):
@@ -284,12 +280,13 @@ def paraphrase_report(painter, judge: EmojiJudge, setting: Setting, seeds_per_pr
     the Painter's prompt snapping (`snapped_to` records the caption each paraphrase was conditioned on)."""
     n = len(EMOJI_PARAPHRASES) * seeds_per_prompt
     prompts, targets = judge.prompts(n, paraphrases=True)
-    images, _ = paint_many(painter, prompts, [seed + i for i in range(n)], setting, snap=snap)
+    snapping = snap and painter.vocabulary is not None
+    snaps = {p: painter.snap(p).caption if snapping else None for p, _ in EMOJI_PARAPHRASES}
+    conditioned = [snaps[q] or q for q in prompts]  # each paraphrase's snap, once
+    images, _ = paint_many(painter, conditioned, [seed + i for i in range(n)], setting)
     _, _, top = judge.retrieval(images, targets)
     hits = (top == targets[:, None]).any(1).double().view(seeds_per_prompt, -1)
     per_prompt = {p: float(h) for (p, _), h in zip(EMOJI_PARAPHRASES, hits.mean(0).tolist())}
-    snapping = snap and painter.vocabulary is not None
-    snaps = {p: painter.snap(p).caption if snapping else None for p, _ in EMOJI_PARAPHRASES}
     return {"top5": float(hits.mean()), "prompts_mostly_right": int((hits.mean(0) > 0.5).sum()),
             "num_prompts": len(EMOJI_PARAPHRASES), "snap": snap, "per_prompt": per_prompt, "snapped_to": snaps}
 

@@ -96,7 +96,7 @@ class PainterFactory:
             painter.params(guidance=w, seed=0)  # the Painter's own range check for each scale
 
         def run(emit: Emit) -> dict[str, Any]:
-            cond = painter.encoder.encode([p.prompt if p.conditioned_on is None else p.conditioned_on])  # as paint_tensor
+            cond = painter.encoder.encode([p.conditioning_prompt])
             uncond = painter.encoder.encode([p.negative_prompt])
 
             def on_step(info) -> None:
