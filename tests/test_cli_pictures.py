@@ -7,32 +7,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unnoise.cli import main
 
 
-def run(argv, capsys):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_schedule_png(tmp_path, capsys):
+def test_schedule_png(tmp_path, cli):
     out = tmp_path / "s.png"
-    code, stdout, _ = run(["schedule", "--name", "linear", "--name", "cosine+ztsnr", "--out", str(out)], capsys)
+    code, stdout, _ = cli(["schedule", "--name", "linear", "--name", "cosine+ztsnr", "--out", str(out)])
     assert code == 0
     assert "linear: signal = noise at t ≈ 258" in stdout
     im = Image.open(out)
     assert im.width > 600 and im.height > 300
 
 
-def test_noise_gif_dissolves_the_cat(tmp_path, capsys):
+def test_noise_gif_dissolves_the_cat(tmp_path, cli):
     out = tmp_path / "n.gif"
-    code, _, _ = run(["noise", "--out", str(out), "--frames", "6"], capsys)
+    code, _, _ = cli(["noise", "--out", str(out), "--frames", "6"])
     assert code == 0
     im = Image.open(out)
     assert im.n_frames == 6
@@ -46,11 +34,11 @@ def test_noise_gif_dissolves_the_cat(tmp_path, capsys):
     assert all(b >= a * 0.95 for a, b in zip(roughness, roughness[1:]))
 
 
-def test_noise_png_strip_of_a_user_image(tmp_path, capsys):
+def test_noise_png_strip_of_a_user_image(tmp_path, cli):
     src = tmp_path / "in.png"
     Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(src)
     out = tmp_path / "strip.png"
-    code, stdout, _ = run(["noise", str(src), "--out", str(out), "--frames", "4", "--schedule", "cosine"], capsys)
+    code, stdout, _ = cli(["noise", str(src), "--out", str(out), "--frames", "4", "--schedule", "cosine"])
     assert code == 0 and "4 frames" in stdout
     assert Image.open(out).width > 4 * 60
 
@@ -69,13 +57,13 @@ def test_noise_png_strip_of_a_user_image(tmp_path, capsys):
         (["schedule", "--num-steps", "1000000000", "--out", "{tmp}/s.png"], "num_steps"),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, argv, message):
+def test_bad_input_is_one_line_and_nonzero(tmp_path, argv, message, cli):
     (tmp_path / "text.png").write_text("not a picture")
     good = tmp_path / "good.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(good)
     (tmp_path / "trunc.png").write_bytes(good.read_bytes()[:60])
     argv = [a.format(tmp=tmp_path) for a in argv]
-    code, _, err = run(argv, capsys)
+    code, _, err = cli(argv)
     assert code != 0
     assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from unnoise.cli import main
 from unnoise.distill import DistillConfig, DistillError, Distiller, compare_samples, distill
 from unnoise.distill.config import resume_config
 from unnoise.distill.measure import errors, student_samples
@@ -91,7 +90,7 @@ def test_distillation_lowers_the_few_step_error(distilled):
         assert after[k]["stats"] < before[k]["stats"], (k, before, after)
 
 
-def test_student_is_a_model_dir_that_painter_and_paint_use(distilled, tmp_path, capsys):
+def test_student_is_a_model_dir_that_painter_and_paint_use(distilled, tmp_path, cli):
     model_dir, _, _ = distilled
     meta = json.loads((model_dir / "unnoise.json").read_text())
     assert meta["defaults"]["sampler"] == "consistency" and meta["defaults"]["steps"] == 2
@@ -108,7 +107,7 @@ def test_student_is_a_model_dir_that_painter_and_paint_use(distilled, tmp_path, 
     again = painter("a red square", num_images=1, seed=5)
     assert np.array_equal(np.asarray(again[0]), np.asarray(ims[1]))  # seed k: the same image whatever the batch
     out = tmp_path / "p.png"
-    assert main_rc(["paint", "a blue square", "--model", str(model_dir), "--seed", "1", "--out", str(out)], capsys)[0] == 0
+    assert cli(["paint", "a blue square", "--model", str(model_dir), "--seed", "1", "--out", str(out)]).code == 0
     assert out.exists()
 
 
@@ -170,6 +169,32 @@ def test_guidance_distillation_learns_the_guided_teacher_in_one_pass(teacher, sq
     assert ims[0].unnoise_params.sampler == "dpmpp_2m" and ims[0].unnoise_params.steps == 4
 
 
+def test_init_from_a_student_and_sigmas_on_the_samplers_grid(teacher, squares, tmp_path):
+    """--init starts the student from an earlier student of the same teacher (not from the teacher), and
+    sigma_sampling="grid" teaches it only at the K σs its own sampler queries; unnoise.json records both
+    runs' wall time."""
+    first = distill(config(teacher, squares, tmp_path / "a", method="guidance", steps=4, max_steps=3), quiet=True)
+    d = Distiller(config(teacher, squares, tmp_path / "b", method="guidance", steps=4, max_steps=2,
+                         init=str(first), sigma_sampling="grid"), quiet=True)
+    start = load_file(str(first / "model.safetensors"))
+    assert all(torch.equal(v.float(), d.student.state_dict()[k]) for k, v in start.items())
+    grid = set(d.schedule.sigmas(4, d.cfg.spacing)[:-1].float().tolist())
+    assert len(grid) == 4
+    drawn = set()
+    for d.step in range(5):
+        drawn |= set(d.draw()[4].float().tolist())
+    d.step = 0
+    assert drawn <= grid and len(drawn) > 1
+    training = json.loads((d.run() / "unnoise.json").read_text())["training"]
+    first_wall = json.loads((first / "unnoise.json").read_text())["training"]["wall_s"]
+    assert training["init"]["path"] == str(first) and training["init"]["wall_s"] == first_wall
+    assert training["wall_s_total"] == pytest.approx(training["wall_s"] + first_wall, abs=0.11)
+    with pytest.raises(DistillError, match="not a distilled student"):
+        Distiller(config(teacher, squares, tmp_path / "c", method="guidance", init=str(teacher)), quiet=True)
+    with pytest.raises(DistillError, match="for the guidance method"):
+        config(teacher, squares, tmp_path / "c", sigma_sampling="grid")
+
+
 def test_progressive_rounds_halve_the_steps(teacher, squares, tmp_path):
     d = Distiller(config(teacher, squares, tmp_path / "pd", method="progressive", steps=1, ode_steps=4, max_steps=4),
                   quiet=True)
@@ -195,27 +220,17 @@ def test_guidance_embedding_is_optional_and_starts_as_the_teacher():
         student(x, t, {"guidance": torch.ones(3)})
 
 
-def main_rc(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def test_cli_distills_and_resumes(teacher, squares, tmp_path, capsys):
+def test_cli_distills_and_resumes(teacher, squares, tmp_path, cli):
     out = tmp_path / "run"
     common = ["distill", "--teacher", str(teacher), "--data", str(squares), "--out", str(out), "--steps", "1",
               "--batch-size", "4", "--checkpoint-every", "2", "--threads", "1"]
-    code, stdout, err = main_rc([*common, "--max-steps", "2"], capsys)
+    code, stdout, err = cli([*common, "--max-steps", "2"])
     assert code == 0, err
     assert "done: student in" in stdout and (out / "model" / "unnoise.json").exists()
-    code, _, err = main_rc([*common, "--max-steps", "4", "--resume"], capsys)
+    code, _, err = cli([*common, "--max-steps", "4", "--resume"])
     assert code == 0, err
     assert checkpoint.load(checkpoint.latest_path(out)).step == 4
-    code, stdout, _ = main_rc([*common, "--dry-run"], capsys)
+    code, stdout, _ = cli([*common, "--dry-run"])
     assert code == 0 and json.loads(stdout)["spacing"] == "log_snr"
 
 
@@ -225,15 +240,18 @@ def test_cli_distills_and_resumes(teacher, squares, tmp_path, capsys):
     (["--max-minutes", "0"], "max_minutes"),
     (["--resume"], "nothing to resume"),
     (["--method", "progressive"], "--method must be consistency or guidance"),
+    (["--sigma-sampling", "grid"], "for the guidance method"),
+    (["--method", "guidance", "--init", "{tmp}/nothing"], "--init"),
 ])
-def test_cli_bad_input_is_one_line(teacher, tmp_path, capsys, extra, message):
-    code, _, err = main_rc(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "r"), *extra], capsys)
+def test_cli_bad_input_is_one_line(teacher, tmp_path, extra, message, cli):
+    extra = [a.format(tmp=tmp_path) for a in extra]
+    code, _, err = cli(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "r"), *extra])
     assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and message in err, err
 
 
-def test_cli_unknown_teacher_and_existing_run(teacher, squares, tmp_path, capsys):
-    code, _, err = main_rc(["distill", "--teacher", "flowers", "--out", str(tmp_path / "r")], capsys)
+def test_cli_unknown_teacher_and_existing_run(teacher, squares, tmp_path, cli):
+    code, _, err = cli(["distill", "--teacher", "flowers", "--out", str(tmp_path / "r")])
     assert code == 2 and "unknown model 'flowers'" in err and err.count("\n") == 1
     (tmp_path / "r" / "checkpoints").mkdir(parents=True)
-    code, _, err = main_rc(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "r")], capsys)
+    code, _, err = cli(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "r")])
     assert code == 2 and "already holds a run" in err

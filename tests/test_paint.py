@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from unnoise import schedules
-from unnoise.cli import main
 from unnoise.modeldir import ModelDirError, save_model_dir
 from unnoise.models import UNet, UNetConfig
 from unnoise.pipeline import Painter, PaintError, PaintParams, save_png
@@ -51,25 +50,25 @@ def test_seed_k_gives_the_same_image_whatever_the_batch(painter):
     assert np.abs(arr(other[0]) - arr(alone[0])).max() > 10
 
 
-def test_png_carries_parameters_and_from_reproduces(painter, model_dir, tmp_path, capsys):
+def test_png_carries_parameters_and_from_reproduces(painter, model_dir, tmp_path, cli):
     out = tmp_path / "p.png"
-    code = _run(["paint", "a blue square", "--model", str(model_dir), "--seed", "3", "--steps", "5", "--out", str(out),
-                 "--size", "0", "--negative-prompt", "red"], capsys)
-    assert code == 0
+    code, _, err = cli(["paint", "a blue square", "--model", str(model_dir), "--seed", "3", "--steps", "5",
+                        "--out", str(out), "--size", "0", "--negative-prompt", "red"])
+    assert code == 0, err
     params = PaintParams.from_png(out)
     assert (params.prompt, params.seed, params.steps, params.negative_prompt) == ("a blue square", 3, 5, "red")
     assert params.model == str(model_dir) and params.sampler == "dpmpp_2m"
     again = tmp_path / "again.png"
-    assert _run(["paint", "--from", str(out), "--out", str(again), "--size", "0"], capsys) == 0
+    assert cli(["paint", "--from", str(out), "--out", str(again), "--size", "0"]).code == 0
     assert np.array_equal(arr(Image.open(out)), arr(Image.open(again)))
 
 
-def test_multiple_images_grid_and_animation(model_dir, tmp_path, capsys):
+def test_multiple_images_grid_and_animation(model_dir, tmp_path, cli):
     out = tmp_path / "many.png"
     gif = tmp_path / "steps.gif"
-    code = _run(["paint", "x", "--model", str(model_dir), "-k", "3", "--grid", "--steps", "4", "--seed", "1",
-                 "--out", str(out), "--animate", str(gif)], capsys)
-    assert code == 0
+    code, _, err = cli(["paint", "x", "--model", str(model_dir), "-k", "3", "--grid", "--steps", "4", "--seed", "1",
+                        "--out", str(out), "--animate", str(gif)])
+    assert code == 0, err
     for i in (1, 2, 3):
         assert Image.open(tmp_path / f"many-{i}.png").size == (256, 256)
     assert (tmp_path / "many-grid.png").exists()
@@ -87,11 +86,10 @@ def test_image_to_image_strength(painter, tmp_path):
     assert light.unnoise_params.strength == 0.05 and light.unnoise_params.init_image == str(src)
 
 
-def test_empty_prompt_is_unconditional_and_long_prompt_is_truncated(painter, model_dir, tmp_path, capsys):
+def test_empty_prompt_is_unconditional_and_long_prompt_is_truncated(painter, model_dir, tmp_path, cli):
     assert len(painter("", seed=0)) == 1
-    code = _run(["paint", "cat " * 2500, "--model", str(model_dir), "--out", str(tmp_path / "l.png")], capsys)
-    assert code == 0
-    assert "the prompt is longer than" in capsys.readouterr().err
+    code, _, err = cli(["paint", "cat " * 2500, "--model", str(model_dir), "--out", str(tmp_path / "l.png")])
+    assert code == 0 and "the prompt is longer than" in err
 
 
 @pytest.mark.parametrize(
@@ -118,7 +116,7 @@ def test_bad_arguments_raise_clear_errors(painter, kwargs):
         (["paint", "x", "--out", "{tmp}/x.jpg"], "must end in .png"),
     ],
 )
-def test_cli_bad_input_is_one_line(model_dir, tmp_path, capsys, argv, message):
+def test_cli_bad_input_is_one_line(model_dir, tmp_path, argv, message, cli):
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
     Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
     argv = [a.format(tmp=tmp_path) for a in argv]
@@ -126,12 +124,7 @@ def test_cli_bad_input_is_one_line(model_dir, tmp_path, capsys, argv, message):
         argv += ["--model", str(model_dir)]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "o.png")]
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    err = capsys.readouterr().err
+    code, _, err = cli(argv)
     assert code == 2 and message in err and "Traceback" not in err, err
 
 
@@ -145,10 +138,3 @@ def test_save_png_without_params_is_a_plain_png(tmp_path):
     with pytest.raises(PaintError):
         PaintParams.from_png(path)
 
-
-def _run(argv, capsys):
-    try:
-        main(argv)
-        return 0
-    except SystemExit as e:
-        return e.code

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from unnoise import schedules
-from unnoise.cli import main
 from unnoise.conditioning.text import TextEncoder
 from unnoise.conditioning.vocabulary import FILE, Vocabulary, VocabularyError
 from unnoise.modeldir import save_model_dir
@@ -96,15 +95,6 @@ def model_dir(tmp_path_factory, vocab):
     return out
 
 
-def _run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
 def test_painter_conditions_on_the_snapped_caption(model_dir):
     painter = Painter.from_pretrained(model_dir)
     encoded, encode = [], painter.encoder.encode
@@ -121,30 +111,30 @@ def test_painter_conditions_on_the_snapped_caption(model_dir):
     assert encoded == [["a kitten's face"], [""]]  # condition and unconditional, nothing else
 
 
-def test_cli_snaps_says_so_stores_it_and_from_reproduces(model_dir, tmp_path, capsys):
+def test_cli_snaps_says_so_stores_it_and_from_reproduces(model_dir, tmp_path, cli):
     out = tmp_path / "k.png"
-    code, err = _run(["paint", "a kitten's face", "--model", str(model_dir), "--seed", "1", "--size", "0",
-                      "--out", str(out)], capsys)
+    code, _, err = cli(["paint", "a kitten's face", "--model", str(model_dir), "--seed", "1", "--size", "0",
+                      "--out", str(out)])
     assert code == 0 and "'cat face'" in err and "--no-snap" in err
     params = PaintParams.from_png(out)
     assert params.prompt == "a kitten's face" and params.conditioned_on == "cat face" and params.snap
     assert "Conditioned on: cat face" in Image.open(out).text["parameters"]
     again = tmp_path / "again.png"
-    assert _run(["paint", "--from", str(out), "--out", str(again), "--size", "0"], capsys)[0] == 0
+    assert cli(["paint", "--from", str(out), "--out", str(again), "--size", "0"]).code == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
     plain = tmp_path / "plain.png"
-    code, err = _run(["paint", "a kitten's face", "--model", str(model_dir), "--seed", "1", "--size", "0", "--no-snap",
-                      "--out", str(plain)], capsys)
+    code, _, err = cli(["paint", "a kitten's face", "--model", str(model_dir), "--seed", "1", "--size", "0", "--no-snap",
+                      "--out", str(plain)])
     assert code == 0 and "cat face" not in err
     assert PaintParams.from_png(plain).conditioned_on is None and not PaintParams.from_png(plain).snap
     again = tmp_path / "plain-again.png"  # --from keeps the stored --no-snap
-    assert _run(["paint", "--from", str(plain), "--out", str(again), "--size", "0"], capsys)[0] == 0
+    assert cli(["paint", "--from", str(plain), "--out", str(again), "--size", "0"]).code == 0
     assert np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(again)))
 
 
-def test_old_pngs_without_snap_fields_still_load(model_dir, tmp_path, capsys):
+def test_old_pngs_without_snap_fields_still_load(model_dir, tmp_path, cli):
     out = tmp_path / "old.png"
-    assert _run(["paint", "cat face", "--model", str(model_dir), "--seed", "2", "--out", str(out)], capsys)[0] == 0
+    assert cli(["paint", "cat face", "--model", str(model_dir), "--seed", "2", "--out", str(out)]).code == 0
     data = json.loads(Image.open(out).text["unnoise"])
     for key in ("snap", "conditioned_on"):
         data.pop(key)

@@ -255,6 +255,13 @@ def distill(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop, checkpoint and export after this long."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW peak learning rate."),
+    lr_decay: str = typer.Option("constant", "--lr-decay", help="After warm-up: constant or cosine (to 10 % of --lr)."),
+    warmup_steps: int = typer.Option(100, "--warmup-steps", help="Linear learning-rate warm-up steps."),
+    ema_decay: float = typer.Option(0.95, "--ema-decay", help="EMA μ of the exported student (and the consistency target)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from this student model directory (same teacher) "
+                                       "instead of the teacher, e.g. to go on with other settings."),
+    sigma_sampling: str = typer.Option("log_uniform", "--sigma-sampling", help="guidance: log_uniform (σ over the whole "
+                                       "schedule) or grid (the K σs of the student's own sampler)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid for consistency distillation."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
     guidance_max: float = typer.Option(6.0, "--guidance-max", help="Largest guidance scale w distilled."),
@@ -275,7 +282,9 @@ def distill(
 
     names = {
         "teacher": teacher, "steps": steps, "method": method, "out": str(out), "data": data, "max_steps": max_steps,
-        "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "ode_steps": ode_steps,
+        "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
+        "warmup_steps": warmup_steps, "ema_decay": ema_decay, "init": init, "sigma_sampling": sigma_sampling,
+        "ode_steps": ode_steps,
         "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
     }

@@ -13,6 +13,7 @@ network with a w embedding (models.UNetConfig.guidance_embedding) and f_θ its x
 Guidance distillation (Meng et al. 2023, stage 1) keeps the step count and removes the doubled batch: at
 σ drawn log-uniformly over the schedule's range, the student D_θ(x, σ, w) learns the guided teacher's
 clamped x̂0; it is then sampled with an ordinary solver (DPM-Solver++ 2M), one single-batch call per step.
+With sigma_sampling="grid" σ is instead one of the K levels the student's own K-step sampler queries.
 
 Progressive distillation (Salimans & Ho 2022, Algorithm 2) halves the step count in rounds: the
 student's one DDIM step from σ_i to σ_{i+2} must land where two steps of the round's teacher do
@@ -75,6 +76,7 @@ class Distiller:
         if self.teacher.config.guidance_embedding:
             raise DistillError(f"{cfg.teacher} is already a distilled student; distil from its teacher")
         self.teacher_digest = file_digest(self.teacher_path / "model.safetensors")
+        init_net, self.init = self._load_init(cfg.init) if cfg.init else (None, {})  # checked before the data loads
         self.schedule = schedules.get(self.info.schedule, self.info.num_train_steps)
         self.cfg = cfg = resolve(cfg, self.info)
         spacing = cfg.spacing
@@ -96,6 +98,8 @@ class Distiller:
             torch.manual_seed(cfg.seed)
             self.student = UNet(student_config)
         _init_from(self.student, self.teacher.state_dict())
+        if init_net is not None:
+            self.student.load_state_dict({k: v.float() for k, v in init_net.state_dict().items()})
         self.target = UNet(student_config).requires_grad_(False).eval()  # f_θ⁻: the EMA weights
         self.ema = EMA(self.student, cfg.ema_decay)
         decay, no_decay = [], []
@@ -109,6 +113,7 @@ class Distiller:
         self.student_d = DiscreteDenoiser(self.student, self.schedule, self.prediction_type)
         self.target_d = DiscreteDenoiser(self.target, self.schedule, self.prediction_type)
         self.sigmas = self.schedule.sigmas(cfg.ode_steps, spacing)  # (N + 1,) float64, last 0
+        self.student_sigmas = self.schedule.sigmas(cfg.steps, spacing)[:-1]  # (K,) the σs its K-step sampler queries
         self.rounds = int(round(math.log2(cfg.ode_steps // cfg.steps))) if cfg.method == "progressive" else 1
         self.round_teacher: torch.nn.Module | None = None  # progressive, rounds ≥ 1
         self.step = 0
@@ -117,6 +122,25 @@ class Distiller:
             self._load_latest()
 
     # --- set-up ---------------------------------------------------------------------------------
+    def _load_init(self, init: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """--init: the student starts from an earlier student of the same teacher (e.g. to go on with other
+        settings: a longer EMA, a decaying lr, σ on the sampler's grid).  Returns it and its record for unnoise.json."""
+        from ..modeldir import ModelDirError, load_model_dir
+
+        try:
+            net, info, path = load_model_dir(init)
+        except ModelDirError as e:
+            raise DistillError(f"--init: {e}") from e
+        if not net.config.guidance_embedding:
+            raise DistillError(f"--init: {path} is not a distilled student (it has no guidance input)")
+        if info.training.get("teacher_digest") != self.teacher_digest:
+            raise DistillError(f"--init: {path} was distilled from another teacher than {self.teacher_path}")
+        if net.config != self.teacher.config.replace(guidance_embedding=True):
+            raise DistillError(f"--init: {path}'s network differs from the student's")
+        return net, {"path": str(path), "digest": file_digest(path / "model.safetensors"), "method": info.training.get("method"),
+                "steps": info.training.get("steps"), "wall_s": info.training.get("wall_s"),
+                "wall_s_total": info.training.get("wall_s_total", info.training.get("wall_s"))}
+
     def _load_latest(self) -> None:
         path = checkpoint.latest_path(self.out)
         if path is None:
@@ -166,7 +190,9 @@ class Distiller:
         w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(cfg.batch_size, generator=g)
         n = torch.randint(0, self.grid_steps(), (cfg.batch_size,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
-        if cfg.method == "guidance":  # a continuous σ instead of a grid index, drawn last: other streams unchanged
+        if cfg.method == "guidance" and cfg.sigma_sampling == "grid":  # one of the K σs its sampler queries
+            n = self.student_sigmas[torch.randint(0, len(self.student_sigmas), (cfg.batch_size,), generator=g)]
+        elif cfg.method == "guidance":  # a continuous σ instead of a grid index, drawn last: other streams unchanged
             lo, hi = math.log(self.schedule.sigma_min), math.log(self.schedule.sigma_max)
             n = torch.exp(lo + (hi - lo) * torch.rand(cfg.batch_size, generator=g, dtype=torch.float64))
         cond = self.bank.condition(captions)
@@ -334,6 +360,8 @@ class Distiller:
             defaults={"steps": cfg.steps, "guidance": cfg.guidance, "sampler": sampler, "spacing": cfg.spacing},
             training={"distilled_from": str(self.teacher_path), "teacher_digest": self.teacher_digest,
                       "method": cfg.method, "steps": self.step, "wall_s": round(self.elapsed, 1),
+                      "wall_s_total": round(self.elapsed + (self.init.get("wall_s_total") or 0.0), 1),
+                      **({"init": self.init} if self.init else {}),
                       "config": cfg.to_dict(), "unnoise_version": __version__},
         )
 
