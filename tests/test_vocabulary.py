@@ -159,3 +159,14 @@ def test_a_model_without_vocabulary_paints_prompts_as_typed(model_dir, tmp_path)
 def test_bundled_emoji_model_ships_a_vocabulary():
     vocab = Vocabulary.load(Painter.from_pretrained("emoji").path)
     assert vocab is not None and len(vocab.captions) > 4000 and "cat face" in vocab.captions
+
+
+def test_model_card_describes_the_vocabulary_or_how_to_add_one(vocab, model_dir, tmp_path):
+    from unnoise.training.card import vocabulary_section
+
+    card = "\n".join(vocabulary_section(model_dir, "emoji"))
+    assert f"{len(vocab.captions):,} training captions" in card
+    assert f"python -m unnoise.conditioning.vocabulary --model {model_dir} --data emoji" in card
+    assert "None: prompts are painted as typed" in "\n".join(vocabulary_section(tmp_path, "emoji"))
+    (tmp_path / FILE).write_bytes(b"broken")
+    assert "**Broken:**" in "\n".join(vocabulary_section(tmp_path, "emoji"))

@@ -93,6 +93,28 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
 
 
+def vocabulary_section(model_dir: Path, data: str) -> list[str]:
+    """What the model's vocabulary.safetensors holds and the command that made it (or how to add one)."""
+    from ..conditioning.vocabulary import FILE, THRESHOLD, Vocabulary, VocabularyError
+
+    command = f"    python -m unnoise.conditioning.vocabulary --model {model_dir} --data {data}"
+    try:
+        vocab = Vocabulary.load(model_dir)
+    except VocabularyError as e:
+        return ["## Vocabulary (prompt snapping)", "", f"**Broken:** {e}. Rebuild it with", "", command, ""]
+    if vocab is None:
+        return ["## Vocabulary (prompt snapping)", "", "None: prompts are painted as typed. Add one (the training "
+                "captions and their MiniLM sentence vectors) with", "", command, ""]
+    size = (model_dir / FILE).stat().st_size / 2**20
+    return [
+        "## Vocabulary (prompt snapping)", "",
+        f"`{FILE}` ({size:.1f} MiB): {len(vocab.captions):,} training captions with their MiniLM sentence vectors "
+        "(fp16), made by", "", command, "",
+        f"A prompt that is not a training caption is painted as its nearest caption (cosine ≥ {THRESHOLD:g}); "
+        "`--no-snap` turns it off (README, \"Prompt snapping\").", "",
+    ]
+
+
 def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, notes: str = "") -> Path:
     """MODEL.md + loss.png in model_dir, from run's config.json and metrics.jsonl."""
     run, model_dir = Path(run), Path(model_dir)
@@ -123,6 +145,7 @@ def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, 
         "## Defaults", "",
         f"`unnoise paint` uses {defaults['sampler']}, {defaults['steps']} steps, guidance {defaults['guidance']:g}.", "",
     ]
+    lines += vocabulary_section(model_dir, cfg.data)
     if notes:
         lines += [notes.rstrip(), ""]
     from ..models.unet import _atomic_write
