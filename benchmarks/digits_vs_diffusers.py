@@ -1,6 +1,6 @@
 """Digits at equal CPU wall time: unnoise's recipe against diffusers' usual class-conditional one.
 
-    python benchmarks/digits_vs_diffusers.py [--minutes 15] [--num-images 1000]
+    python benchmarks/digits_vs_diffusers.py [--minutes 15] [--num-images 1000] [--peer matched|large]
 
 Both train in the same run, in two processes with one thread each, started together, so they share
 the machine equally for the same wall time (--minutes):
@@ -12,7 +12,10 @@ the machine equally for the same wall time (--minutes):
   usual DDPM recipe of diffusers' training examples (ε-prediction, linear βs, AdamW lr 1e-4 with
   500 warm-up steps, EMA 0.9999 with warm-up via `EMAModel`, batch 64), sampled with
   `DPMSolverMultistepScheduler` for 20 steps (class-conditional: no guidance needed or available).
-  The peer's widths (32, 64, 64, 128; attention at 4×4) are chosen near ours in FLOPs per image.
+  `--peer matched` (the default): widths (16, 32, 32, 64), GroupNorm of 16 groups, attention at 4×4,
+  0.42 GFLOP per image forward + backward against ours' 0.44 (the small preset); `--peer large`:
+  widths (32, 64, 64, 128), 1.66 GFLOP per image (near our *default* preset, as in
+  benchmarks/train_throughput.py).  Both FLOP counts (torch.utils.flop_counter) are printed first.
 
 Both are judged by the project's digit classifier: FD-digits to the 10 000 test digits and
 adherence.  Ends with `ratio: X` = peer FD-digits ÷ ours (> 1: ours is better at equal time).
@@ -46,10 +49,37 @@ def train_ours(minutes: float, out: str, result: dict) -> None:
     result["ours"] = {"steps": trainer.step, "seconds": time.perf_counter() - start}
 
 
-def train_peer(minutes: float, out: str, result: dict) -> None:
+PEERS = {"matched": {"block_out_channels": (16, 32, 32, 64), "norm_num_groups": 16},
+         "large": {"block_out_channels": (32, 64, 64, 128), "norm_num_groups": 32}}
+
+
+def ours_net():
+    from unnoise.models import UNet, UNetConfig
+
+    return UNet(UNetConfig.small().replace(in_channels=1, out_channels=1))
+
+
+def peer_net(size: str):
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(sample_size=32, in_channels=1, out_channels=1, layers_per_block=1, num_class_embeds=10,
+                       down_block_types=("DownBlock2D",) * 3 + ("AttnDownBlock2D",),
+                       up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * 3, **PEERS[size])
+
+
+def flops_per_image(net, call) -> float:
+    """Forward + backward FLOPs of one training image (torch.utils.flop_counter), in GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        call(net).sum().backward()
+    return counter.get_total_flops() / 4 / 1e9
+
+
+def train_peer(minutes: float, out: str, result: dict, size: str = "matched") -> None:
     torch.set_num_threads(1)
     import torch.nn.functional as F
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
 
@@ -58,9 +88,7 @@ def train_peer(minutes: float, out: str, result: dict) -> None:
     data = get_dataset("digits", "train")
     x_all, y_all = data.images.float() / 127.5 - 1, data.labels
     torch.manual_seed(0)
-    net = UNet2DModel(sample_size=32, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64, 128),
-                      layers_per_block=1, down_block_types=("DownBlock2D",) * 3 + ("AttnDownBlock2D",),
-                      up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * 3, num_class_embeds=10)
+    net = peer_net(size)
     ema = EMAModel(net.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8)
@@ -106,7 +134,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=15.0, help="Training wall time of each (run side by side).")
     ap.add_argument("--num-images", type=int, default=1000)
+    ap.add_argument("--peer", choices=sorted(PEERS), default="matched",
+                    help="the peer's widths: matched to ours in FLOPs per image, or 3.8× larger")
     args = ap.parse_args()
+
+    x, t, y = torch.randn(4, 1, 32, 32), torch.randint(0, 1000, (4,)), torch.arange(4)
+    cond = {"tokens": torch.randn(4, 16, 384), "mask": torch.ones(4, 16, dtype=torch.bool), "pooled": torch.randn(4, 384)}
+    ours_g = flops_per_image(ours_net(), lambda n: n(x, t.float(), cond))
+    peer_g = flops_per_image(peer_net(args.peer), lambda n: n(x, t, class_labels=y).sample)
+    print(f"FLOPs per training image (forward + backward): ours {ours_g:.2f} GFLOP, peer ({args.peer}) {peer_g:.2f} GFLOP")
 
     from unnoise import Painter
     from unnoise.evaluation.quality import DigitsJudge, Setting, paint_many
@@ -115,7 +151,8 @@ def main() -> None:
         ctx = mp.get_context("spawn")
         with ctx.Manager() as manager:
             result = manager.dict()
-            procs = [ctx.Process(target=f, args=(args.minutes, tmp, result)) for f in (train_ours, train_peer)]
+            procs = [ctx.Process(target=train_ours, args=(args.minutes, tmp, result)),
+                     ctx.Process(target=train_peer, args=(args.minutes, tmp, result, args.peer))]
             for p in procs:
                 p.start()
             for p in procs:
@@ -132,7 +169,8 @@ def main() -> None:
         peer_x = sample_peer(Path(tmp) / "peer", labels)
         ours, peer = judge.score(ours_x, labels), judge.score(peer_x, labels)
 
-    rows = {"ours": {**result["ours"], **ours}, "peer": {**result["peer"], **peer}}
+    rows = {"ours": {**result["ours"], **ours, "gflop_per_image": ours_g},
+            "peer": {**result["peer"], **peer, "gflop_per_image": peer_g, "size": args.peer}}
     print(json.dumps(rows, indent=2))
     for name, r in rows.items():
         print(f"{name:5s}: {r['steps']:6d} steps in {r['seconds'] / 60:.1f} min, FD-digits {r['fd_digits']:.3f}, "
