@@ -34,14 +34,19 @@ from pathlib import Path
 import torch
 
 
+def ours_config(out: str):
+    """Our recipe: the TrainConfig the Trainer runs (and the FLOP count builds its network from)."""
+    from unnoise.training.config import TrainConfig
+
+    return TrainConfig(data="digits", out=out, model_size="small", prediction_type="v_prediction", lr=1e-3,
+                       batch_size=64, max_steps=10**7, sample_every=0, checkpoint_every=10**7, threads=1)
+
+
 def train_ours(minutes: float, out: str, result: dict) -> None:
     torch.set_num_threads(1)
-    from unnoise.training.config import TrainConfig
     from unnoise.training.loop import Trainer
 
-    cfg = TrainConfig(data="digits", out=out, model_size="small", prediction_type="v_prediction", lr=1e-3,
-                      batch_size=64, max_steps=10**7, sample_every=0, checkpoint_every=10**7, threads=1)
-    trainer = Trainer(cfg, quiet=True)
+    trainer = Trainer(ours_config(out), quiet=True)
     start = time.perf_counter()
     while time.perf_counter() - start < 60 * minutes:
         trainer.train_step()
@@ -54,9 +59,13 @@ PEERS = {"matched": {"block_out_channels": (16, 32, 32, 64), "norm_num_groups": 
 
 
 def ours_net():
-    from unnoise.models import UNet, UNetConfig
+    """The network the Trainer builds for ours_config (1 × 32 × 32 digits), via the Trainer's own model_config."""
+    from types import SimpleNamespace
 
-    return UNet(UNetConfig.small().replace(in_channels=1, out_channels=1))
+    from unnoise.models import UNet
+    from unnoise.training.loop import model_config
+
+    return UNet(model_config(ours_config("-"), SimpleNamespace(channels=1, image_size=32)))
 
 
 def peer_net(size: str):

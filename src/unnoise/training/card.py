@@ -95,7 +95,7 @@ def machine() -> str:
 
 def vocabulary_section(model_dir: Path, data: str) -> list[str]:
     """What the model's vocabulary.safetensors holds and the command that made it (or how to add one)."""
-    from ..conditioning.vocabulary import FILE, THRESHOLD, Vocabulary, VocabularyError
+    from ..conditioning.vocabulary import FILE, Vocabulary, VocabularyError
 
     command = f"    python -m unnoise.conditioning.vocabulary --model {model_dir} --data {data}"
     try:
@@ -110,7 +110,7 @@ def vocabulary_section(model_dir: Path, data: str) -> list[str]:
         "## Vocabulary (prompt snapping)", "",
         f"`{FILE}` ({size:.1f} MiB): {len(vocab.captions):,} training captions with their MiniLM sentence vectors "
         "(fp16), made by", "", command, "",
-        f"A prompt that is not a training caption is painted as its nearest caption (cosine ≥ {THRESHOLD:g}); "
+        f"A prompt that is not a training caption is painted as its nearest caption (cosine ≥ {vocab.threshold:g}); "
         "`--no-snap` turns it off (README, \"Prompt snapping\").", "",
     ]
 
