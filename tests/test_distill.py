@@ -195,6 +195,66 @@ def test_init_from_a_student_and_sigmas_on_the_samplers_grid(teacher, squares, t
         config(teacher, squares, tmp_path / "c", sigma_sampling="grid")
 
 
+def _gaussian_denoiser(mu: float, s: float):
+    """The exact E[x0 | x] for x0 ~ N(mu, s²) per coordinate and x = x0 + σ·z."""
+    return lambda x, sigma: (mu * sigma.view(-1, 1) ** 2 + s * s * x) / (s * s + sigma.view(-1, 1) ** 2)
+
+
+def test_ode_segment_is_dpmpp_2m_and_solves_the_gaussian_ode():
+    """The teacher's fine solve of one student interval: on a whole grid (ending at 0) it is the registered
+    dpmpp_2m sampler; on a piece ending at σ > 0 it converges to the exact probability-flow ODE solution
+    at second order; the trajectory grid nests in the teacher's own log-SNR grid."""
+    from unnoise import schedules
+    from unnoise.distill.loop import ode_segment, trajectory_segments
+    from unnoise.sampling.dpm_solver import dpmpp_2m
+
+    mu, s = 0.3, 0.5
+    den = _gaussian_denoiser(mu, s)
+    schedule = schedules.get("linear", 1000)
+    grid = schedule.sigmas(16, "log_snr").tolist()
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * grid[0]
+    torch.testing.assert_close(ode_segment(den, x, grid), dpmpp_2m(den, x, grid), rtol=1e-12, atol=1e-12)
+    hi, lo = 6.0, 0.25
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * hi
+    exact = mu + (x - mu) * ((s * s + lo * lo) / (s * s + hi * hi)) ** 0.5
+    err = [float((ode_segment(den, x, np.geomspace(hi, lo, m + 1).tolist()) - exact).abs().max()) for m in (4, 8, 16)]
+    assert err[0] / err[1] > 3.5 and err[1] / err[2] > 3.5, err  # halving h quarters the error (measured ≈ 8, 6)
+    segments = trajectory_segments(schedule, 4, "log_snr", 20)  # ⌈20/4⌉ = 5 teacher steps per interval
+    assert [len(seg) - 1 for seg in segments] == [5, 5, 5, 1]  # the last interval is σ_min → 0: one x̂0
+    coarse = schedule.sigmas(4, "log_snr").tolist()
+    assert [seg[0] for seg in segments] == coarse[:-1] and [seg[-1] for seg in segments] == coarse[1:]
+    flat = [segments[0][0]] + [p for seg in segments for p in seg[1:]]
+    np.testing.assert_allclose(flat, schedule.sigmas(16, "log_snr").numpy(), rtol=1e-12)
+    one = trajectory_segments(schedule, 1, "karras", 4)  # one interval σ_max → 0: log-uniform to σ_min, then x̂0
+    assert [len(seg) - 1 for seg in one] == [4] and one[0][-2] == pytest.approx(schedule.sigma_min)
+
+
+def test_trajectory_distillation_follows_the_teachers_fine_solve(teacher, squares, tmp_path):
+    """method="trajectory": the student's K-step DDIM samples move towards the guided teacher's fine solve
+    (⌈N/K⌉ DPM-Solver++(2M) steps per interval) from the same start noise, image for image; it exports
+    with the ddim sampler at K steps."""
+    from unnoise.generation import generate
+
+    d = Distiller(config(teacher, squares, tmp_path / "tr", method="trajectory", steps=2, ode_steps=8, max_steps=120,
+                         batch_size=16, warmup_steps=5, checkpoint_every=120, log_every=40, lr=1e-3, ema_decay=0.9),
+                  quiet=True)
+    assert d.grid_steps() == 2 and [len(seg) - 1 for seg in d.segments] == [4, 1]
+    d.shape = (3, 16, 16)
+    prompts, seeds = list(COLOURS), [s for _ in COLOURS for s in range(6)]
+    rows = [p for p in prompts for _ in range(6)]
+    cond, uncond = d.encoder.encode(rows), d.encoder.encode([""] * len(rows))
+    fine = [d.segments[0][0]] + [p for seg in d.segments for p in seg[1:]]  # the teacher's grid the student follows
+    reference = generate(d.teacher, d.schedule, d.prediction_type, cond, uncond, shape=d.shape, seeds=seeds,
+                         guidance=3.0, sampler="dpmpp_2m", sigmas=torch.tensor(fine, dtype=torch.float64))
+    before = errors(student_samples(d, d.student, "ddim", 2, cond, seeds, 3.0), reference, 2)["path"]
+    model_dir = d.run()
+    after = errors(student_samples(d, d.ema_student(), "ddim", 2, cond, seeds, 3.0), reference, 2)["path"]
+    assert after < 0.7 * before, (before, after)
+    meta = json.loads((model_dir / "unnoise.json").read_text())
+    assert meta["defaults"]["sampler"] == "ddim" and meta["defaults"]["steps"] == 2
+    assert meta["training"]["method"] == "trajectory"
+
+
 def test_progressive_rounds_halve_the_steps(teacher, squares, tmp_path):
     d = Distiller(config(teacher, squares, tmp_path / "pd", method="progressive", steps=1, ode_steps=4, max_steps=4),
                   quiet=True)

@@ -247,8 +247,9 @@ def distill(
     ctx: typer.Context,
     teacher: str = typer.Option(..., "--teacher", help="The teacher: emoji, digits or a model directory."),
     steps: int = typer.Option(4, "--steps", help="Student sampler steps K: 1, 2 or 4 (the model's default)."),
-    method: str = typer.Option("consistency", "--method", help="consistency (1–4 calls; its own sampler) or guidance "
-                               "(w as an input only; paints with dpmpp_2m, one single-batch call per step)."),
+    method: str = typer.Option("consistency", "--method", help="consistency (1–4 calls; its own sampler), guidance "
+                               "(w as an input only; paints with dpmpp_2m, one single-batch call per step) or trajectory "
+                               "(each of K DDIM steps learns the teacher's fine solve of its interval)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, metrics.jsonl, checkpoints/, model/)."),
     data: Optional[str] = typer.Option(None, "--data", help="digits, emoji or a folder (default: the teacher's data)."),
     max_steps: int = typer.Option(4000, "--max-steps", help="Optimiser steps in total."),
@@ -262,7 +263,8 @@ def distill(
                                        "instead of the teacher, e.g. to go on with other settings."),
     sigma_sampling: str = typer.Option("log_uniform", "--sigma-sampling", help="guidance: log_uniform (σ over the whole "
                                        "schedule) or grid (the K σs of the student's own sampler)."),
-    ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid for consistency distillation."),
+    ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
+                                  "teacher solves each of the K intervals in ⌈N/K⌉ steps."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
     guidance_max: float = typer.Option(6.0, "--guidance-max", help="Largest guidance scale w distilled."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="The student's default w (default: the teacher's)."),
@@ -290,8 +292,8 @@ def distill(
     }
     # by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
     explicit = {k: v for k, v in names.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
-    if method not in ("consistency", "guidance"):  # progressive stays a Python-API experiment (docs/distill.md)
-        raise CLIError(f"--method must be consistency or guidance, got {method!r}")
+    if method not in ("consistency", "guidance", "trajectory"):  # progressive stays a Python-API experiment
+        raise CLIError(f"--method must be consistency, guidance or trajectory, got {method!r}")
     cfg = resume_config(out, explicit) if resume else DistillConfig(**names)
     if dry_run:
         typer.echo(json.dumps(resolve(cfg).to_dict(), indent=2))

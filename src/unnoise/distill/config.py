@@ -12,7 +12,7 @@ from typing import Any
 from .. import schedules
 
 STUDENT_STEPS = (1, 2, 4)  # the step counts a student is distilled for
-METHODS = ("consistency", "guidance", "progressive")
+METHODS = ("consistency", "guidance", "trajectory", "progressive")
 SIGMA_SAMPLINGS = ("log_uniform", "grid")  # guidance distillation: where the student is taught
 LOSSES = ("l2", "huber")
 # Settings a resumed run may change; everything else must match the run's config.json.
@@ -28,11 +28,13 @@ class DistillConfig:
     teacher: str  # bundled model name (emoji, digits) or a model directory
     out: str  # run directory: config.json, metrics.jsonl, checkpoints/, model/
     steps: int = 4  # K: the student's default sampler steps (1, 2 or 4); progressive distils down to it
-    method: str = "consistency"  # consistency (Song et al. 2023, LCM), guidance (Meng et al. 2023, stage 1), progressive
+    method: str = "consistency"  # consistency (Song et al. 2023, LCM), guidance (Meng et al. 2023, stage 1),
+    # trajectory (each of the student's K DDIM steps lands where the teacher's fine solve does), progressive
     data: str | None = None  # digits, emoji or a folder; None: the dataset the teacher was trained on
     init: str | None = None  # start the student from this student model directory (same teacher) instead of the teacher
     sigma_sampling: str = "log_uniform"  # guidance: σ log-uniform over the schedule, or the K σs of the student's sampler
-    ode_steps: int = 32  # N: the teacher's ODE grid (consistency) / its first step count (progressive)
+    ode_steps: int = 32  # N: the teacher's ODE grid (consistency) / its first step count (progressive) /
+    # its calls per student interval, ⌈N/K⌉ (trajectory)
     spacing: str | None = None  # σ spacing of the grid and of the student's sampler (None: the teacher's default)
     guidance_min: float = 1.0  # w is drawn uniformly from [guidance_min, guidance_max] per sample
     guidance_max: float = 6.0  # (Meng et al. 2023 / LCM: one student for a range of guidance scales)
@@ -70,7 +72,7 @@ class DistillConfig:
         if self.sigma_sampling not in SIGMA_SAMPLINGS:
             bad(f"sigma_sampling must be one of {', '.join(SIGMA_SAMPLINGS)}, got {self.sigma_sampling!r}")
         if self.sigma_sampling == "grid" and self.method != "guidance":
-            bad("sigma_sampling 'grid' is for the guidance method (consistency and progressive have their own grids)")
+            bad("sigma_sampling 'grid' is for the guidance method (the other methods have their own grids)")
         if self.init is not None and (not isinstance(self.init, str) or not self.init):
             bad("init must be a student model directory")
         if self.spacing is not None and self.spacing not in schedules.SPACINGS:

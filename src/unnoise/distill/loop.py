@@ -15,6 +15,12 @@ Guidance distillation (Meng et al. 2023, stage 1) keeps the step count and remov
 clamped x̂0; it is then sampled with an ordinary solver (DPM-Solver++ 2M), one single-batch call per step.
 With sigma_sampling="grid" σ is instead one of the K levels the student's own K-step sampler queries.
 
+Trajectory distillation (one phase, like TRACT, Berthelot et al. 2023, with the DDIM-inverse target of
+Salimans & Ho 2022) fixes the student's K-step grid σ_0 > … > σ_K = 0 (schedule.sigmas(K, spacing)): at
+x = x0 + σ_i·z the guided teacher solves the interval σ_i → σ_{i+1} with ⌈N/K⌉ DPM-Solver++(2M) steps
+(`ode_segment`), and the student learns the x̂0 whose one DDIM step lands there.  Its K-step DDIM
+sampling follows the teacher's fine solve, not the teacher's own K-step one.
+
 Progressive distillation (Salimans & Ho 2022, Algorithm 2) halves the step count in rounds: the
 student's one DDIM step from σ_i to σ_{i+2} must land where two steps of the round's teacher do
 (round 0: the guided teacher, later: the previous round's student).  It is here for the measurement
@@ -52,6 +58,44 @@ ROUND_TEACHER = "round-teacher.safetensors"  # progressive: the frozen teacher o
 def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B,) → (B, 1, 1, 1) in like's dtype."""
     return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def ode_segment(denoiser, x: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
+    """Solve the probability-flow ODE from σ = sigmas[0] to sigmas[-1] (which may be > 0) by
+    DPM-Solver++(2M): the steps of sampling.dpm_solver.dpmpp_2m (first order at the start, the midpoint
+    correction after, x̂0 itself on a step to 0), on a piece of a grid.  denoiser(x, σ (B,)) → x̂0."""
+    history: tuple[float, torch.Tensor] | None = None  # (λ, x̂0) of the previous step
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        m0 = denoiser(x, torch.full((x.shape[0],), s, dtype=x.dtype))
+        if s_next == 0:
+            return m0
+        lam, lam_next = -math.log(s), -math.log(s_next)
+        h = lam_next - lam
+        x_next = toward(m0, x, s_next / s)  # e^{−h} = σ_{i+1}/σ_i: DDIM
+        if history is not None:
+            r0 = (lam - history[0]) / h
+            x_next = x_next + (0.5 * -math.expm1(-h) / r0) * (m0 - history[1])
+        history, x = (lam, m0), x_next
+    return x
+
+
+def trajectory_segments(schedule, steps: int, spacing: str, ode_steps: int) -> list[list[float]]:
+    """The teacher's fine grid inside each of the student's K intervals σ_i → σ_{i+1}: ⌈N/K⌉ steps
+    uniform in log σ; the interval that ends at 0 goes log-uniformly to σ_min, then one step to 0 (for
+    the log_snr spacing these are exactly the points of schedule.sigmas(⌈N/K⌉·(K−1) + 1))."""
+    coarse = schedule.sigmas(steps, spacing).tolist()
+    m = max(1, math.ceil(ode_steps / steps))
+    out = []
+    for a, b in zip(coarse[:-1], coarse[1:]):
+        if b > 0:
+            seg = torch.linspace(math.log(a), math.log(b), m + 1, dtype=torch.float64).exp().tolist()
+        elif m > 1 and a > schedule.sigma_min * (1 + 1e-6):
+            seg = torch.linspace(math.log(a), math.log(schedule.sigma_min), m, dtype=torch.float64).exp().tolist() + [0.0]
+        else:
+            seg = [a, 0.0]
+        seg[0], seg[-1] = a, b  # the student's σs bit for bit
+        out.append(seg)
+    return out
 
 
 def file_digest(path: Path) -> str:
@@ -114,6 +158,7 @@ class Distiller:
         self.target_d = DiscreteDenoiser(self.target, self.schedule, self.prediction_type)
         self.sigmas = self.schedule.sigmas(cfg.ode_steps, spacing)  # (N + 1,) float64, last 0
         self.student_sigmas = self.schedule.sigmas(cfg.steps, spacing)[:-1]  # (K,) the σs its K-step sampler queries
+        self.segments = trajectory_segments(self.schedule, cfg.steps, spacing, cfg.ode_steps)  # trajectory
         self.rounds = int(round(math.log2(cfg.ode_steps // cfg.steps))) if cfg.method == "progressive" else 1
         self.round_teacher: torch.nn.Module | None = None  # progressive, rounds ≥ 1
         self.step = 0
@@ -206,6 +251,8 @@ class Distiller:
         """Steps of the student's grid this round: N (consistency), N/2^(r+1) (progressive round r)."""
         if self.cfg.method in ("consistency", "guidance"):
             return self.cfg.ode_steps
+        if self.cfg.method == "trajectory":
+            return self.cfg.steps
         return self.cfg.ode_steps >> (self._round(self.step) + 1)
 
     def loss(self) -> torch.Tensor:
@@ -214,6 +261,8 @@ class Distiller:
             pred, target = self._consistency_pair(x0, cond, uncond, w, n, noise)
         elif self.cfg.method == "guidance":
             pred, target = self._guidance_pair(x0, cond, uncond, w, n, noise)
+        elif self.cfg.method == "trajectory":
+            pred, target = self._trajectory_pair(x0, cond, uncond, w, n, noise)
         else:
             pred, target = self._progressive_pair(x0, cond, uncond, w, n, noise)
         diff = (pred - target).flatten(1)  # (B, C·H·W)
@@ -256,6 +305,24 @@ class Distiller:
         pred = self.student_d(x, s0, {**cond, "guidance": w})
         # truncated-SNR weighting max(SNR, 1) on the x̂0 error (Salimans & Ho 2022, §4), as a per-sample scale
         scale = _view(torch.clamp(1.0 / s0, min=1.0), x)
+        return scale * pred, scale * target
+
+    def _trajectory_pair(self, x0, cond, uncond, w, n, noise):
+        s0 = torch.tensor([seg[0] for seg in self.segments], dtype=torch.float64)[n].float()  # (B,) σ_i
+        s1 = torch.tensor([seg[-1] for seg in self.segments], dtype=torch.float64)[n].float()  # σ_{i+1}
+        x = x0 + _view(s0, x0) * noise
+        end = torch.empty_like(x)
+        with torch.no_grad():
+            for i in n.unique().tolist():  # the samples of one interval share its fine grid
+                idx = (n == i).nonzero().squeeze(1)
+                c, u = ({k: v[idx] for k, v in d.items()} for d in (cond, uncond))
+                teacher = lambda xx, ss, c=c, u=u, wi=w[idx]: self.guided_teacher(xx, ss, c, u, wi)  # noqa: E731
+                end[idx] = ode_segment(teacher, x[idx], self.segments[i])
+            # the x̂0 whose DDIM step σ_i → σ_{i+1} lands on the teacher's end point (r = 0: the end point itself)
+            r = _view(s1 / s0, x)
+            target = (end - r * x) / (1 - r)
+        pred = self.student_d(x, s0, {**cond, "guidance": w})
+        scale = _view(torch.clamp(1.0 / s0, min=1.0), x)  # truncated-SNR weighting, as progressive
         return scale * pred, scale * target
 
     def round_x0(self, x, sigma, cond, uncond, w):
@@ -351,7 +418,7 @@ class Distiller:
         from ..modeldir import save_model_dir
 
         cfg = self.cfg
-        sampler = {"consistency": "consistency", "guidance": "dpmpp_2m", "progressive": "ddim"}[cfg.method]
+        sampler = {"consistency": "consistency", "guidance": "dpmpp_2m", "trajectory": "ddim", "progressive": "ddim"}[cfg.method]
         meta = SimpleNamespace(channels=self.info.channels, image_size=self.info.image_size, name=self.info.dataset,
                                example_prompts=self.info.example_prompts)
         return save_model_dir(
