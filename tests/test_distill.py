@@ -299,7 +299,7 @@ def test_cli_distills_and_resumes(teacher, squares, tmp_path, cli):
     (["--guidance-min", "5", "--guidance-max", "2"], "exceeds"),
     (["--max-minutes", "0"], "max_minutes"),
     (["--resume"], "nothing to resume"),
-    (["--method", "progressive"], "--method must be consistency or guidance"),
+    (["--method", "progressive"], "--method must be consistency, guidance or trajectory"),
     (["--sigma-sampling", "grid"], "for the guidance method"),
     (["--method", "guidance", "--init", "{tmp}/nothing"], "--init"),
 ])

@@ -275,7 +275,7 @@ def distill(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
-    """Distil a teacher into a 1–4 call student (consistency or guidance distillation, w as an input; docs/distill.md)."""
+    """Distil a teacher into a 1–4 call student (consistency, guidance or trajectory distillation, w as an input; docs/distill.md)."""
     import json
 
     from .distill.config import DistillConfig, resume_config
