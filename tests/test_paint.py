@@ -50,6 +50,23 @@ def test_seed_k_gives_the_same_image_whatever_the_batch(painter):
     assert np.abs(arr(other[0]) - arr(alone[0])).max() > 10
 
 
+def test_generate_honours_a_given_grid(painter):
+    """generate(sigmas=…) paints on that grid, from each seed's own noise, also without x_init: the grid
+    of `steps` is the same images bit for bit, another grid other ones (a given grid was once ignored)."""
+    from unnoise.generation import generate
+
+    cond, uncond = painter.encoder.encode(["a cat"] * 2), painter.encoder.encode([""] * 2)
+    kw = dict(shape=painter.shape, seeds=[3, 4], guidance=2.0, sampler="dpmpp_2m")
+    args = (painter.model, painter.schedule, painter.info.prediction_type, cond, uncond)
+    by_steps = generate(*args, steps=4, **kw)
+    torch.testing.assert_close(generate(*args, sigmas=painter.schedule.sigmas(4), **kw), by_steps, rtol=0, atol=0)
+    karras, seen = painter.schedule.sigmas(3, "karras"), []
+    generate(*args, sigmas=karras, callback=lambda info: seen.append(info.sigma), **kw)
+    assert seen == karras[:-1].tolist()  # (this untrained model's clamped images cannot tell grids apart)
+    with pytest.raises(ValueError, match="x_init needs the sigmas"):
+        generate(*args, x_init=torch.zeros(2, *painter.shape), **kw)
+
+
 def test_png_carries_parameters_and_from_reproduces(painter, model_dir, tmp_path, cli):
     out = tmp_path / "p.png"
     code, _, err = cli(["paint", "a blue square", "--model", str(model_dir), "--seed", "3", "--steps", "5",

@@ -11,6 +11,7 @@ import torch
 from .conditioning.guidance import CFGDenoiser
 from .denoisers import DiscreteDenoiser
 from .sampling import get_sampler, sample, seeded_generators
+from .sampling.core import check_sigmas, randn_like
 from .schedules import Schedule
 
 
@@ -38,7 +39,9 @@ def generate(
 ) -> torch.Tensor:
     """Images (B, C, H, W) in about [−1, 1].  cond/uncond hold one row per image (B = len(seeds)).
 
-    With `x_init` and `sigmas` the caller controls the start (image-to-image starts from a noised picture).
+    `sigmas` (σ_0 > … > 0) replaces the grid of `steps` and `spacing`; with `x_init` too the caller also
+    controls the start (image-to-image starts from a noised picture), without it the start is each seed's
+    noise·σ_0, as `sample` draws it.
     `guide(denoiser) -> denoiser` replaces the CFG wrapper (the lab's guidance dial: one scale per image).
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
@@ -62,6 +65,10 @@ def generate(
         with ctx:
             return guided(x, sigma).float().clamp(-1.0, 1.0)
 
+    if x_init is not None and sigmas is None:
+        raise ValueError("x_init needs the sigmas it starts from")
+    if x_init is None and sigmas is not None:  # seed k's start noise, exactly as sample draws it
+        x_init = randn_like(torch.empty((len(seeds), *shape)), generators) * float(check_sigmas(sigmas)[0])
     if x_init is None:
         return sample(
             run, (len(seeds), *shape), schedule=schedule, steps=steps, sampler=sampler, spacing=spacing,
