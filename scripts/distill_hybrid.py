@@ -5,7 +5,9 @@ DPM-Solver++(2M) steps per interval) for the rest, j = 0 … K, and score each s
     python scripts/distill_hybrid.py --student runs/digits-tr/model -n 500 --threads 2
 
 j = K is the student alone, j = 0 the teacher alone on the student's nested grid; the FD step between
-j − 1 and j is what the student's j-th jump adds.  Digits only (FD-digits and adherence).
+j − 1 and j is what the student's j-th jump adds.  With --teacher-first the teacher solves the first j
+intervals and the student jumps the rest (each jump's error from the teacher's own states).  Digits
+only (FD-digits and adherence).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main() -> None:
     ap.add_argument("--student", required=True, help="a trajectory student's model directory")
     ap.add_argument("-n", "--num-images", type=int, default=500)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--teacher-first", action="store_true", help="the teacher solves the first j intervals")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,19 +68,20 @@ def main() -> None:
 
     print(f"{args.student}: K = {len(segments)}, teacher steps per interval {[len(s) - 1 for s in segments]}, "
           f"w = {w}, {len(labels)} images")
-    print(f"{'student jumps':>13} {'teacher calls':>13} {'adherence':>9} {'FD-digits':>9}")
+    first = "teacher" if args.teacher_first else "student"
+    print(f"{first + ' first j':>15} {'teacher calls':>13} {'adherence':>9} {'FD-digits':>9}")
     with torch.no_grad():
         for j in range(len(segments) + 1):
             x = start.clone()
             for i, seg in enumerate(segments):
-                if i < j:  # the student's DDIM jump σ_i → σ_{i+1}
+                if (i < j) != args.teacher_first:  # the student's DDIM jump σ_i → σ_{i+1}
                     x0 = s_den(x, torch.full((len(x),), seg[0]), {**cond, "guidance": ws}).clamp(-1.0, 1.0)
                     x = toward(x0, x, seg[-1] / seg[0])
                 else:
                     x = ode_segment(guided, x, seg)
-            calls = sum(len(s) - 1 for s in segments[j:])
+            calls = sum(len(s) - 1 for s in (segments[:j] if args.teacher_first else segments[j:]))
             m = judge.score(x.clamp(-1, 1), labels)
-            print(f"{j:>13} {calls:>13} {m['adherence']:>9.3f} {m['fd_digits']:>9.2f}", flush=True)
+            print(f"{j:>15} {calls:>13} {m['adherence']:>9.3f} {m['fd_digits']:>9.2f}", flush=True)
     assert math.isfinite(float(x.abs().max()))
 
 
