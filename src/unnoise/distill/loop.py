@@ -34,6 +34,7 @@ import json
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -316,7 +317,7 @@ class Distiller:
             for i in n.unique().tolist():  # the samples of one interval share its fine grid
                 idx = (n == i).nonzero().squeeze(1)
                 c, u = ({k: v[idx] for k, v in d.items()} for d in (cond, uncond))
-                teacher = lambda xx, ss, c=c, u=u, wi=w[idx]: self.guided_teacher(xx, ss, c, u, wi)  # noqa: E731
+                teacher = partial(self.guided_teacher, cond=c, uncond=u, w=w[idx])
                 end[idx] = ode_segment(teacher, x[idx], self.segments[i])
             # the x̂0 whose DDIM step σ_i → σ_{i+1} lands on the teacher's end point (r = 0: the end point itself)
             r = _view(s1 / s0, x)
