@@ -255,6 +255,24 @@ def test_trajectory_distillation_follows_the_teachers_fine_solve(teacher, square
     assert meta["training"]["method"] == "trajectory"
 
 
+def test_weighting_scales_each_samples_error(teacher, squares, tmp_path):
+    """truncated_snr scales a sample's x̂0 error by max(1/σ, 1); uniform by 1; the loss is the same where σ ≥ 1."""
+    sigma, like = torch.tensor([0.01, 0.25, 1.0, 80.0]), torch.zeros(4, 3, 16, 16)
+    snr = Distiller(config(teacher, squares, tmp_path / "a", method="guidance"), quiet=True)
+    uni = Distiller(config(teacher, squares, tmp_path / "b", method="guidance", weighting="uniform"), quiet=True)
+    assert snr.weight(sigma, like).flatten().tolist() == pytest.approx([100.0, 4.0, 1.0, 1.0])
+    assert uni.weight(sigma, like).flatten().tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert snr.weight(sigma, like).shape == (4, 1, 1, 1)
+    big = torch.tensor([1.5, 3.0, 80.0, 150.0], dtype=torch.float64)
+    x0, cond, uncond, w, _, noise = snr.draw()
+    n = min(len(big), x0.shape[0])
+    pairs = [d._guidance_pair(x0[:n], {k: v[:n] for k, v in cond.items()}, {k: v[:n] for k, v in uncond.items()},
+                              w[:n], big[:n], noise[:n]) for d in (snr, uni)]
+    assert torch.allclose(pairs[0][0], pairs[1][0]) and torch.allclose(pairs[0][1], pairs[1][1])
+    with pytest.raises(DistillError, match="weighting must be one of"):
+        config(teacher, squares, tmp_path / "c", weighting="snr")
+
+
 def test_progressive_rounds_halve_the_steps(teacher, squares, tmp_path):
     d = Distiller(config(teacher, squares, tmp_path / "pd", method="progressive", steps=1, ode_steps=4, max_steps=4),
                   quiet=True)
@@ -301,6 +319,7 @@ def test_cli_distills_and_resumes(teacher, squares, tmp_path, cli):
     (["--resume"], "nothing to resume"),
     (["--method", "progressive"], "--method must be consistency, guidance or trajectory"),
     (["--sigma-sampling", "grid"], "for the guidance method"),
+    (["--weighting", "snr"], "weighting must be one of"),
     (["--method", "guidance", "--init", "{tmp}/nothing"], "--init"),
 ])
 def test_cli_bad_input_is_one_line(teacher, tmp_path, extra, message, cli):

@@ -263,6 +263,8 @@ def distill(
                                        "instead of the teacher, e.g. to go on with other settings."),
     sigma_sampling: str = typer.Option("log_uniform", "--sigma-sampling", help="guidance: log_uniform (σ over the whole "
                                        "schedule) or grid (the K σs of the student's own sampler)."),
+    weighting: str = typer.Option("truncated_snr", "--weighting", help="Scale of each sample's x̂0 error (guidance, "
+                                  "trajectory): truncated_snr, max(1/σ, 1), or uniform (one vote per sample)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
                                   "teacher solves each of the K intervals in ⌈N/K⌉ steps."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
@@ -286,7 +288,7 @@ def distill(
         "teacher": teacher, "steps": steps, "method": method, "out": str(out), "data": data, "max_steps": max_steps,
         "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
         "warmup_steps": warmup_steps, "ema_decay": ema_decay, "init": init, "sigma_sampling": sigma_sampling,
-        "ode_steps": ode_steps,
+        "ode_steps": ode_steps, "weighting": weighting,
         "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
     }

@@ -15,6 +15,7 @@ STUDENT_STEPS = (1, 2, 4)  # the step counts a student is distilled for
 METHODS = ("consistency", "guidance", "trajectory", "progressive")
 SIGMA_SAMPLINGS = ("log_uniform", "grid")  # guidance distillation: where the student is taught
 LOSSES = ("l2", "huber")
+WEIGHTINGS = ("truncated_snr", "uniform")  # the per-sample scale on the x̂0 error (guidance, trajectory, progressive)
 # Settings a resumed run may change; everything else must match the run's config.json.
 RESUME_FREE = ("max_steps", "max_minutes", "log_every", "checkpoint_every", "keep_checkpoints", "threads", "out")
 
@@ -41,6 +42,9 @@ class DistillConfig:
     guidance: float | None = None  # the student's default w in unnoise.json (None: the teacher's default)
     cond_dropout: float = 0.1  # share of captions replaced by the empty prompt (so "" paints unconditionally)
     loss: str = "huber"  # l2, or pseudo-Huber (Song & Dhariwal 2023, iCT: c = 0.00054·sqrt(dim))
+    weighting: str = "truncated_snr"  # scale of a sample's x̂0 error: max(1/σ, 1) (Salimans & Ho 2022), or 1.
+    # Under pseudo-Huber each sample pulls with about its scale whatever its error, so max(1/σ, 1) lets
+    # the near-identity σ ≈ σ_min samples (scale up to 1/σ_min) outvote the rest; uniform gives each one vote.
     max_steps: int = 4000  # optimiser steps in total (a resumed run continues to this)
     max_minutes: float | None = None  # stop (checkpoint, export) after this much wall time in one invocation
     batch_size: int = 32  # images per step
@@ -69,6 +73,8 @@ class DistillConfig:
             bad(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.loss not in LOSSES:
             bad(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.weighting not in WEIGHTINGS:
+            bad(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
         if self.sigma_sampling not in SIGMA_SAMPLINGS:
             bad(f"sigma_sampling must be one of {', '.join(SIGMA_SAMPLINGS)}, got {self.sigma_sampling!r}")
         if self.sigma_sampling == "grid" and self.method != "guidance":

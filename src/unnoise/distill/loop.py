@@ -272,6 +272,13 @@ class Distiller:
         c = 0.00054 * math.sqrt(diff.shape[1])  # iCT's pseudo-Huber constant (Song & Dhariwal 2023, §3.3)
         return (torch.sqrt(diff.pow(2).sum(1) + c * c) - c).mean()
 
+    def weight(self, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The per-sample scale on the x̂0 error: truncated-SNR max(SNR, 1) = max(1/σ², 1) in the VP sense is
+        max(1/σ, 1) on an unsquared error (Salimans & Ho 2022, §4), or 1 for every sample ("uniform")."""
+        if self.cfg.weighting == "uniform":
+            return torch.ones_like(_view(sigma, like))
+        return _view(torch.clamp(1.0 / sigma, min=1.0), like)
+
     def _consistency_pair(self, x0, cond, uncond, w, n, noise):
         sigma, sigma_next = self.sigmas[n].float(), self.sigmas[n + 1].float()  # (B,) σ_n > σ_{n+1} ≥ 0
         x = x0 + _view(sigma, x0) * noise  # (B, C, H, W) x_n on the forward process
@@ -289,7 +296,7 @@ class Distiller:
         with torch.no_grad():
             target = self.guided_teacher(x, sigma, cond, uncond, w)
         pred = self.student_d(x, sigma, {**cond, "guidance": w})
-        scale = _view(torch.clamp(1.0 / sigma, min=1.0), x)  # truncated-SNR weighting, as progressive
+        scale = self.weight(sigma, x)
         return scale * pred, scale * target
 
     def _progressive_pair(self, x0, cond, uncond, w, n, noise):
@@ -304,8 +311,7 @@ class Distiller:
             r = _view(s2 / s0, x)
             target = (x2 - r * x) / (1 - r)
         pred = self.student_d(x, s0, {**cond, "guidance": w})
-        # truncated-SNR weighting max(SNR, 1) on the x̂0 error (Salimans & Ho 2022, §4), as a per-sample scale
-        scale = _view(torch.clamp(1.0 / s0, min=1.0), x)
+        scale = self.weight(s0, x)
         return scale * pred, scale * target
 
     def _trajectory_pair(self, x0, cond, uncond, w, n, noise):
@@ -323,7 +329,7 @@ class Distiller:
             r = _view(s1 / s0, x)
             target = (end - r * x) / (1 - r)
         pred = self.student_d(x, s0, {**cond, "guidance": w})
-        scale = _view(torch.clamp(1.0 / s0, min=1.0), x)  # truncated-SNR weighting, as progressive
+        scale = self.weight(s0, x)
         return scale * pred, scale * target
 
     def round_x0(self, x, sigma, cond, uncond, w):
