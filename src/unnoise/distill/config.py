@@ -43,8 +43,8 @@ class DistillConfig:
     cond_dropout: float = 0.1  # share of captions replaced by the empty prompt (so "" paints unconditionally)
     loss: str = "huber"  # l2, or pseudo-Huber (Song & Dhariwal 2023, iCT: c = 0.00054·sqrt(dim))
     weighting: str = "truncated_snr"  # scale of a sample's x̂0 error: max(1/σ, 1) (Salimans & Ho 2022), or 1.
-    # Under pseudo-Huber each sample pulls with about its scale whatever its error, so max(1/σ, 1) lets
-    # the near-identity σ ≈ σ_min samples (scale up to 1/σ_min) outvote the rest; uniform gives each one vote.
+    # Under pseudo-Huber each sample pulls with about its scale whatever its error; a v-prediction network's
+    # output feels that × σ/√(1+σ²): max(1/σ, 1) pulls it equally at every σ, 1 favours high σ (docs/distill.md).
     max_steps: int = 4000  # optimiser steps in total (a resumed run continues to this)
     max_minutes: float | None = None  # stop (checkpoint, export) after this much wall time in one invocation
     batch_size: int = 32  # images per step
