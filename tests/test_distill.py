@@ -256,12 +256,15 @@ def test_trajectory_distillation_follows_the_teachers_fine_solve(teacher, square
 
 
 def test_weighting_scales_each_samples_error(teacher, squares, tmp_path):
-    """truncated_snr scales a sample's x̂0 error by max(1/σ, 1); uniform by 1; the loss is the same where σ ≥ 1."""
+    """truncated_snr scales a sample's x̂0 error by max(1/σ, 1), sqrt_truncated_snr by its root, uniform by 1; the loss is the same where σ ≥ 1."""
     sigma, like = torch.tensor([0.01, 0.25, 1.0, 80.0]), torch.zeros(4, 3, 16, 16)
     snr = Distiller(config(teacher, squares, tmp_path / "a", method="guidance"), quiet=True)
     uni = Distiller(config(teacher, squares, tmp_path / "b", method="guidance", weighting="uniform"), quiet=True)
     assert snr.weight(sigma, like).flatten().tolist() == pytest.approx([100.0, 4.0, 1.0, 1.0])
     assert uni.weight(sigma, like).flatten().tolist() == [1.0, 1.0, 1.0, 1.0]
+    half = Distiller(config(teacher, squares, tmp_path / "h", method="guidance", weighting="sqrt_truncated_snr"),
+                     quiet=True)
+    assert half.weight(sigma, like).flatten().tolist() == pytest.approx([10.0, 2.0, 1.0, 1.0])
     assert snr.weight(sigma, like).shape == (4, 1, 1, 1)
     big = torch.tensor([1.5, 3.0, 80.0, 150.0], dtype=torch.float64)
     x0, cond, uncond, w, _, noise = snr.draw()

@@ -274,10 +274,12 @@ class Distiller:
 
     def weight(self, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """The per-sample scale on the x̂0 error: truncated-SNR max(SNR, 1) = max(1/σ², 1) in the VP sense is
-        max(1/σ, 1) on an unsquared error (Salimans & Ho 2022, §4), or 1 for every sample ("uniform")."""
+        max(1/σ, 1) on an unsquared error (Salimans & Ho 2022, §4), its square root (between the two), or 1
+        for every sample ("uniform")."""
         if self.cfg.weighting == "uniform":
             return torch.ones_like(_view(sigma, like))
-        return _view(torch.clamp(1.0 / sigma, min=1.0), like)
+        scale = torch.clamp(1.0 / sigma, min=1.0)
+        return _view(scale.sqrt() if self.cfg.weighting == "sqrt_truncated_snr" else scale, like)
 
     def _consistency_pair(self, x0, cond, uncond, w, n, noise):
         sigma, sigma_next = self.sigmas[n].float(), self.sigmas[n + 1].float()  # (B,) σ_n > σ_{n+1} ≥ 0
