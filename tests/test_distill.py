@@ -256,7 +256,8 @@ def test_trajectory_distillation_follows_the_teachers_fine_solve(teacher, square
 
 
 def test_weighting_scales_each_samples_error(teacher, squares, tmp_path):
-    """truncated_snr scales a sample's x̂0 error by max(1/σ, 1), sqrt_truncated_snr by its root, uniform by 1; the loss is the same where σ ≥ 1."""
+    """truncated_snr scales a sample's x̂0 error by max(1/σ, 1), sqrt_truncated_snr by its root, uniform by
+    1; the loss is the same where σ ≥ 1."""
     sigma, like = torch.tensor([0.01, 0.25, 1.0, 80.0]), torch.zeros(4, 3, 16, 16)
     snr = Distiller(config(teacher, squares, tmp_path / "a", method="guidance"), quiet=True)
     uni = Distiller(config(teacher, squares, tmp_path / "b", method="guidance", weighting="uniform"), quiet=True)

@@ -264,8 +264,8 @@ def distill(
     sigma_sampling: str = typer.Option("log_uniform", "--sigma-sampling", help="guidance: log_uniform (σ over the whole "
                                        "schedule) or grid (the K σs of the student's own sampler)."),
     weighting: str = typer.Option("truncated_snr", "--weighting", help="Scale of each sample's x̂0 error (guidance, "
-                                  "trajectory): truncated_snr, max(1/σ, 1); sqrt_truncated_snr, its √; or uniform, 1 (favours the high-noise "
-                                  "steps; docs/distill.md)."),
+                                  "trajectory): truncated_snr, max(1/σ, 1); sqrt_truncated_snr, its √; or uniform, "
+                                  "1 (favours the high-noise steps; docs/distill.md)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
                                   "teacher solves each of the K intervals in ⌈N/K⌉ steps."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),

@@ -15,7 +15,8 @@ STUDENT_STEPS = (1, 2, 4)  # the step counts a student is distilled for
 METHODS = ("consistency", "guidance", "trajectory", "progressive")
 SIGMA_SAMPLINGS = ("log_uniform", "grid")  # guidance distillation: where the student is taught
 LOSSES = ("l2", "huber")
-WEIGHTINGS = ("truncated_snr", "sqrt_truncated_snr", "uniform")  # the per-sample scale on the x̂0 error (guidance, trajectory, progressive)
+# the per-sample scale on the x̂0 error (guidance, trajectory, progressive)
+WEIGHTINGS = ("truncated_snr", "sqrt_truncated_snr", "uniform")
 # Settings a resumed run may change; everything else must match the run's config.json.
 RESUME_FREE = ("max_steps", "max_minutes", "log_every", "checkpoint_every", "keep_checkpoints", "threads", "out")
 
@@ -42,9 +43,9 @@ class DistillConfig:
     guidance: float | None = None  # the student's default w in unnoise.json (None: the teacher's default)
     cond_dropout: float = 0.1  # share of captions replaced by the empty prompt (so "" paints unconditionally)
     loss: str = "huber"  # l2, or pseudo-Huber (Song & Dhariwal 2023, iCT: c = 0.00054·sqrt(dim))
-    weighting: str = "truncated_snr"  # scale of a sample's x̂0 error: max(1/σ, 1) (Salimans & Ho 2022), its √, or 1.
+    weighting: str = "truncated_snr"  # scale of a sample's x̂0 error: max(1/σ, 1) (Salimans & Ho 2022), √, or 1.
     # Under pseudo-Huber each sample pulls with about its scale whatever its error; a v-prediction network's
-    # output feels that × σ/√(1+σ²): max(1/σ, 1) pulls it equally at every σ, 1 favours high σ (docs/distill.md).
+    # output feels that × σ/√(1+σ²): max(1/σ, 1) pulls it equally at every σ, 1 favours high σ (distill.md).
     max_steps: int = 4000  # optimiser steps in total (a resumed run continues to this)
     max_minutes: float | None = None  # stop (checkpoint, export) after this much wall time in one invocation
     batch_size: int = 32  # images per step
