@@ -123,14 +123,19 @@ def test_compare_samples_same_seeds_and_prompts(teacher, distilled):
     torch.testing.assert_close(again["student"][1][0], got["student"][1][3])
 
 
-def test_resume_is_exact(teacher, squares, tmp_path):
-    distill(config(teacher, squares, tmp_path / "straight"), quiet=True)
-    distill(config(teacher, squares, tmp_path / "split", max_steps=3), quiet=True)
+def assert_resume_is_exact(teacher, squares, tmp_path, **kw):
+    """6 steps straight and 3 + resume + 3 give bit-equal weights and EMA."""
+    distill(config(teacher, squares, tmp_path / "straight", **kw), quiet=True)
+    distill(config(teacher, squares, tmp_path / "split", max_steps=3, **kw), quiet=True)
     distill(resume_config(tmp_path / "split", {"max_steps": 6}), resume=True, quiet=True)
     for name in ("model", "ema"):
         a = load_file(str(checkpoint.latest_path(tmp_path / "straight") / f"{name}.safetensors"))
         b = load_file(str(checkpoint.latest_path(tmp_path / "split") / f"{name}.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_resume_is_exact(teacher, squares, tmp_path):
+    assert_resume_is_exact(teacher, squares, tmp_path)
     with pytest.raises(DistillError, match="differ"):
         resume_config(tmp_path / "split", {"lr": 0.5})
 
@@ -219,6 +224,11 @@ def test_ode_segment_is_dpmpp_2m_and_solves_the_gaussian_ode():
     exact = mu + (x - mu) * ((s * s + lo * lo) / (s * s + hi * hi)) ** 0.5
     err = [float((ode_segment(den, x, np.geomspace(hi, lo, m + 1).tolist()) - exact).abs().max()) for m in (4, 8, 16)]
     assert err[0] / err[1] > 3.5 and err[1] / err[2] > 3.5, err  # halving h quarters the error (measured ≈ 8, 6)
+    per_sample = torch.tensor([[hi, 2.0, 1.0, lo], [2 * hi, 3.0, 0.5, 0.0], [hi, 1.5, 0.7, 0.1]], dtype=torch.float64)
+    together = ode_segment(den, x[:3], per_sample)  # a grid per sample (one ends at 0): one call per step for all
+    for b in range(3):
+        torch.testing.assert_close(together[b:b + 1], ode_segment(den, x[b:b + 1], per_sample[b].tolist()),
+                                   rtol=1e-12, atol=1e-12)
     segments = trajectory_segments(schedule, 4, "log_snr", 20)  # ⌈20/4⌉ = 5 teacher steps per interval
     assert [len(seg) - 1 for seg in segments] == [5, 5, 5, 1]  # the last interval is σ_min → 0: one x̂0
     coarse = schedule.sigmas(4, "log_snr").tolist()
@@ -267,14 +277,49 @@ def test_weighting_scales_each_samples_error(teacher, squares, tmp_path):
                      quiet=True)
     assert half.weight(sigma, like).flatten().tolist() == pytest.approx([10.0, 2.0, 1.0, 1.0])
     assert snr.weight(sigma, like).shape == (4, 1, 1, 1)
-    big = torch.tensor([1.5, 3.0, 80.0, 150.0], dtype=torch.float64)
-    x0, cond, uncond, w, _, noise = snr.draw()
-    n = min(len(big), x0.shape[0])
-    pairs = [d._guidance_pair(x0[:n], {k: v[:n] for k, v in cond.items()}, {k: v[:n] for k, v in uncond.items()},
-                              w[:n], big[:n], noise[:n]) for d in (snr, uni)]
-    assert torch.allclose(pairs[0][0], pairs[1][0]) and torch.allclose(pairs[0][1], pairs[1][1])
+    big = torch.tensor([1.5, 3.0, 80.0, 150.0])  # σ ≥ 1: every weighting gives the error weight 1
+    assert all(d.weight(big, like).flatten().tolist() == [1.0] * 4 for d in (snr, uni, half))
     with pytest.raises(DistillError, match="weighting must be one of"):
         config(teacher, squares, tmp_path / "c", weighting="snr")
+    # trajectory: --interval-weights multiplies each student interval's samples by its own factor
+    tr = Distiller(config(teacher, squares, tmp_path / "t", method="trajectory", weighting="uniform",
+                          interval_weights=(1.0, 50.0)), quiet=True)
+    x, sigma, *_, scale = tr.teacher_batch()
+    last = sigma == tr.student_sigmas[-1].float()
+    assert last.any() and (~last).any()
+    assert scale.flatten().tolist() == [50.0 if v else 1.0 for v in last.tolist()]
+    for bad, message in [(dict(interval_weights=(1.0, 2.0, 3.0)), "interval_weights must be 2 positive"),
+                         (dict(interval_weights=(1.0, 0.0)), "interval_weights must be 2 positive"),
+                         (dict(method="guidance", interval_weights=(1.0, 2.0)), "for the trajectory method")]:
+        with pytest.raises(DistillError, match=message):
+            config(teacher, squares, tmp_path / "c", **{"method": "trajectory", **bad})
+
+
+def test_reuse_serves_each_teacher_target_for_r_steps_and_resumes_exactly(teacher, squares, tmp_path):
+    """reuse=R: the batch of step n is the fresh batch_size/R samples of steps n − R + 1 … n, so each teacher
+    target is learnt R times; a resume recomputes the targets of the steps before it and continues bit-exactly."""
+    kw = dict(method="trajectory", steps=2, ode_steps=4, reuse=2)
+    d = Distiller(config(teacher, squares, tmp_path / "a", **kw), quiet=True)
+    calls = []
+    teacher_d = d.teacher_d
+    d.teacher_d = lambda x, *a: calls.append(x.shape[0]) or teacher_d(x, *a)
+    first = d.teacher_batch()
+    assert first[0].shape[0] == 4  # step 0: only its own 4 fresh samples
+    n0 = sum(calls)
+    d.train_step()
+    assert sum(calls) == n0  # step 0's targets are computed once
+    second = d.teacher_batch()
+    assert 0 < sum(calls) - n0 <= 2 * 2 * 4  # step 1: its 4 fresh samples only (≤ 2 calls an interval, 2 passes)
+    tensors = (0, 1, 3, 4)  # x, σ, w, target
+    assert second[0].shape[0] == 8 and all(torch.equal(first[i], second[i][:4]) for i in tensors)
+    fresh = Distiller(config(teacher, squares, tmp_path / "b", **kw), quiet=True)
+    fresh.step = 1  # as after a resume: step 0's targets are recomputed
+    again = fresh.teacher_batch()
+    assert all(torch.equal(again[i], second[i]) for i in tensors)
+
+    assert_resume_is_exact(teacher, squares, tmp_path, **kw)
+    with pytest.raises(DistillError, match="reuse is for the trajectory and guidance methods"):
+        config(teacher, squares, tmp_path / "c", reuse=2)
 
 
 def test_progressive_rounds_halve_the_steps(teacher, squares, tmp_path):
@@ -324,6 +369,9 @@ def test_cli_distills_and_resumes(teacher, squares, tmp_path, cli):
     (["--method", "progressive"], "--method must be consistency, guidance or trajectory"),
     (["--sigma-sampling", "grid"], "for the guidance method"),
     (["--weighting", "snr"], "weighting must be one of"),
+    (["--reuse", "2"], "reuse is for the trajectory and guidance methods"),
+    (["--method", "trajectory", "--reuse", "3"], "must be a multiple of reuse"),
+    (["--method", "trajectory", "--interval-weights", "1,x"], "--interval-weights must be comma-separated numbers"),
     (["--method", "guidance", "--init", "{tmp}/nothing"], "--init"),
 ])
 def test_cli_bad_input_is_one_line(teacher, tmp_path, extra, message, cli):

@@ -266,6 +266,11 @@ def distill(
     weighting: str = typer.Option("truncated_snr", "--weighting", help="Scale of each sample's x̂0 error (guidance, "
                                   "trajectory): truncated_snr, max(1/σ, 1); sqrt_truncated_snr, its √; or uniform, "
                                   "1 (favours the high-noise steps; docs/distill.md)."),
+    interval_weights: Optional[str] = typer.Option(None, "--interval-weights", help="trajectory: K comma-separated "
+                                                   "factors on the loss of each student interval, noisiest first "
+                                                   "(e.g. 1,1,1,100)."),
+    reuse: int = typer.Option(1, "--reuse", help="trajectory, guidance: each teacher target serves R consecutive steps "
+                              "(batch-size/R fresh samples a step; ~R× fewer teacher calls per step)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
                                   "teacher solves each of the K intervals in ⌈N/K⌉ steps."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
@@ -289,10 +294,15 @@ def distill(
         "teacher": teacher, "steps": steps, "method": method, "out": str(out), "data": data, "max_steps": max_steps,
         "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
         "warmup_steps": warmup_steps, "ema_decay": ema_decay, "init": init, "sigma_sampling": sigma_sampling,
-        "ode_steps": ode_steps, "weighting": weighting,
+        "ode_steps": ode_steps, "weighting": weighting, "reuse": reuse, "interval_weights": interval_weights,
         "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
     }
+    if interval_weights is not None:
+        try:
+            names["interval_weights"] = tuple(float(v) for v in interval_weights.split(","))
+        except ValueError:
+            raise CLIError(f"--interval-weights must be comma-separated numbers, got {interval_weights!r}") from None
     # by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
     explicit = {k: v for k, v in names.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if method not in ("consistency", "guidance", "trajectory"):  # progressive stays a Python-API experiment

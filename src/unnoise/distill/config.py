@@ -46,6 +46,12 @@ class DistillConfig:
     weighting: str = "truncated_snr"  # scale of a sample's x̂0 error: max(1/σ, 1) (Salimans & Ho 2022), √, or 1.
     # Under pseudo-Huber each sample pulls with about its scale whatever its error; a v-prediction network's
     # output feels that × σ/√(1+σ²): max(1/σ, 1) pulls it equally at every σ, 1 favours high σ (distill.md).
+    interval_weights: tuple[float, ...] | None = None  # trajectory: a factor per student interval (K of them, from
+    # the noisiest) on top of the weighting, e.g. (1, 1, 1, 100): uniform, but the σ_min → 0 call pulled as hard as
+    # the others in the network's output space (distill.md)
+    reuse: int = 1  # trajectory, guidance: each teacher target serves this many consecutive steps (the batch is the
+    # fresh batch_size/reuse samples of this step and of the reuse − 1 steps before; the teacher's targets do not
+    # depend on the student, so a resume recomputes them and stays exact)
     max_steps: int = 4000  # optimiser steps in total (a resumed run continues to this)
     max_minutes: float | None = None  # stop (checkpoint, export) after this much wall time in one invocation
     batch_size: int = 32  # images per step
@@ -98,6 +104,19 @@ class DistillConfig:
             bad(f"guidance {self.guidance} lies outside the distilled range [{self.guidance_min}, {self.guidance_max}]")
         if not 0 <= self.cond_dropout < 1:
             bad(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if self.interval_weights is not None:
+            iw = self.interval_weights
+            if self.method != "trajectory":
+                bad("interval_weights are for the trajectory method (one factor per student interval)")
+            numbers = all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in iw)
+            if len(iw) != self.steps or not numbers or not all(0 < v <= 1e6 for v in iw):
+                bad(f"interval_weights must be {self.steps} positive numbers (one per student step), got {list(iw)!r}")
+        if isinstance(self.reuse, bool) or not isinstance(self.reuse, int) or not 1 <= self.reuse <= 64:
+            bad(f"reuse must be an integer from 1 to 64, got {self.reuse!r}")
+        if self.reuse > 1 and self.method not in ("trajectory", "guidance"):
+            bad("reuse is for the trajectory and guidance methods (the others' targets change with the student)")
+        if self.reuse > 1 and self.batch_size % self.reuse:
+            bad(f"batch_size ({self.batch_size}) must be a multiple of reuse ({self.reuse})")
         if not 1 <= self.max_steps <= 10_000_000:
             bad(f"max_steps must be between 1 and 10,000,000, got {self.max_steps}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
@@ -118,6 +137,8 @@ class DistillConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["adam_betas"] = list(self.adam_betas)
+        if self.interval_weights is not None:
+            d["interval_weights"] = list(self.interval_weights)
         return d
 
     @classmethod
@@ -126,8 +147,9 @@ class DistillConfig:
         if unknown:
             raise DistillError(f"invalid distillation config: unknown keys {sorted(unknown)}")
         d = dict(d)
-        if "adam_betas" in d:
-            d["adam_betas"] = tuple(d["adam_betas"])
+        for key in ("adam_betas", "interval_weights"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
         return cls(**d)
 
     def replace(self, **changes: Any) -> DistillConfig:

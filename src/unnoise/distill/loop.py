@@ -19,7 +19,8 @@ Trajectory distillation (one phase, like TRACT, Berthelot et al. 2023, with the 
 Salimans & Ho 2022) fixes the student's K-step grid σ_0 > … > σ_K = 0 (schedule.sigmas(K, spacing)): at
 x = x0 + σ_i·z the guided teacher solves the interval σ_i → σ_{i+1} with ⌈N/K⌉ DPM-Solver++(2M) steps
 (`ode_segment`), and the student learns the x̂0 whose one DDIM step lands there.  Its K-step DDIM
-sampling follows the teacher's fine solve, not the teacher's own K-step one.
+sampling follows the teacher's fine solve, not the teacher's own K-step one.  Trajectory and guidance targets
+depend on the teacher alone, so with cfg.reuse = R each serves R consecutive steps (`Distiller.teacher_batch`).
 
 Progressive distillation (Salimans & Ho 2022, Algorithm 2) halves the step count in rounds: the
 student's one DDIM step from σ_i to σ_{i+2} must land where two steps of the round's teacher do
@@ -61,22 +62,28 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
-def ode_segment(denoiser, x: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
+def ode_segment(denoiser, x: torch.Tensor, sigmas) -> torch.Tensor:
     """Solve the probability-flow ODE from σ = sigmas[0] to sigmas[-1] (which may be > 0) by
     DPM-Solver++(2M): the steps of sampling.dpm_solver.dpmpp_2m (first order at the start, the midpoint
-    correction after, x̂0 itself on a step to 0), on a piece of a grid.  denoiser(x, σ (B,)) → x̂0."""
-    history: tuple[float, torch.Tensor] | None = None  # (λ, x̂0) of the previous step
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        m0 = denoiser(x, torch.full((x.shape[0],), s, dtype=x.dtype))
-        if s_next == 0:
+    correction after, x̂0 itself on a step to 0), on a piece of a grid.  sigmas is one grid for every sample
+    (a list) or a grid per sample, (B, m + 1) — each step is then one network call for all of them.
+    denoiser(x, σ (B,)) → x̂0."""
+    grid = torch.as_tensor(sigmas, dtype=torch.float64)
+    grid = grid.expand(x.shape[0], -1) if grid.ndim == 1 else grid
+    lam = -grid.clamp(min=1e-300).log()  # λ = −log σ; the +∞ at σ = 0 is never used
+    history: tuple[torch.Tensor, torch.Tensor] | None = None  # (λ, x̂0) of the previous step
+    for j in range(grid.shape[1] - 1):
+        m0 = denoiser(x, grid[:, j].to(x.dtype))
+        ends = grid[:, j + 1] == 0  # these samples land on x̂0 itself
+        if bool(ends.all()):
             return m0
-        lam, lam_next = -math.log(s), -math.log(s_next)
-        h = lam_next - lam
-        x_next = toward(m0, x, s_next / s)  # e^{−h} = σ_{i+1}/σ_i: DDIM
+        h = lam[:, j + 1] - lam[:, j]
+        x_next = toward(m0, x, _view(grid[:, j + 1] / grid[:, j], x))  # e^{−h} = σ_{i+1}/σ_i: DDIM
         if history is not None:
-            r0 = (lam - history[0]) / h
-            x_next = x_next + (0.5 * -math.expm1(-h) / r0) * (m0 - history[1])
-        history, x = (lam, m0), x_next
+            r0 = (lam[:, j] - history[0]) / h
+            x_next = x_next + _view(0.5 * -torch.expm1(-h) / r0, x) * (m0 - history[1])
+        x_next = torch.where(ends.view(-1, *([1] * (x.ndim - 1))), m0, x_next)
+        history, x = (lam[:, j], m0), x_next
     return x
 
 
@@ -162,6 +169,7 @@ class Distiller:
         self.segments = trajectory_segments(self.schedule, cfg.steps, spacing, cfg.ode_steps)  # trajectory
         self.rounds = int(round(math.log2(cfg.ode_steps // cfg.steps))) if cfg.method == "progressive" else 1
         self.round_teacher: torch.nn.Module | None = None  # progressive, rounds ≥ 1
+        self._targets: dict[int, tuple] = {}  # trajectory, guidance: step → its fresh teacher targets (teacher_batch)
         self.step = 0
         self.elapsed = 0.0  # wall seconds over all invocations
         if resume:
@@ -228,19 +236,21 @@ class Distiller:
         return torch.where(_view(sigma, x) == 0, x, out)
 
     # --- one step --------------------------------------------------------------------------------------
-    def draw(self):
+    def draw(self, step: int | None = None, size: int | None = None):
         """Step n's batch, all from the generator of (seed, n): x0, captions, w, grid index, noise."""
         cfg = self.cfg
-        g = _step_generator(cfg.seed, self.step)
-        x0, captions = self.batches.draw(self.step, cfg.batch_size, cfg.cond_dropout, self.bank.null_index, g)
-        w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(cfg.batch_size, generator=g)
-        n = torch.randint(0, self.grid_steps(), (cfg.batch_size,), generator=g)
+        step = self.step if step is None else step
+        size = cfg.batch_size if size is None else size
+        g = _step_generator(cfg.seed, step)
+        x0, captions = self.batches.draw(step, size, cfg.cond_dropout, self.bank.null_index, g)
+        w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(size, generator=g)
+        n = torch.randint(0, self.grid_steps(), (size,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         if cfg.method == "guidance" and cfg.sigma_sampling == "grid":  # one of the K σs its sampler queries
-            n = self.student_sigmas[torch.randint(0, len(self.student_sigmas), (cfg.batch_size,), generator=g)]
+            n = self.student_sigmas[torch.randint(0, len(self.student_sigmas), (size,), generator=g)]
         elif cfg.method == "guidance":  # a continuous σ instead of a grid index, drawn last: other streams unchanged
             lo, hi = math.log(self.schedule.sigma_min), math.log(self.schedule.sigma_max)
-            n = torch.exp(lo + (hi - lo) * torch.rand(cfg.batch_size, generator=g, dtype=torch.float64))
+            n = torch.exp(lo + (hi - lo) * torch.rand(size, generator=g, dtype=torch.float64))
         cond = self.bank.condition(captions)
         uncond = self.bank.condition(torch.full_like(captions, self.bank.null_index))
         return x0, cond, uncond, w, n, noise
@@ -257,15 +267,14 @@ class Distiller:
         return self.cfg.ode_steps >> (self._round(self.step) + 1)
 
     def loss(self) -> torch.Tensor:
-        x0, cond, uncond, w, n, noise = self.draw()
-        if self.cfg.method == "consistency":
-            pred, target = self._consistency_pair(x0, cond, uncond, w, n, noise)
-        elif self.cfg.method == "guidance":
-            pred, target = self._guidance_pair(x0, cond, uncond, w, n, noise)
-        elif self.cfg.method == "trajectory":
-            pred, target = self._trajectory_pair(x0, cond, uncond, w, n, noise)
+        if self.cfg.method in ("trajectory", "guidance"):  # targets from the teacher alone: reusable
+            x, sigma, cond, w, target, scale = self.teacher_batch()
+            pred = self.student_d(x, sigma, {**cond, "guidance": w})
+            pred, target = scale * pred, scale * target
         else:
-            pred, target = self._progressive_pair(x0, cond, uncond, w, n, noise)
+            x0, cond, uncond, w, n, noise = self.draw()
+            pair = self._consistency_pair if self.cfg.method == "consistency" else self._progressive_pair
+            pred, target = pair(x0, cond, uncond, w, n, noise)
         diff = (pred - target).flatten(1)  # (B, C·H·W)
         if self.cfg.loss == "l2":
             return diff.pow(2).mean()
@@ -292,14 +301,31 @@ class Distiller:
             target = self.consistency_fn(self.target_d, x_next, sigma_next, cond, w)
         return self.consistency_fn(self.student_d, x, sigma, cond, w), target
 
-    def _guidance_pair(self, x0, cond, uncond, w, sigma, noise):
+    def teacher_batch(self):
+        """(x, σ, cond, w, target, scale) for this step: the fresh teacher targets of steps n − R + 1 … n
+        (R = cfg.reuse, batch_size/R samples each).  Kept between steps; after a resume they are recomputed
+        from the steps' seeds."""
+        r = self.cfg.reuse
+        first = max(0, self.step - r + 1)
+        self._targets = {k: v for k, v in self._targets.items() if k >= first}
+        for k in range(first, self.step + 1):
+            if k not in self._targets:
+                x0, cond, uncond, w, n, noise = self.draw(k, self.cfg.batch_size // r)
+                make = self._trajectory_target if self.cfg.method == "trajectory" else self._guidance_target
+                with torch.no_grad():
+                    x, sigma, target = make(x0, cond, uncond, w, n, noise)
+                scale = self.weight(sigma, x)
+                if self.cfg.interval_weights is not None:  # trajectory: n is the interval
+                    scale = scale * _view(torch.tensor(self.cfg.interval_weights, dtype=torch.float64)[n], x)
+                self._targets[k] = (x, sigma, cond, w, target, scale)
+        parts = [self._targets[k] for k in range(first, self.step + 1)]
+        x, sigma, w, target, scale = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3, 4, 5))
+        return x, sigma, {key: torch.cat([p[2][key] for p in parts]) for key in parts[0][2]}, w, target, scale
+
+    def _guidance_target(self, x0, cond, uncond, w, sigma, noise):
         sigma = sigma.float()  # (B,) log-uniform over [σ_min, σ_max]
         x = x0 + _view(sigma, x0) * noise
-        with torch.no_grad():
-            target = self.guided_teacher(x, sigma, cond, uncond, w)
-        pred = self.student_d(x, sigma, {**cond, "guidance": w})
-        scale = self.weight(sigma, x)
-        return scale * pred, scale * target
+        return x, sigma, self.guided_teacher(x, sigma, cond, uncond, w)
 
     def _progressive_pair(self, x0, cond, uncond, w, n, noise):
         # The round's teacher grid is every 2^(R−1−r)-th point of the N-step grid; the student's is every other one of that.
@@ -316,23 +342,21 @@ class Distiller:
         scale = self.weight(s0, x)
         return scale * pred, scale * target
 
-    def _trajectory_pair(self, x0, cond, uncond, w, n, noise):
+    def _trajectory_target(self, x0, cond, uncond, w, n, noise):
         s0 = torch.tensor([seg[0] for seg in self.segments], dtype=torch.float64)[n].float()  # (B,) σ_i
         s1 = torch.tensor([seg[-1] for seg in self.segments], dtype=torch.float64)[n].float()  # σ_{i+1}
         x = x0 + _view(s0, x0) * noise
         end = torch.empty_like(x)
-        with torch.no_grad():
-            for i in n.unique().tolist():  # the samples of one interval share its fine grid
-                idx = (n == i).nonzero().squeeze(1)
-                c, u = ({k: v[idx] for k, v in d.items()} for d in (cond, uncond))
-                teacher = partial(self.guided_teacher, cond=c, uncond=u, w=w[idx])
-                end[idx] = ode_segment(teacher, x[idx], self.segments[i])
-            # the x̂0 whose DDIM step σ_i → σ_{i+1} lands on the teacher's end point (r = 0: the end point itself)
-            r = _view(s1 / s0, x)
-            target = (end - r * x) / (1 - r)
-        pred = self.student_d(x, s0, {**cond, "guidance": w})
-        scale = self.weight(s0, x)
-        return scale * pred, scale * target
+        lengths = torch.tensor([len(seg) for seg in self.segments])[n]
+        for m in lengths.unique().tolist():  # intervals with as many fine steps are solved together, a grid per sample
+            idx = (lengths == m).nonzero().squeeze(1)
+            c, u = ({k: v[idx] for k, v in d.items()} for d in (cond, uncond))
+            teacher = partial(self.guided_teacher, cond=c, uncond=u, w=w[idx])
+            grids = torch.tensor([self.segments[i] for i in n[idx].tolist()], dtype=torch.float64)
+            end[idx] = ode_segment(teacher, x[idx], grids)
+        # the x̂0 whose DDIM step σ_i → σ_{i+1} lands on the teacher's end point (r = 0: the end point itself)
+        r = _view(s1 / s0, x)
+        return x, s0, (end - r * x) / (1 - r)
 
     def round_x0(self, x, sigma, cond, uncond, w):
         if self.round_teacher is None:
