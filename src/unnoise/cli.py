@@ -290,19 +290,20 @@ def distill(
     from .distill.loop import distill as run_distill
     from .distill.loop import resolve
 
+    weights = None
+    if interval_weights is not None:
+        try:
+            weights = tuple(float(v) for v in interval_weights.split(","))
+        except ValueError:
+            raise CLIError(f"--interval-weights must be comma-separated numbers, got {interval_weights!r}") from None
     names = {
         "teacher": teacher, "steps": steps, "method": method, "out": str(out), "data": data, "max_steps": max_steps,
         "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
         "warmup_steps": warmup_steps, "ema_decay": ema_decay, "init": init, "sigma_sampling": sigma_sampling,
-        "ode_steps": ode_steps, "weighting": weighting, "reuse": reuse, "interval_weights": interval_weights,
+        "ode_steps": ode_steps, "weighting": weighting, "reuse": reuse, "interval_weights": weights,
         "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
     }
-    if interval_weights is not None:
-        try:
-            names["interval_weights"] = tuple(float(v) for v in interval_weights.split(","))
-        except ValueError:
-            raise CLIError(f"--interval-weights must be comma-separated numbers, got {interval_weights!r}") from None
     # by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
     explicit = {k: v for k, v in names.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if method not in ("consistency", "guidance", "trajectory"):  # progressive stays a Python-API experiment
