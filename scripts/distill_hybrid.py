@@ -6,8 +6,10 @@ DPM-Solver++(2M) steps per interval) for the rest, j = 0 … K, and score each s
 
 j = K is the student alone, j = 0 the teacher alone on the student's nested grid; the FD step between
 j − 1 and j is what the student's j-th jump adds.  With --teacher-first the teacher solves the first j
-intervals and the student jumps the rest (each jump's error from the teacher's own states).  Digits
-only (FD-digits and adherence).
+intervals and the student jumps the rest (each jump's error from the teacher's own states).  With
+--last-call the student makes its first K − 1 jumps and the last interval (to 0) is finished three ways:
+the student's call, the teacher's fine solve, and the teacher's guided x̂0 in one call.  Digits only
+(FD-digits and adherence).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def main() -> None:
     ap.add_argument("-n", "--num-images", type=int, default=500)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--teacher-first", action="store_true", help="the teacher solves the first j intervals")
+    ap.add_argument("--last-call", action="store_true", help="compare finishes of the last interval instead")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -45,7 +48,8 @@ def main() -> None:
     if t_info.dataset != "digits":
         raise SystemExit("digits students only")
     schedule = schedules.get(t_info.schedule, t_info.num_train_steps)
-    segments = trajectory_segments(schedule, cfg["steps"], cfg["spacing"], cfg["ode_steps"])
+    segments = trajectory_segments(schedule, cfg["steps"], cfg["spacing"], cfg["ode_steps"],
+                                   cfg.get("last_target", "ode"))
     w = float(s_info.defaults["guidance"])
     judge = DigitsJudge(fd_enl0=False)
     per = max(1, args.num_images // 10)
@@ -67,15 +71,32 @@ def main() -> None:
 
     print(f"{args.student}: K = {len(segments)}, teacher steps per interval {[len(s) - 1 for s in segments]}, "
           f"w = {w}, {len(labels)} images")
+    def student_jump(x, seg):  # the student's DDIM jump σ_i → σ_{i+1}
+        x0 = s_den(x, torch.full((len(x),), seg[0]), {**cond, "guidance": ws}).clamp(-1.0, 1.0)
+        return toward(x0, x, seg[-1] / seg[0])
+
+    if args.last_call:
+        with torch.no_grad():
+            x = start.clone()
+            for seg in segments[:-1]:
+                x = student_jump(x, seg)
+            fine = trajectory_segments(schedule, cfg["steps"], cfg["spacing"], cfg["ode_steps"])[-1]
+            finishes = {"student, 1 call": student_jump(x, segments[-1]),
+                        f"teacher fine solve, {len(fine) - 1} calls": ode_segment(guided, x, fine),
+                        "teacher x̂0, 1 call": ode_segment(guided, x, [segments[-1][0], 0.0])}
+            print(f"the student's first {len(segments) - 1} jumps to σ = {segments[-1][0]:.4g}, then:")
+            for name, y in finishes.items():
+                m = judge.score(y.clamp(-1, 1), labels)
+                print(f"{name:>32} adherence {m['adherence']:.3f} FD-digits {m['fd_digits']:.2f}", flush=True)
+        return
     first = "teacher" if args.teacher_first else "student"
     print(f"{first + ' first j':>15} {'teacher calls':>13} {'adherence':>9} {'FD-digits':>9}")
     with torch.no_grad():
         for j in range(len(segments) + 1):
             x = start.clone()
             for i, seg in enumerate(segments):
-                if (i < j) != args.teacher_first:  # the student's DDIM jump σ_i → σ_{i+1}
-                    x0 = s_den(x, torch.full((len(x),), seg[0]), {**cond, "guidance": ws}).clamp(-1.0, 1.0)
-                    x = toward(x0, x, seg[-1] / seg[0])
+                if (i < j) != args.teacher_first:
+                    x = student_jump(x, seg)
                 else:
                     x = ode_segment(guided, x, seg)
             calls = sum(len(s) - 1 for s in (segments[:j] if args.teacher_first else segments[j:]))

@@ -121,6 +121,13 @@ def test_compare_samples_same_seeds_and_prompts(teacher, distilled):
     again = compare_samples(teacher, model_dir, ["a blue square"], [1], nfe_teacher=(4,), nfe_student=(1,))
     torch.testing.assert_close(again["teacher"][4][0], got["teacher"][4][3])
     torch.testing.assert_close(again["student"][1][0], got["student"][1][3])
+    # the teacher paints on its own spacing unless told another; the student's images do not change with it
+    other = compare_samples(teacher, model_dir, ["a blue square"], [1], nfe_teacher=(4,), nfe_student=(1,),
+                            teacher_spacing="log_snr_trailing")
+    assert not torch.allclose(other["teacher"][4][0], got["teacher"][4][3], atol=1e-4)
+    torch.testing.assert_close(other["student"][1][0], got["student"][1][3])
+    with pytest.raises(ValueError, match="unknown spacing 'uniform'"):
+        compare_samples(teacher, model_dir, ["a blue square"], [1], nfe_teacher=(4,), teacher_spacing="uniform")
 
 
 def assert_resume_is_exact(teacher, squares, tmp_path, **kw):
@@ -235,6 +242,10 @@ def test_ode_segment_is_dpmpp_2m_and_solves_the_gaussian_ode():
     assert [seg[0] for seg in segments] == coarse[:-1] and [seg[-1] for seg in segments] == coarse[1:]
     flat = [segments[0][0]] + [p for seg in segments for p in seg[1:]]
     np.testing.assert_allclose(flat, schedule.sigmas(16, "log_snr").numpy(), rtol=1e-12)
+    trailing = trajectory_segments(schedule, 4, "log_snr_trailing", 20)  # four real jumps, the last one to 0
+    assert [len(seg) - 1 for seg in trailing] == [5, 5, 5, 5]
+    assert [seg[0] for seg in trailing] == schedule.sigmas(4, "log_snr_trailing").tolist()[:-1]
+    assert trailing[3][-2] == pytest.approx(schedule.sigma_min) and trailing[3][-1] == 0.0  # teacher: to σ_min, then x̂0
     one = trajectory_segments(schedule, 1, "karras", 4)  # one interval σ_max → 0: log-uniform to σ_min, then x̂0
     assert [len(seg) - 1 for seg in one] == [4] and one[0][-2] == pytest.approx(schedule.sigma_min)
 
@@ -263,6 +274,31 @@ def test_trajectory_distillation_follows_the_teachers_fine_solve(teacher, square
     meta = json.loads((model_dir / "unnoise.json").read_text())
     assert meta["defaults"]["sampler"] == "ddim" and meta["defaults"]["steps"] == 2
     assert meta["training"]["method"] == "trajectory"
+
+
+def test_last_target_x0_teaches_the_last_call_the_teachers_own_x0(teacher, squares, tmp_path):
+    """last_target="x0": the interval that ends at 0 is one teacher call (its guided x̂0 at the student's last
+    σ, a final denoising step) instead of the fine solve; the other intervals keep theirs."""
+    d = Distiller(config(teacher, squares, tmp_path / "x0", method="trajectory", steps=2, ode_steps=8,
+                         spacing="log_snr_trailing", last_target="x0"), quiet=True)
+    coarse = d.schedule.sigmas(2, "log_snr_trailing").tolist()
+    assert [len(seg) - 1 for seg in d.segments] == [4, 1] and d.segments[1] == [coarse[1], 0.0]
+    assert coarse[1] > 10 * d.schedule.sigma_min  # never a call at σ_min
+    x0, cond, uncond, w, n, noise = d.draw(0, 16)
+    x, sigma, target = d._trajectory_target(x0, cond, uncond, w, n, noise)
+    last = n == 1
+    assert last.any() and (~last).any()
+    pick = lambda c: {k: v[last] for k, v in c.items()}  # noqa: E731
+    direct = d.guided_teacher(x[last], sigma[last], pick(cond), pick(uncond), w[last])
+    torch.testing.assert_close(target[last], direct, rtol=1e-5, atol=1e-5)
+    ode = Distiller(config(teacher, squares, tmp_path / "ode", method="trajectory", steps=2, ode_steps=8,
+                           spacing="log_snr_trailing"), quiet=True)
+    assert [len(seg) - 1 for seg in ode.segments] == [4, 4]  # the default: to σ_min in 3 steps, then x̂0
+    _, _, target_ode = ode._trajectory_target(x0, cond, uncond, w, n, noise)
+    torch.testing.assert_close(target_ode[~last], target[~last], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(target_ode[last], target[last], atol=1e-4)
+    with pytest.raises(DistillError, match="last_target must be ode or x0"):
+        config(teacher, squares, tmp_path / "c", method="trajectory", last_target="x1")
 
 
 def test_weighting_scales_each_samples_error(teacher, squares, tmp_path):
@@ -370,6 +406,7 @@ def test_cli_distills_and_resumes(teacher, squares, tmp_path, cli):
     (["--sigma-sampling", "grid"], "for the guidance method"),
     (["--weighting", "snr"], "weighting must be one of"),
     (["--reuse", "2"], "reuse is for the trajectory and guidance methods"),
+    (["--last-target", "x0"], "last_target is for the trajectory method"),
     (["--method", "trajectory", "--reuse", "3"], "must be a multiple of reuse"),
     (["--method", "trajectory", "--interval-weights", "1,x"], "--interval-weights must be comma-separated numbers"),
     (["--method", "guidance", "--init", "{tmp}/nothing"], "--init"),

@@ -148,6 +148,7 @@ def test_eval_distill_tables_teacher_against_student(tmp_path):
     (["sweep", "--samplers", "warp_drive"], "warp_drive"),
     (["quality", "--model", "no-such-model"], "no-such-model"),
     (["quality", "--model", "digits", "-n", "1"], "--num-images must be from 2"),
+    (["distill", "--teacher", "digits", "--student", "x", "--teacher-spacing", "uniform"], "--teacher-spacing must be one of"),
 ])
 def test_eval_cli_bad_input_is_one_line(args, message, capsys):
     from unnoise.cli import main

@@ -78,7 +78,8 @@ def test_guidance_dial_paints_every_scale_side_by_side(page):
 
 def test_the_steps_chart_and_the_comparison(page):
     chart = page.evaluate("window.lab.stepsChart")  # drawn before any run, from /api/spacings
-    assert [r["spacing"] for r in chart["spacings"]] == ["leading", "linspace", "trailing", "karras", "log_snr"]
+    assert [r["spacing"] for r in chart["spacings"]] == ["leading", "linspace", "trailing", "karras", "log_snr",
+                                                          "log_snr_trailing"]
     assert page.inner_text("#steps-legend").startswith("Each dot is where one of the 8 steps starts")
     page.fill("#steps-prompt", "a red square")
     page.fill("#steps-steps", "4")
@@ -86,9 +87,9 @@ def test_the_steps_chart_and_the_comparison(page):
     page.wait_for_function("window.lab.steps && window.lab.steps.finished", timeout=60_000)
     assert page.evaluate("window.lab.stepsChart.steps") == 4  # the model schedule's chart for the run
     titles = page.eval_on_selector_all("#steps-tiles figcaption b", "bs => bs.map(b => b.textContent)")
-    assert titles == ["leading", "linspace", "trailing", "karras", "log_snr", "reference"]
+    assert titles == ["leading", "linspace", "trailing", "karras", "log_snr", "log_snr_trailing", "reference"]
     lines = page.eval_on_selector_all("#steps-tiles figcaption span", "s => s.map(x => x.textContent)")
-    assert all(line.startswith("shapes off ") for line in lines[:5]) and "50 steps" in lines[5]
+    assert all(line.startswith("shapes off ") for line in lines[:6]) and "50 steps" in lines[6]
     verdict = page.inner_text("#steps-verdict")
     assert verdict.startswith("In this run ") and "So " in verdict  # a verdict from the numbers, whichever it is
     page.locator("#steps").screenshot(path=ARTIFACTS / "steps.png")

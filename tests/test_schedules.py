@@ -128,6 +128,22 @@ def test_timestep_spacings_place_every_count_up_to_T(spacing):
         assert len(ts) == steps and bool((ts[:-1] > ts[1:]).all()) and 0 <= int(ts[-1]) and int(ts[0]) <= 999
 
 
+@pytest.mark.parametrize("name", ALL)
+@settings(max_examples=10, deadline=None)
+@given(steps=st.integers(1, 1000))
+def test_log_snr_trailing_is_log_snr_one_step_longer_without_sigma_min(name, steps):
+    s = schedules.get(name)
+    sig, longer = s.sigmas(steps, "log_snr_trailing"), s.sigmas(steps + 1, "log_snr")
+    assert torch.equal(sig[:-1], longer[:-2]) and sig[-1] == 0  # the same points; the call at σ_min is gone
+    log_sig = sig[:-1].log()
+    if steps > 1:  # every step spans the same log-SNR, and so does the dropped one below the last call
+        gaps = log_sig[:-1] - log_sig[1:]
+        assert torch.allclose(gaps, gaps[0].expand_as(gaps), rtol=1e-9, atol=0)
+        assert math.isclose(gaps[0].item(), log_sig[-1].item() - math.log(s.sigma_min), rel_tol=1e-9)
+    else:
+        assert math.isclose(sig[0].item(), s.sigma_max, rel_tol=1e-12)
+
+
 def test_default_sigmas_contract():
     s = schedules.get("linear", num_steps=1000)
     sig = s.sigmas(20)

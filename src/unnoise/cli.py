@@ -80,7 +80,7 @@ def paint(
     out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output PNG; with -k > 1: STEM-1.png … STEM-k.png."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
     guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Guidance rescale φ (Lin et al. 2023), 0 … 1."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, trailing, leading, linspace."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, trailing, leading, linspace."),
     grid: bool = typer.Option(False, "--grid", help="Also write all images as one grid, STEM-grid.png."),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
     strength: Optional[float] = typer.Option(None, "--strength", help="How far to noise --init-image, (0, 1] (default: 0.6)."),
@@ -269,8 +269,12 @@ def distill(
     interval_weights: Optional[str] = typer.Option(None, "--interval-weights", help="trajectory: K comma-separated "
                                                    "factors on the loss of each student interval, noisiest first "
                                                    "(e.g. 1,1,1,100)."),
+    last_target: str = typer.Option("ode", "--last-target", help="trajectory, the last interval (to 0): ode, the "
+                                    "teacher's fine solve; or x0, its guided x̂0 at the last σ (a final denoising step)."),
     reuse: int = typer.Option(1, "--reuse", help="trajectory, guidance: each teacher target serves R consecutive steps "
                               "(batch-size/R fresh samples a step; ~R× fewer teacher calls per step)."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="The student's σ grid (and the teacher's inside it): "
+                                          "log_snr_trailing never calls at σ_min (default: the teacher's spacing)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
                                   "teacher solves each of the K intervals in ⌈N/K⌉ steps."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
@@ -300,7 +304,8 @@ def distill(
         "teacher": teacher, "steps": steps, "method": method, "out": str(out), "data": data, "max_steps": max_steps,
         "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
         "warmup_steps": warmup_steps, "ema_decay": ema_decay, "init": init, "sigma_sampling": sigma_sampling,
-        "ode_steps": ode_steps, "weighting": weighting, "reuse": reuse, "interval_weights": weights,
+        "ode_steps": ode_steps, "spacing": spacing, "weighting": weighting, "last_target": last_target, "reuse": reuse,
+        "interval_weights": weights,
         "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
     }

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 NAMES = ("linear", "cosine", "sigmoid")
-SPACINGS = ("leading", "linspace", "trailing", "karras", "log_snr")
+SPACINGS = ("leading", "linspace", "trailing", "karras", "log_snr", "log_snr_trailing")
 ZTSNR_SUFFIX = "+ztsnr"
 MAX_TRAIN_STEPS = 100_000
 MAX_INFERENCE_STEPS = 10_000
@@ -205,6 +205,13 @@ class Schedule:
             _check_steps(steps)
             # uniform in log-SNR = −2 log σ
             sig = torch.linspace(math.log(self.sigma_max), math.log(self.sigma_min), steps, dtype=torch.float64).exp()
+        elif spacing == "log_snr_trailing":
+            _check_steps(steps)
+            # log_snr over steps + 1 points without the last (σ_min): every step spans the same log-SNR, and
+            # the last one goes to 0 from σ_max·(σ_min/σ_max)^((steps − 1)/steps) — never a call at σ_min.
+            # For few-step (distilled) samplers, like "trailing" leaving out the steps at t ≈ 0.
+            sig = torch.linspace(math.log(self.sigma_max), math.log(self.sigma_min), steps + 1, dtype=torch.float64)
+            sig = sig[:-1].exp()
         else:
             raise ScheduleError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
         return torch.cat([sig, sig.new_zeros(1)])

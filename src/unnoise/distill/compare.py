@@ -21,13 +21,15 @@ def compare_samples(
     nfe_student: Sequence[int] = (1, 2, 4),
     *,
     guidance: float | None = None,
+    teacher_spacing: str | None = None,
 ) -> dict[str, dict[int, torch.Tensor]]:
     """{"teacher": {nfe: images}, "student": {nfe: images}}, images (P·S, C, H, W) in [−1, 1], prompt-major
     (row p·S + s is prompt p with seed s), the same start noise for both.
 
     The teacher paints with dpmpp_2m (1 network evaluation per step, CFG doubling the batch) and the
     student with its own default sampler (1 per step, no doubling), both at the student's default
-    guidance scale unless `guidance` is given, with the student's default spacing.
+    guidance scale unless `guidance` is given.  Each paints on its own default σ spacing (a student's
+    grid may differ from its teacher's, e.g. log_snr_trailing), the teacher on `teacher_spacing` if given.
     """
     from ..conditioning.text import TextEncoder
     from ..modeldir import load_model_dir
@@ -38,7 +40,10 @@ def compare_samples(
         raise ValueError(f"teacher and student paint different shapes: {t_info.channels}×{t_info.image_size}² vs "
                          f"{s_info.channels}×{s_info.image_size}²")
     w = float(s_info.defaults.get("guidance", 3.0) if guidance is None else guidance)
-    spacing = s_info.defaults.get("spacing", schedules.DEFAULT_SPACING)
+    s_spacing = s_info.defaults.get("spacing", schedules.DEFAULT_SPACING)
+    t_spacing = teacher_spacing or t_info.defaults.get("spacing", schedules.DEFAULT_SPACING)
+    if t_spacing not in schedules.SPACINGS:
+        raise ValueError(f"unknown spacing {t_spacing!r}; choose from {', '.join(schedules.SPACINGS)}")
     sampler = s_info.defaults.get("sampler", "consistency")
     for nfe in (*nfe_teacher, *nfe_student):
         if isinstance(nfe, bool) or not isinstance(nfe, int) or not 1 <= nfe <= 1000:
@@ -55,9 +60,10 @@ def compare_samples(
     out: dict[str, dict[int, torch.Tensor]] = {"teacher": {}, "student": {}}
     for nfe in nfe_teacher:
         out["teacher"][nfe] = generate(teacher, t_sched, t_info.prediction_type, cond, uncond, shape=shape,
-                                       seeds=all_seeds, steps=nfe, guidance=w, sampler="dpmpp_2m", spacing=spacing)
+                                       seeds=all_seeds, steps=nfe, guidance=w, sampler="dpmpp_2m",
+                                       spacing=t_spacing)
     for nfe in nfe_student:
         # a student's network has the guidance embedding: generate passes w as an input, no CFG batch
         out["student"][nfe] = generate(student, s_sched, s_info.prediction_type, cond, None, shape=shape,
-                                       seeds=all_seeds, steps=nfe, guidance=w, sampler=sampler, spacing=spacing)
+                                       seeds=all_seeds, steps=nfe, guidance=w, sampler=sampler, spacing=s_spacing)
     return out

@@ -49,6 +49,8 @@ class DistillConfig:
     interval_weights: tuple[float, ...] | None = None  # trajectory: a factor per student interval (K of them, from
     # the noisiest) on top of the weighting, e.g. (1, 1, 1, 100): uniform, but the σ_min → 0 call pulled as hard as
     # the others in the network's output space (distill.md)
+    last_target: str = "ode"  # trajectory, the interval that ends at 0: the teacher's fine solve to 0 ("ode"), or
+    # its guided x̂0 at the interval's start in one call ("x0": a final denoising step; better FD on digits, distill.md)
     reuse: int = 1  # trajectory, guidance: each teacher target serves this many consecutive steps (the batch is the
     # fresh batch_size/reuse samples of this step and of the reuse − 1 steps before; the teacher's targets do not
     # depend on the student, so a resume recomputes them and stays exact)
@@ -111,6 +113,10 @@ class DistillConfig:
             numbers = all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in iw)
             if len(iw) != self.steps or not numbers or not all(0 < v <= 1e6 for v in iw):
                 bad(f"interval_weights must be {self.steps} positive numbers (one per student step), got {list(iw)!r}")
+        if self.last_target not in ("ode", "x0"):
+            bad(f"last_target must be ode or x0, got {self.last_target!r}")
+        if self.last_target != "ode" and self.method != "trajectory":
+            bad("last_target is for the trajectory method (the target of its last interval)")
         if isinstance(self.reuse, bool) or not isinstance(self.reuse, int) or not 1 <= self.reuse <= 64:
             bad(f"reuse must be an integer from 1 to 64, got {self.reuse!r}")
         if self.reuse > 1 and self.method not in ("trajectory", "guidance"):

@@ -87,17 +87,20 @@ def ode_segment(denoiser, x: torch.Tensor, sigmas) -> torch.Tensor:
     return x
 
 
-def trajectory_segments(schedule, steps: int, spacing: str, ode_steps: int) -> list[list[float]]:
+def trajectory_segments(schedule, steps: int, spacing: str, ode_steps: int, last: str = "ode") -> list[list[float]]:
     """The teacher's fine grid inside each of the student's K intervals σ_i → σ_{i+1}: ⌈N/K⌉ steps
     uniform in log σ; the interval that ends at 0 goes log-uniformly to σ_min, then one step to 0 (for
-    the log_snr spacing these are exactly the points of schedule.sigmas(⌈N/K⌉·(K−1) + 1))."""
+    the log_snr spacing these are exactly the points of schedule.sigmas(⌈N/K⌉·(K−1) + 1); with
+    log_snr_trailing the student's last call is at σ_max·(σ_min/σ_max)^((K−1)/K), and its interval, too,
+    gets ⌈N/K⌉ teacher steps).  last="x0": the interval that ends at 0 is one step, [σ_{K−1}, 0]: the
+    teacher's x̂0 at σ_{K−1}."""
     coarse = schedule.sigmas(steps, spacing).tolist()
     m = max(1, math.ceil(ode_steps / steps))
     out = []
     for a, b in zip(coarse[:-1], coarse[1:]):
         if b > 0:
             seg = torch.linspace(math.log(a), math.log(b), m + 1, dtype=torch.float64).exp().tolist()
-        elif m > 1 and a > schedule.sigma_min * (1 + 1e-6):
+        elif m > 1 and a > schedule.sigma_min * (1 + 1e-6) and last == "ode":
             seg = torch.linspace(math.log(a), math.log(schedule.sigma_min), m, dtype=torch.float64).exp().tolist() + [0.0]
         else:
             seg = [a, 0.0]
@@ -166,7 +169,7 @@ class Distiller:
         self.target_d = DiscreteDenoiser(self.target, self.schedule, self.prediction_type)
         self.sigmas = self.schedule.sigmas(cfg.ode_steps, spacing)  # (N + 1,) float64, last 0
         self.student_sigmas = self.schedule.sigmas(cfg.steps, spacing)[:-1]  # (K,) the σs its K-step sampler queries
-        self.segments = trajectory_segments(self.schedule, cfg.steps, spacing, cfg.ode_steps)  # trajectory
+        self.segments = trajectory_segments(self.schedule, cfg.steps, spacing, cfg.ode_steps, cfg.last_target)
         self.rounds = int(round(math.log2(cfg.ode_steps // cfg.steps))) if cfg.method == "progressive" else 1
         self.round_teacher: torch.nn.Module | None = None  # progressive, rounds ≥ 1
         self._targets: dict[int, tuple] = {}  # trajectory, guidance: step → its fresh teacher targets (teacher_batch)

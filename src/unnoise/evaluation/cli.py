@@ -158,17 +158,22 @@ def distill(
     num_images: int = typer.Option(200, "--num-images", "-n", help="Images per point (prompts × seeds)."),
     teacher_nfe: str = typer.Option("4,8,20,50", "--teacher-nfe", help="The teacher's dpmpp_2m step counts."),
     student_nfe: str = typer.Option("1,2,4", "--student-nfe", help="The student's step counts."),
+    teacher_spacing: Optional[str] = typer.Option(None, "--teacher-spacing",
+                                                  help="The teacher's σ spacing (default: its own; students use theirs)."),
     out: Path = typer.Option(Path("evals/distill"), "--out", "-o", help="Directory for results and plot.png."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
 ) -> None:
     """Teacher (dpmpp_2m at 4–50 calls) against its distilled students (1–4 calls): one table, one plot."""
     import torch
 
+    from .. import schedules
     from ..distill import compare_samples
     from ..modeldir import load_model_dir
     from .plots import plot_sweep
     from .quality import EMOJI_NAMES, DigitsJudge, judge_for, write_table
 
+    if teacher_spacing is not None and teacher_spacing not in schedules.SPACINGS:
+        raise EvalError(f"--teacher-spacing must be one of {', '.join(schedules.SPACINGS)}, got {teacher_spacing!r}")
     painter = _setup(teacher, threads, num_images)
     judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
     if isinstance(judge, DigitsJudge):
@@ -188,9 +193,10 @@ def distill(
         _, s_info, _ = load_model_dir(path)
         method = s_info.training.get("method", "?")
         samples = compare_samples(painter.path, path, prompts, list(range(per)),
-                                  _ints(teacher_nfe, "--teacher-nfe") if i == 0 else (), _ints(student_nfe, "--student-nfe"))
+                                  _ints(teacher_nfe, "--teacher-nfe") if i == 0 else (), _ints(student_nfe, "--student-nfe"),
+                                  teacher_spacing=teacher_spacing)
         if i == 0:
-            score("teacher", "teacher dpmpp_2m", samples["teacher"])
+            score("teacher", "teacher dpmpp_2m" + (f" {teacher_spacing}" if teacher_spacing else ""), samples["teacher"])
         label = f"student {method} ({s_info.defaults.get('sampler', 'consistency')})"
         score("student", label + (f" {i + 1}" if any(r["sampler"] == label for r in rows) else ""), samples["student"])
     write_table(rows, out, f"unnoise eval distill — {teacher} vs {', '.join(map(str, student))}")

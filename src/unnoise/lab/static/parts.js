@@ -124,7 +124,7 @@ export function wireDial(status) {
 }
 
 // --- part 7: where the steps go ------------------------------------------------------------------------------
-const SPACING_COLORS = { leading: "#b0328f", linspace: "#2f6fd6", trailing: "#e07a2e", karras: "#1d8a5a", log_snr: "#6b4fd6" };
+const SPACING_COLORS = { leading: "#b0328f", linspace: "#2f6fd6", trailing: "#e07a2e", karras: "#1d8a5a", log_snr: "#6b4fd6", log_snr_trailing: "#8c6d1f" };
 
 function fmtSigma(s) { return s >= 100 ? s.toFixed(0) : s >= 1 ? s.toFixed(1) : s.toPrecision(2); }
 const lastSigma = (row) => row.sigmas[row.sigmas.length - 2]; // the smallest σ > 0: the last step starts there
@@ -136,8 +136,10 @@ function drawStepsChart() {
   if (canvas.width !== Math.round(W * dpr)) { canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr); }
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, W, H);
-  const narrow = W < 520, pad = { left: 70, right: narrow ? 12 : 112, top: 22, bottom: 40 };
   const T = chart.num_steps, rows = chart.spacings;
+  g.font = "12.5px system-ui, sans-serif"; // the row labels: the left margin fits the longest
+  const labelW = Math.max(0, ...rows.map((r) => g.measureText(r.spacing).width));
+  const narrow = W < 520, pad = { left: Math.ceil(labelW) + 16, right: narrow ? 12 : 112, top: 22, bottom: 40 };
   const x = (t) => pad.left + (1 - t / (T - 1)) * (W - pad.left - pad.right); // noisy on the left: the reverse runs left to right
   const rowH = (H - pad.top - pad.bottom) / rows.length, y = (k) => pad.top + (k + 0.5) * rowH;
   const cx = x(chart.crossing_step), bottom = H - pad.bottom;
