@@ -201,17 +201,14 @@ class Schedule:
             ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
             lo, hi = self.sigma_min ** (1 / rho), self.sigma_max ** (1 / rho)
             sig = (hi + ramp * (lo - hi)) ** rho
-        elif spacing == "log_snr":
+        elif spacing in ("log_snr", "log_snr_trailing"):
             _check_steps(steps)
-            # uniform in log-SNR = −2 log σ
-            sig = torch.linspace(math.log(self.sigma_max), math.log(self.sigma_min), steps, dtype=torch.float64).exp()
-        elif spacing == "log_snr_trailing":
-            _check_steps(steps)
-            # log_snr over steps + 1 points without the last (σ_min): every step spans the same log-SNR, and
-            # the last one goes to 0 from σ_max·(σ_min/σ_max)^((steps − 1)/steps) — never a call at σ_min.
-            # For few-step (distilled) samplers, like "trailing" leaving out the steps at t ≈ 0.
-            sig = torch.linspace(math.log(self.sigma_max), math.log(self.sigma_min), steps + 1, dtype=torch.float64)
-            sig = sig[:-1].exp()
+            # uniform in log-SNR = −2 log σ.  log_snr_trailing: over steps + 1 points without the last (σ_min),
+            # so the last step goes to 0 from σ_max·(σ_min/σ_max)^((steps − 1)/steps) — never a call at σ_min
+            # (for few-step distilled samplers; like "trailing", it leaves out the steps at t ≈ 0)
+            points = steps + (spacing == "log_snr_trailing")
+            sig = torch.linspace(math.log(self.sigma_max), math.log(self.sigma_min), points, dtype=torch.float64)
+            sig = sig[:steps].exp()
         else:
             raise ScheduleError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
         return torch.cat([sig, sig.new_zeros(1)])
