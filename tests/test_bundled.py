@@ -25,11 +25,18 @@ def test_bundled_model_is_small_documented_and_loads(name):
     assert {"config.json", "model.safetensors", "unnoise.json", "MODEL.md"} <= set(files)
     assert all(size < 20 * 2**20 for size in files.values())
     card = (d / "MODEL.md").read_text()
-    assert "unnoise train --data" in card and "compute time" in card and "machine:" in card
+    assert "compute time" in card and "machine:" in card
     info = json.loads((d / "unnoise.json").read_text())
-    assert info["dataset"] == name and info["training"]["steps"] > 0
+    assert info["training"]["steps"] > 0
+    teacher = info["training"].get("distilled_from")
+    if teacher is None:  # trained: the card has its `unnoise train` command
+        assert "unnoise train --data" in card and info["dataset"] == name
+    else:  # a distilled student: of a bundled teacher (by name, not a path), with its teacher's data and vocabulary
+        assert f"unnoise distill --teacher {teacher}" in card and teacher in BUNDLED
+        assert info["dataset"] == json.loads((resolve(teacher) / "unnoise.json").read_text())["dataset"]
+        assert (d / "vocabulary.safetensors").read_bytes() == (resolve(teacher) / "vocabulary.safetensors").read_bytes()
     painter = Painter.from_pretrained(name)
-    assert painter.shape == ((3, 32, 32) if name == "emoji" else (1, 32, 32))
+    assert painter.shape == ((3, 32, 32) if info["dataset"] == "emoji" else (1, 32, 32))
 
 
 def test_emoji_is_the_default_model_and_paints_rgb():
@@ -51,6 +58,28 @@ def test_bundled_digits_paint_the_prompted_digit():
     labels = torch.arange(30) % 10
     x, nfe = paint_many(painter, [f"a handwritten {WORDS[d]}" for d in labels.tolist()], list(range(30)), Setting(steps=10))
     assert nfe == 10
+    with torch.inference_mode():
+        read = load_classifier()(x).argmax(1)
+    assert (read == labels).double().mean() >= 0.9
+
+
+def test_bundled_digits_fast_paints_the_prompted_digit_in_four_single_batch_calls():
+    """The distilled student: 4 network calls of one batch each (w is an input, no CFG doubling); the FD and
+    adherence over 500 images against its teacher are measured by `unnoise eval distill` (docs/distill.md)."""
+    from unnoise.data.digits import WORDS
+    from unnoise.evaluation.classifier import load_classifier
+    from unnoise.evaluation.quality import Setting, paint_many
+
+    painter = Painter.from_pretrained("digits-fast")
+    d = painter.defaults
+    assert (d["sampler"], d["steps"], d["spacing"]) == ("ddim", 4, "log_snr_trailing")
+    labels = torch.arange(30) % 10
+    batches = []
+    hook = painter.model.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    x, nfe = paint_many(painter, [f"a handwritten {WORDS[d]}" for d in labels.tolist()], list(range(30)),
+                        Setting(sampler="ddim", steps=4, guidance=d["guidance"]))
+    hook.remove()
+    assert nfe == 4 and batches == [30] * 4
     with torch.inference_mode():
         read = load_classifier()(x).argmax(1)
     assert (read == labels).double().mean() >= 0.9

@@ -423,3 +423,44 @@ def test_cli_unknown_teacher_and_existing_run(teacher, squares, tmp_path, cli):
     (tmp_path / "r" / "checkpoints").mkdir(parents=True)
     code, _, err = cli(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "r")])
     assert code == 2 and "already holds a run" in err
+
+
+def test_export_of_a_distill_run_bundles_the_student_with_its_card(teacher, squares, tmp_path, cli):
+    """`unnoise export RUN` on a distillation run: the run's student, the teacher's vocabulary, and a card
+    whose `unnoise distill` command rebuilds the run's config (checked through --dry-run)."""
+    import shlex
+    import shutil
+
+    from unnoise.conditioning.text import TextEncoder
+    from unnoise.conditioning.vocabulary import FILE, Vocabulary
+
+    own = tmp_path / "teacher"
+    shutil.copytree(teacher, own)
+    Vocabulary.build(list(COLOURS), TextEncoder.load()).save(own)
+    run = tmp_path / "run"
+    code, _, err = cli(["distill", "--teacher", str(own), "--data", str(squares), "--out", str(run), "--steps", "2",
+                        "--method", "trajectory", "--reuse", "2", "--batch-size", "4", "--max-steps", "2",
+                        "--lr-decay", "cosine", "--ema-decay", "0.9", "--ode-steps", "4", "--threads", "1"])
+    assert code == 0, err
+    assert (run / "model" / FILE).read_bytes() == (own / FILE).read_bytes()  # the student reads prompts as its teacher
+    code, stdout, err = cli(["export", str(run), "--out", str(tmp_path / "fast"), "--card", "squares-fast"])
+    assert code == 0 and "exported the student" in stdout, err
+    fast = tmp_path / "fast"
+    assert (fast / "model.safetensors").read_bytes() == (run / "model" / "model.safetensors").read_bytes()
+    assert (fast / FILE).read_bytes() == (own / FILE).read_bytes() and (fast / "loss.png").exists()
+    info = json.loads((fast / "unnoise.json").read_text())
+    assert info["training"]["distilled_from"] == str(own) and info["training"]["steps"] == 2
+    card = (fast / "MODEL.md").read_text()
+    assert "# `squares-fast`" in card and "A 2-call student" in card and "machine:" in card and "compute time" in card
+    assert "--model squares-fast` uses ddim, 2 steps" in card and "copied in by the export" in card
+    (command,) = [line for line in card.splitlines() if line.startswith("unnoise distill ")]
+    args = shlex.split(command.split("   #")[0])[1:]
+    assert "--lr-decay" in args and "--ema-decay" in args and "--max-minutes" not in args  # non-defaults only
+    args[args.index("--out") + 1] = str(tmp_path / "again")
+    code, stdout, err = cli([*args, "--dry-run"])
+    assert code == 0, err
+    rebuilt, saved = json.loads(stdout), json.loads((run / "config.json").read_text())
+    assert {**rebuilt, "out": None} == {**saved, "out": None}
+    assert Painter.from_pretrained(fast)("a red square", seed=0)[0].size == (16, 16)
+    code, _, err = cli(["export", str(run), "--out", str(tmp_path / "x"), "--steps", "4"])
+    assert code == 2 and "distilled for" in err and err.count("\n") == 1

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
-    dirs = tiny_model_dirs(tmp_path_factory)
+    dirs = tiny_model_dirs(tmp_path_factory, student=True)
     with serving(create_app(generate=PainterFactory(dirs))) as url:
         yield url
 
@@ -31,7 +31,24 @@ def test_pickers_come_from_the_server(page):
         assert page.eval_on_selector_all(f"{select} option", "os => os.map(o => o.value)") == list(SAMPLERS), select
         assert page.input_value(select) == "dpmpp_2m"
     for select in ("#learn-model", "#i2i-model", "#dial-model", "#steps-model"):
-        assert page.eval_on_selector_all(f"{select} option", "os => os.map(o => o.value)") == ["colour", "grey"]
+        assert page.eval_on_selector_all(f"{select} option", "os => os.map(o => o.value)") == ["colour", "grey", "student"]
+
+
+def test_picking_a_model_fills_in_its_own_defaults(page):
+    """A distilled student paints with its own sampler and steps, and the dial spans the w it learned."""
+    assert (page.input_value("#learn-steps"), page.input_value("#learn-guidance")) == ("20", "3")
+    page.select_option("#learn-model", "student")
+    assert (page.input_value("#learn-sampler"), page.input_value("#learn-steps"), page.input_value("#learn-guidance")) \
+        == ("ddim", "4", "2")
+    page.select_option("#dial-model", "student")
+    assert (page.input_value("#dial-sampler"), page.input_value("#dial-steps")) == ("ddim", "4")
+    assert page.input_value("#dial-scales") == "1, 2.25, 3.5, 4.75, 6"
+    page.select_option("#steps-model", "student")
+    assert (page.input_value("#steps-sampler"), page.input_value("#steps-steps")) == ("ddim", "8")  # its own count
+    for prefix in ("learn", "dial", "steps"):
+        page.select_option(f"#{prefix}-model", "colour")
+        assert page.input_value(f"#{prefix}-sampler") == "dpmpp_2m", prefix
+    assert page.input_value("#learn-steps") == "20" and page.input_value("#dial-scales") == "0, 1, 3, 7, 12"
 
 
 def test_image_to_image_streams_from_the_noised_picture(page):

@@ -16,22 +16,30 @@ from unnoise.models import UNet, UNetConfig
 from test_lab_api import assert_json_error, decode_png, sse_events
 
 
-def tiny_model_dirs(tmp_path_factory) -> dict[str, str]:
-    """Two exported, untrained tiny models: "colour" (3 channels) and "grey" (1), 16×16.
+STUDENT_DEFAULTS = {"steps": 4, "guidance": 2.0, "sampler": "ddim", "spacing": "log_snr_trailing"}
 
-    The layers a UNet starts at zero (residual and attention outputs) get small random weights, so the
-    prompt reaches the picture and guidance scales paint different pictures, as in a trained model."""
+
+def tiny_model_dirs(tmp_path_factory, *, student: bool = False) -> dict[str, str]:
+    """Two exported, untrained tiny models: "colour" (3 channels) and "grey" (1), 16×16; with student=True
+    also "student", grey with a guidance input (w ∈ [1, 6]) and a distilled student's defaults.
+
+    The layers a UNet starts at zero (residual and attention outputs, the guidance embedding) get small
+    random weights, so the prompt and w reach the picture, as in a trained model."""
     torch.manual_seed(0)  # the untrained weights only; sampling is seeded per request
     dirs = {}
-    for name, channels in (("colour", 3), ("grey", 1)):
-        net = UNet(UNetConfig.tiny().replace(image_size=16, in_channels=channels, out_channels=channels))
+    for name, channels in (("colour", 3), ("grey", 1), *((("student", 1),) if student else ())):
+        config = UNetConfig.tiny().replace(image_size=16, in_channels=channels, out_channels=channels,
+                                           guidance_embedding=name == "student")
+        net = UNet(config)
         with torch.no_grad():
             for param in net.parameters():
                 if not param.any():
                     param.normal_(0.0, 0.05)
         meta = SimpleNamespace(channels=channels, image_size=16, name=name, example_prompts=["a square"])
+        extra = {} if name != "student" else {"defaults": STUDENT_DEFAULTS, "training": {
+            "distilled_from": "grey", "method": "trajectory", "config": {"guidance_min": 1.0, "guidance_max": 6.0}}}
         dirs[name] = save_model_dir(tmp_path_factory.mktemp(name) / "model", net, schedule=schedules.get("linear"),
-                                    prediction_type="v_prediction", dataset=meta, text_encoder="test")
+                                    prediction_type="v_prediction", dataset=meta, text_encoder="test", **extra)
     return dirs
 
 
@@ -181,3 +189,49 @@ def test_a_leaving_client_stops_a_spacing_comparison(tmp_path_factory):
             assert next(lines) == "event: start"
             assert wait_until(lambda: app.state.gate.running == 1)
         assert wait_until(lambda: app.state.gate.running == 0, timeout=5)  # 5×100 + 200 steps would take far longer
+
+
+# --- a distilled student in the lab -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def student_client(tmp_path_factory):
+    with TestClient(create_app(generate=PainterFactory(tiny_model_dirs(tmp_path_factory, student=True)))) as c:
+        yield c
+
+
+def test_status_tells_each_models_defaults_and_a_students_guidance_range(student_client):
+    status = student_client.get("/api/status").json()
+    assert status["models"] == ["colour", "grey", "student"]
+    d = status["model_defaults"]
+    assert d["student"] == {**STUDENT_DEFAULTS, "guidance_range": [1.0, 6.0]}
+    assert d["grey"] == {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": schedules.DEFAULT_SPACING}
+
+
+def test_a_students_dial_feeds_each_scale_as_its_input_in_one_batch(student_client):
+    """w is the student's input: one call of B rows per step (no unconditional half), and each row is what
+    /api/generate paints at that w alone."""
+    params = {"prompt": "a square", "model": "student", "steps": 4, "seed": 2, "sampler": "ddim"}
+    events = sse_events(student_client.get("/api/guidance", params={**params, "scale": [1, 3.5, 6]}).text)
+    assert [k for k, _ in events] == ["start"] + ["step"] * 4 + ["done"]
+    done = events[-1][1]
+    for w, image in zip(done["scales"], done["images"]):
+        alone = sse_events(student_client.get("/api/generate", params={**params, "guidance": w}).text)[-1][1]["image"]
+        assert np.abs(decode_png(image) - decode_png(alone)).max() <= 2, w
+    assert len(set(done["images"])) == 3
+
+
+def test_per_image_guidance_input_is_the_students_own_call_row_by_row():
+    from unnoise.lab.sweeps import PerImageGuidanceInput
+
+    seen = {}
+
+    def denoiser(x, sigma, cond):
+        seen.update(cond)
+        return x * cond["guidance"].view(-1, 1, 1, 1) + cond["tokens"].mean()
+
+    cond = {"tokens": torch.ones(1, 3, 4)}
+    x = torch.randn(3, 1, 2, 2)
+    out = PerImageGuidanceInput(denoiser, cond, [1.0, 2.0, 4.0])(x, torch.tensor(1.0))
+    assert seen["tokens"].shape == (3, 3, 4) and seen["guidance"].tolist() == [1.0, 2.0, 4.0]
+    assert torch.allclose(out, x * torch.tensor([1.0, 2.0, 4.0]).view(-1, 1, 1, 1) + 1)
+    with pytest.raises(ValueError, match="needs 2 scales"):
+        PerImageGuidanceInput(denoiser, cond, [1.0, 2.0, 4.0])(x[:2], torch.tensor(1.0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -71,7 +72,7 @@ def noise(
 @app.command()
 def paint(
     prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
-    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits) or a model directory."),
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast) or a model directory."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the model's, 20)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (default: the model's)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) (default: dpmpp_2m)."),
@@ -214,7 +215,6 @@ def train(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
     """Train a text-conditioned denoiser.  Multi-process: torchrun --nproc_per_node N -m unnoise train …"""
-    import json
 
     from .training.config import TrainConfig
     from .training.loop import resume_config
@@ -288,7 +288,6 @@ def distill(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
     """Distil a teacher into a 1–4 call student (consistency, guidance or trajectory distillation, w as an input; docs/distill.md)."""
-    import json
 
     from .distill.config import DistillConfig, resume_config
     from .distill.loop import distill as run_distill
@@ -325,7 +324,7 @@ def distill(
 
 @app.command()
 def export(
-    run: Path = typer.Argument(..., help="A training run directory (from `unnoise train --out`)."),
+    run: Path = typer.Argument(..., help="A training run directory (from `unnoise train --out` or `unnoise distill --out`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (config.json, model.safetensors, unnoise.json)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="The model's default sampler steps."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="The model's default guidance scale."),
@@ -335,7 +334,8 @@ def export(
     card: Optional[str] = typer.Option(None, "--card", help="Also write MODEL.md + loss.png for a model of this name."),
     notes: Optional[Path] = typer.Option(None, "--notes", help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
 ) -> None:
-    """Export a run's latest checkpoint (EMA weights) as a model directory, e.g. to bundle it."""
+    """Export a run's latest checkpoint (EMA weights) as a model directory, e.g. to bundle it.  A distillation
+    run (from `unnoise distill --out`) exports its student, with the teacher's vocabulary and a student's card."""
     import torch
 
     from . import schedules
@@ -344,19 +344,41 @@ def export(
     from .training.loop import export_run
 
     defaults = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("sampler", sampler), ("spacing", spacing)) if v is not None}
+    dtype = torch.float32 if fp32 else torch.float16
+    note_text = notes.read_text() if notes is not None else ""
+    if _is_distill_run(run):
+        from .distill.card import write_distill_card
+        from .distill.loop import export_distill_run
+
+        if defaults:
+            raise CLIError("a student's defaults (steps, guidance, sampler, spacing) are those it was distilled for; "
+                           "drop --steps/--guidance/--sampler/--spacing")
+        path = export_distill_run(run, out, dtype=dtype)
+        if card:
+            write_distill_card(run, path, card, note_text)
+        size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
+        typer.echo(f"exported the student of {run} → {path} ({size:.1f} MiB)")
+        return
     check_paint_args("", "", 1, defaults.get("steps", 20), defaults.get("guidance", 3.0))
     if sampler is not None:
         get_sampler(sampler)
     if spacing is not None and spacing not in schedules.SPACINGS:
         raise CLIError(f"unknown spacing {spacing!r}; choose from {', '.join(schedules.SPACINGS)}")
-    note_text = notes.read_text() if notes is not None else ""
-    path = export_run(run, out, dtype=torch.float32 if fp32 else torch.float16, defaults=defaults or None)
+    path = export_run(run, out, dtype=dtype, defaults=defaults or None)
     if card:
         from .training.card import write_card
 
         write_card(run, path, card, note_text)
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
     typer.echo(f"exported {run} → {path} ({size:.1f} MiB)")
+
+
+def _is_distill_run(run: Path) -> bool:
+    """A run directory made by `unnoise distill` (its config.json names a teacher) rather than `unnoise train`."""
+    try:
+        return "teacher" in json.loads((run / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, TypeError):
+        return False  # export_run reports a missing or broken run
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ from . import schedules
 
 META = "unnoise.json"
 FORMAT_VERSION = 1
-BUNDLED = ("emoji", "digits")
+BUNDLED = ("emoji", "digits", "digits-fast")  # digits-fast: the 4-call distilled student of digits (docs/distill.md)
 
 
 class ModelDirError(ValueError):
@@ -48,7 +48,7 @@ def bundled_root() -> Path:
 
 
 def resolve(name_or_dir: str | os.PathLike) -> Path:
-    """A bundled model name ("emoji", "digits") or a directory → the model directory."""
+    """A bundled model name (BUNDLED: "emoji", "digits", "digits-fast") or a directory → the model directory."""
     s = str(name_or_dir)
     if s in BUNDLED:
         path = bundled_root() / s
@@ -74,8 +74,10 @@ def save_model_dir(
     dtype: torch.dtype = torch.float16,
     training: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
+    extra_files: dict[str, str | os.PathLike] | None = None,
 ) -> Path:
-    """Write a model directory atomically (temp folder, then rename over the old one)."""
+    """Write a model directory atomically (temp folder, then rename over the old one).  `extra_files`
+    ({name: source path}) are copied in before the rename, e.g. a teacher's vocabulary.safetensors."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -95,6 +97,8 @@ def save_model_dir(
         "training": training or {},
     }
     (tmp / META).write_text(json.dumps(info, indent=2) + "\n")
+    for name, source in (extra_files or {}).items():
+        shutil.copyfile(source, tmp / name)
     old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
     if directory.exists():
         os.rename(directory, old)

@@ -451,7 +451,8 @@ class Distiller:
 
     def export(self, directory: Path, dtype: torch.dtype = torch.float16) -> Path:
         """The EMA student as a model directory whose defaults paint with its own sampler and steps."""
-        from ..modeldir import save_model_dir
+        from ..conditioning.vocabulary import FILE as VOCABULARY
+        from ..modeldir import BUNDLED, save_model_dir
 
         cfg = self.cfg
         sampler = {"consistency": "consistency", "guidance": "dpmpp_2m", "trajectory": "ddim", "progressive": "ddim"}[cfg.method]
@@ -461,7 +462,11 @@ class Distiller:
             directory, self.ema_student(), schedule=self.schedule, prediction_type=self.prediction_type, dataset=meta,
             text_encoder=self.info.text_encoder, dtype=dtype,
             defaults={"steps": cfg.steps, "guidance": cfg.guidance, "sampler": sampler, "spacing": cfg.spacing},
-            training={"distilled_from": str(self.teacher_path), "teacher_digest": self.teacher_digest,
+            # the student reads prompts as its teacher does: the same vocabulary for prompt snapping
+            extra_files={VOCABULARY: vocabulary} if (vocabulary := self.teacher_path / VOCABULARY).exists() else None,
+            # a bundled teacher by name (portable: the path differs on every install), else its directory
+            training={"distilled_from": cfg.teacher if cfg.teacher in BUNDLED else str(self.teacher_path),
+                      "teacher_digest": self.teacher_digest,
                       "method": cfg.method, "steps": self.step, "wall_s": round(self.elapsed, 1),
                       "wall_s_total": round(self.elapsed + (self.init.get("wall_s_total") or 0.0), 1),
                       **({"init": self.init} if self.init else {}),
@@ -487,6 +492,13 @@ def _init_from(student: torch.nn.Module, teacher_state: dict[str, torch.Tensor])
     stray = [k for k in result.missing_keys if not k.startswith("guidance_mlp.")] + list(result.unexpected_keys)
     if stray:
         raise DistillError(f"student and teacher networks differ: {stray[:3]}")
+
+
+def export_distill_run(run: str | Path, out: str | Path, *, dtype: torch.dtype = torch.float16) -> Path:
+    """A distillation run's latest checkpoint (the EMA student) → a model directory, e.g. to bundle it."""
+    from .config import resume_config
+
+    return Distiller(resume_config(run, {"out": str(run)}), resume=True, quiet=True).export(Path(out), dtype=dtype)
 
 
 def distill(cfg: DistillConfig, *, resume: bool = False, quiet: bool = False) -> Path:

@@ -178,7 +178,9 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         """What the lab can do now and how busy it is."""
         limits = {k: float(v) for k, v in asdict(config).items()}
         parts = [name for name in LEARNED_PARTS if callable(getattr(generate, name, None))]
+        defaults = getattr(generate, "model_defaults", None)
         return Status(version=__version__, learned=generate is not None, models=known, parts=parts,
+                      model_defaults=defaults() if callable(defaults) else {},
                       running=gate.running, waiting=gate.waiting, limits=limits)
 
     @app.get("/api/samplers")

@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .. import images
+from .. import images, schedules
 from ..generation import generate
 from ..modeldir import BUNDLED, ModelDirError, resolve
 from ..pipeline import Painter
 from ..sampling import SAMPLERS
 from .messages import DialRequest, GenerateRequest, Img2ImgRequest, SpacingsRequest
 from .streams import Emit, Frame, Source, Tile, TilesFrame
-from .sweeps import PerImageCFG, compare_to_reference, reference_steps, spacing_chart
+from .sweeps import PerImageCFG, PerImageGuidanceInput, compare_to_reference, reference_steps, spacing_chart
 from .uploads import png_data_url
 
 Result = tuple[Source, dict[str, Any]]
@@ -50,6 +50,27 @@ class PainterFactory:
             except ModelDirError:
                 pass
         return cls(found) if found else None
+
+    def model_defaults(self) -> dict[str, dict[str, Any]]:
+        """Per model, how it paints by default (steps, guidance, sampler, spacing), read from its unnoise.json
+        without loading it; a distilled student adds the guidance range it learned (w is its input)."""
+        import json
+
+        from ..modeldir import META
+
+        out = {}
+        for name, path in self.models.items():
+            try:
+                info = json.loads((resolve(path) / META).read_text())
+            except (OSError, ValueError):
+                continue  # /api/generate reports a broken model when asked to use it
+            d = {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": schedules.DEFAULT_SPACING,
+                 **info.get("defaults", {})}  # as Painter fills them in
+            config = info.get("training", {}).get("config", {})
+            if info.get("training", {}).get("distilled_from") is not None:
+                d["guidance_range"] = [config.get("guidance_min", 1.0), config.get("guidance_max", 6.0)]
+            out[name] = d
+        return out
 
     def painter(self, name: str) -> Painter:
         if name not in self.models:
@@ -104,10 +125,13 @@ class PainterFactory:
                 emit(TilesFrame(info.i, info.steps, tuple(
                     Tile(k, info.i, info.steps, t, sigma, _rgb(info.denoised[k])) for k in range(len(scales)))))
 
+            if painter.model.config.guidance_embedding:  # a distilled student: w is an input, no CFG batch
+                guide = lambda denoiser: PerImageGuidanceInput(denoiser, cond, scales)  # noqa: E731
+            else:
+                guide = lambda denoiser: PerImageCFG(denoiser, cond, uncond, scales)  # noqa: E731
             x = generate(painter.model, painter.schedule, painter.info.prediction_type, cond, uncond,
                          shape=painter.shape, seeds=[p.seed] * len(scales), steps=p.steps, sampler=p.sampler,
-                         spacing=p.spacing, callback=on_step,
-                         guide=lambda denoiser: PerImageCFG(denoiser, cond, uncond, scales))
+                         spacing=p.spacing, callback=on_step, guide=guide)
             return {"images": [_rgb(xi) for xi in x], "scales": scales}
 
         return run, {**_size(painter), "total": p.steps}

@@ -111,6 +111,8 @@ class Status(BaseModel):
     learned: bool  # whether /api/generate has a trained model behind it
     models: list[str] = []  # the model names /api/generate knows (empty when unknown or none)
     parts: list[str] = []  # which of img2img, dial, spacings the model source offers
+    # per model: its default steps, guidance, sampler and spacing (+ guidance_range for a distilled student)
+    model_defaults: dict[str, dict[str, Any]] = {}
     running: int
     waiting: int
     limits: dict[str, float]

@@ -49,6 +49,25 @@ class PerImageCFG:
         return uncond_x0 + w * (cond_x0 - uncond_x0)
 
 
+class PerImageGuidanceInput:
+    """The dial for a distilled student (docs/distill.md): w is a network input, so scale b is simply row
+    b's input — one network call of B rows per step, no unconditional half.  Row b equals
+    `generate(student, …, guidance=scales[b])` on that row (tested)."""
+
+    def __init__(self, denoiser, cond, scales: Sequence[float]):
+        self.denoiser, self.cond = denoiser, cond
+        self.scales = torch.tensor([float(w) for w in scales], dtype=torch.float32)  # (B,)
+        if not bool(torch.isfinite(self.scales).all()):
+            raise ValueError("guidance scales must be finite")
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        if batch != len(self.scales):
+            raise ValueError(f"a batch of {batch} images needs {batch} scales, got {len(self.scales)}")
+        cond = {k: v.expand(batch, *v.shape[1:]) for k, v in (self.cond or {}).items()}
+        return self.denoiser(x, sigma, {**cond, "guidance": self.scales.to(x.device)})
+
+
 def reference_steps(steps: int, limit: int = 1000) -> int:
     """Steps of the reference run for a spacing comparison at `steps` steps."""
     return min(limit, max(MIN_REFERENCE_STEPS, 2 * steps))

@@ -298,7 +298,7 @@ async function main() {
   wireReplay();
   await loadPicture("cat", 0);
   const [status, samplers] = await Promise.all([getJSON("/api/status"), getJSON("/api/samplers")]);
-  fillSelects(status.models || [], samplers);
+  fillSelects(status.models || [], samplers, status.model_defaults || {});
   const chip = $("model-status");
   chip.textContent = status.learned ? "a trained model is loaded" : "no trained model loaded yet: parts 3, 5, 6 and 7 are waiting for one";
   chip.classList.toggle("ready", status.learned);

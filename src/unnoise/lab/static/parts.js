@@ -2,11 +2,9 @@
 import { $, Player, errorText, events, getJSON, query, showError, state } from "./common.js";
 
 // Model and sampler pickers: the server's own lists (/api/status, /api/samplers), never the page's guesses.
-export function fillSelects(models, samplers) {
-  for (const select of document.querySelectorAll(".model-select")) {
-    const options = models.length ? models.map((m, i) => new Option(m, m, i === 0, i === 0)) : [new Option("default", "", true, true)];
-    select.replaceChildren(...options);
-  }
+// Picking a model fills its part's sampler, steps and guidance with that model's own defaults
+// (status.model_defaults): a 4-call distilled student and a 20-step teacher want different settings.
+export function fillSelects(models, samplers, defaults = {}) {
   for (const select of document.querySelectorAll(".sampler-select")) {
     select.replaceChildren(...samplers.samplers.map((s) => {
       const o = new Option(s.name, s.name, s.name === samplers.default, s.name === samplers.default);
@@ -14,6 +12,34 @@ export function fillSelects(models, samplers) {
       return o;
     }));
   }
+  for (const select of document.querySelectorAll(".model-select")) {
+    const options = models.length ? models.map((m, i) => new Option(m, m, i === 0, i === 0)) : [new Option("default", "", true, true)];
+    select.replaceChildren(...options);
+    const prefix = select.id.replace(/-model$/, "");
+    const apply = () => applyModelDefaults(prefix, defaults[select.value]);
+    select.addEventListener("change", apply);
+    apply();
+  }
+}
+
+export const DIAL_SCALES = "0, 1, 3, 7, 12";
+
+// d: one model's defaults; a distilled student's guidance_range is the w it learned (w is its input).
+export function applyModelDefaults(prefix, d) {
+  if (!d) return;
+  const set = (name, value) => {
+    const el = document.getElementById(`${prefix}-${name}`);
+    if (el && value !== undefined && value !== null) el.value = String(value);
+  };
+  set("sampler", d.sampler);
+  if (prefix !== "steps") set("steps", d.steps);  // part 7 compares spacings at its own small step count
+  set("guidance", d.guidance);
+  if (prefix === "dial") set("scales", d.guidance_range ? spreadScales(d.guidance_range) : DIAL_SCALES);
+}
+
+// Five scales across a student's learned range [lo, hi], e.g. [1, 6] → "1, 2.25, 3.5, 4.75, 6".
+export function spreadScales([lo, hi]) {
+  return [0, 1, 2, 3, 4].map((k) => +(lo + (k * (hi - lo)) / 4).toFixed(2)).join(", ");
 }
 
 // Which learned parts the server offers; without one, the part keeps its controls off and its note on.
