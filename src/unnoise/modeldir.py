@@ -108,10 +108,14 @@ def save_model_dir(
     return directory
 
 
-def load_model_dir(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelInfo, Path]:
-    """(network in eval mode, float32, on device), its ModelInfo, and the resolved directory."""
-    from .models import UNet
+def paint_defaults(info: ModelInfo) -> dict[str, Any]:
+    """How the model paints when not told otherwise: steps, guidance, sampler, spacing (unnoise.json's
+    `defaults` over the project's own)."""
+    return {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": schedules.DEFAULT_SPACING, **info.defaults}
 
+
+def load_info(name_or_dir: str | os.PathLike) -> tuple[ModelInfo, Path]:
+    """A model's ModelInfo (validated) and its resolved directory, without loading the network."""
     path = resolve(name_or_dir)
     try:
         raw = json.loads((path / META).read_text())
@@ -124,5 +128,13 @@ def load_model_dir(name_or_dir: str | os.PathLike, device: str | torch.device = 
     except TypeError as e:
         raise ModelDirError(f"{path / META}: {e}") from e
     schedules.get(info.schedule, info.num_train_steps)  # validates
+    return info, path
+
+
+def load_model_dir(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelInfo, Path]:
+    """(network in eval mode, float32, on device), its ModelInfo, and the resolved directory."""
+    from .models import UNet
+
+    info, path = load_info(name_or_dir)
     model = UNet.from_pretrained(path, dtype=torch.float32).to(device).eval()
     return model, info, path

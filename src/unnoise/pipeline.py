@@ -17,7 +17,7 @@ from PIL import Image, PngImagePlugin
 from . import __version__, images, schedules
 from .generation import generate
 from .sampling import seeded_generators
-from .modeldir import load_model_dir
+from .modeldir import load_model_dir, paint_defaults
 
 MAX_STEPS = 1000
 MAX_IMAGES = 64
@@ -104,8 +104,7 @@ class Painter:
         self.vocabulary = Vocabulary.load(path)  # None: this model has no vocabulary.safetensors, prompts go as typed
         self.schedule = schedules.get(info.schedule, info.num_train_steps)
         self.encoder = TextEncoder.load(device=device)
-        self.defaults = {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": schedules.DEFAULT_SPACING,
-                         **info.defaults}
+        self.defaults = paint_defaults(info)
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike = "emoji", device: str = "cpu") -> Painter:

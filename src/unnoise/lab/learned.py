@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .. import images, schedules
+from .. import images
 from ..generation import generate
-from ..modeldir import BUNDLED, ModelDirError, resolve
+from ..modeldir import BUNDLED, ModelDirError, load_info, paint_defaults, resolve
 from ..pipeline import Painter
 from ..sampling import SAMPLERS
 from .messages import DialRequest, GenerateRequest, Img2ImgRequest, SpacingsRequest
@@ -54,20 +54,15 @@ class PainterFactory:
     def model_defaults(self) -> dict[str, dict[str, Any]]:
         """Per model, how it paints by default (steps, guidance, sampler, spacing), read from its unnoise.json
         without loading it; a distilled student adds the guidance range it learned (w is its input)."""
-        import json
-
-        from ..modeldir import META
-
         out = {}
         for name, path in self.models.items():
             try:
-                info = json.loads((resolve(path) / META).read_text())
+                info, _ = load_info(path)
             except (OSError, ValueError):
                 continue  # /api/generate reports a broken model when asked to use it
-            d = {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": schedules.DEFAULT_SPACING,
-                 **info.get("defaults", {})}  # as Painter fills them in
-            config = info.get("training", {}).get("config", {})
-            if info.get("training", {}).get("distilled_from") is not None:
+            d = paint_defaults(info)  # as the Painter fills them in
+            if info.training.get("distilled_from") is not None:
+                config = info.training.get("config", {})
                 d["guidance_range"] = [config.get("guidance_min", 1.0), config.get("guidance_max", 6.0)]
             out[name] = d
         return out

@@ -25,6 +25,21 @@ COARSE_CELLS = 8  # big shapes: the picture as COARSE_CELLS × COARSE_CELLS bloc
 MIN_REFERENCE_STEPS = 50  # the reference run takes max(this, 2 × steps) steps
 
 
+def _scales(scales: Sequence[float]) -> torch.Tensor:
+    """The dial's scales as a (B,) float32 tensor, one per image of the batch."""
+    out = torch.tensor([float(w) for w in scales], dtype=torch.float32)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError("guidance scales must be finite")
+    return out
+
+
+def _batch_of(x: torch.Tensor, scales: torch.Tensor) -> int:
+    batch = x.shape[0]
+    if batch != len(scales):
+        raise ValueError(f"a batch of {batch} images needs {batch} scales, got {len(scales)}")
+    return batch
+
+
 class PerImageCFG:
     """Classifier-free guidance (Ho & Salimans 2022) with one scale per image of the batch:
     x̂0_b = x̂0_u + w_b·(x̂0_c − x̂0_u).  One network call of 2B rows (conditional first) per step for all
@@ -32,14 +47,10 @@ class PerImageCFG:
 
     def __init__(self, denoiser, cond, uncond, scales: Sequence[float]):
         self.denoiser, self.cond, self.uncond = denoiser, cond, uncond
-        self.scales = torch.tensor([float(w) for w in scales], dtype=torch.float32)  # (B,)
-        if not bool(torch.isfinite(self.scales).all()):
-            raise ValueError("guidance scales must be finite")
+        self.scales = _scales(scales)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        if batch != len(self.scales):
-            raise ValueError(f"a batch of {batch} images needs {batch} scales, got {len(self.scales)}")
+        batch = _batch_of(x, self.scales)
         sigma = torch.as_tensor(sigma, device=x.device)
         sigma = sigma.expand(batch) if sigma.ndim == 0 else sigma
         conds = batch_conditions(self.cond, self.uncond, batch)
@@ -56,14 +67,10 @@ class PerImageGuidanceInput:
 
     def __init__(self, denoiser, cond, scales: Sequence[float]):
         self.denoiser, self.cond = denoiser, cond
-        self.scales = torch.tensor([float(w) for w in scales], dtype=torch.float32)  # (B,)
-        if not bool(torch.isfinite(self.scales).all()):
-            raise ValueError("guidance scales must be finite")
+        self.scales = _scales(scales)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        if batch != len(self.scales):
-            raise ValueError(f"a batch of {batch} images needs {batch} scales, got {len(self.scales)}")
+        batch = _batch_of(x, self.scales)
         cond = {k: v.expand(batch, *v.shape[1:]) for k, v in (self.cond or {}).items()}
         return self.denoiser(x, sigma, {**cond, "guidance": self.scales.to(x.device)})
 
