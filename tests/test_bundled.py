@@ -63,23 +63,24 @@ def test_bundled_digits_paint_the_prompted_digit():
     assert (read == labels).double().mean() >= 0.9
 
 
-def test_bundled_digits_fast_paints_the_prompted_digit_in_four_single_batch_calls():
-    """The distilled student: 4 network calls of one batch each (w is an input, no CFG doubling); the FD and
-    adherence over 500 images against its teacher are measured by `unnoise eval distill` (docs/distill.md)."""
+@pytest.mark.parametrize("name, calls", [("digits-fast", 4), ("digits-1step", 1)])
+def test_bundled_digits_students_paint_the_prompted_digit_in_single_batch_calls(name, calls):
+    """The distilled students: 4 (or 1) network calls of one batch each (w is an input, no CFG doubling); the FD
+    and adherence over 500 images against the teacher are measured by `unnoise eval distill` (docs/distill.md)."""
     from unnoise.data.digits import WORDS
     from unnoise.evaluation.classifier import load_classifier
     from unnoise.evaluation.quality import Setting, paint_many
 
-    painter = Painter.from_pretrained("digits-fast")
+    painter = Painter.from_pretrained(name)
     d = painter.defaults
-    assert (d["sampler"], d["steps"], d["spacing"]) == ("ddim", 4, "log_snr_trailing")
+    assert (d["sampler"], d["steps"], d["spacing"]) == ("ddim", calls, "log_snr_trailing")
     labels = torch.arange(30) % 10
     batches = []
     hook = painter.model.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
     x, nfe = paint_many(painter, [f"a handwritten {WORDS[d]}" for d in labels.tolist()], list(range(30)),
-                        Setting(sampler="ddim", steps=4, guidance=d["guidance"]))
+                        Setting(sampler="ddim", steps=calls, guidance=d["guidance"]))
     hook.remove()
-    assert nfe == 4 and batches == [30] * 4
+    assert nfe == calls and batches == [30] * calls
     with torch.inference_mode():
         read = load_classifier()(x).argmax(1)
     assert (read == labels).double().mean() >= 0.9

@@ -301,6 +301,51 @@ def test_last_target_x0_teaches_the_last_call_the_teachers_own_x0(teacher, squar
         config(teacher, squares, tmp_path / "c", method="trajectory", last_target="x1")
 
 
+def test_a_ddim_student_teaches_a_student_of_fewer_calls_its_own_painting(teacher, squares, tmp_path):
+    """A trajectory student (ddim, K' calls) as the teacher: the new student's target for an interval is the
+    teacher's own K'-step painting from the same state (its DDIM calls, w as its input, one pass), bit for bit
+    what `generate` paints; the new student starts from the teacher's weights and exports at its K calls."""
+    from functools import partial
+
+    from unnoise.distill.loop import ode_segment
+    from unnoise.sampling import seeded_generators
+
+    two = distill(config(teacher, squares, tmp_path / "two", method="trajectory", steps=2, ode_steps=4,
+                         spacing="log_snr_trailing", max_steps=3), quiet=True)
+    d = Distiller(config(two, squares, tmp_path / "one", method="trajectory", steps=1, max_steps=3), quiet=True)
+    grid = d.schedule.sigmas(2, "log_snr_trailing").tolist()
+    assert d.student_teacher and d.cfg.spacing == "log_snr_trailing" and d.segments == [grid]
+    assert all(torch.equal(v, d.student.state_dict()[k]) for k, v in d.teacher.state_dict().items())
+    d.shape = (3, 16, 16)
+    seeds, rows = [0, 1, 2, 3], ["a red square", "a blue square"] * 2
+    cond = d.encoder.encode(rows)
+    w = torch.tensor([1.0, 2.5, 4.0, 6.0])
+    painted = torch.cat([student_samples(d, d.teacher, "ddim", 2, {k: v[i:i + 1] for k, v in cond.items()}, [s],
+                                         float(w[i])) for i, s in enumerate(seeds)])
+    x = torch.stack([torch.randn(d.shape, generator=g) for g in seeded_generators(seeds)]) * grid[0]
+    calls = []
+    teacher_d = d.teacher_d
+    d.teacher_d = lambda x, *a: calls.append(x.shape[0]) or teacher_d(x, *a)
+    solved = ode_segment(partial(d.guided_teacher, cond=cond, uncond=None, w=w), x, grid, order=1)
+    assert calls == [4, 4]  # one pass of B per call: no CFG batch
+    torch.testing.assert_close(solved, painted, rtol=0, atol=1e-6)
+    x0, cond, uncond, w, n, noise = d.draw(0, 4)
+    _, sigma, target = d._trajectory_target(x0, cond, uncond, w, n, noise)
+    assert torch.equal(sigma, torch.full((4,), grid[0], dtype=torch.float32)) and target.abs().max() <= 1.0
+    meta = json.loads((d.run() / "unnoise.json").read_text())
+    assert meta["defaults"] == {**meta["defaults"], "steps": 1, "sampler": "ddim", "spacing": "log_snr_trailing"}
+    assert meta["training"]["distilled_from"] == str(two)
+    chain = json.loads((two / "unnoise.json").read_text())["training"]["wall_s_total"]  # the teacher's distillation counts
+    assert meta["training"]["wall_s_total"] == pytest.approx(meta["training"]["wall_s"] + chain, abs=0.11)
+    for kw, message in [(dict(method="guidance"), "can teach only --method trajectory"),
+                        (dict(steps=2), "already paints in 2 calls"),
+                        (dict(spacing="log_snr"), "keeps that spacing"),
+                        (dict(last_target="x0"), "its own last call"),
+                        (dict(guidance_max=8.0), "leave the range")]:
+        with pytest.raises(DistillError, match=message):
+            Distiller(config(two, squares, tmp_path / "bad", **{"method": "trajectory", "steps": 1, **kw}), quiet=True)
+
+
 def test_weighting_scales_each_samples_error(teacher, squares, tmp_path):
     """truncated_snr scales a sample's x̂0 error by max(1/σ, 1), sqrt_truncated_snr by its root, uniform by
     1; the loss is the same where σ ≥ 1."""

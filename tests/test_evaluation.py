@@ -135,7 +135,7 @@ def test_eval_distill_tables_teacher_against_student(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads((out / "results.json").read_text())
     assert [(x["model"], x["nfe"]) for x in rows] == [("teacher", 2), *[("student", 1), ("student", 2)] * 2]
-    assert [x["sampler"] for x in rows[1:]] == ["student consistency (consistency)"] * 2 + ["student consistency (consistency) 2"] * 2
+    assert [x["sampler"] for x in rows[1:]] == ["student consistency (consistency, K=2)"] * 2 + ["student consistency (consistency, K=2) 2"] * 2
     assert rows[1]["fd_digits"] == rows[3]["fd_digits"]  # the same student, seeds and prompts: the same images
     assert all(0 <= x["adherence"] <= 1 and x["fd_digits"] > 0 and x["num_images"] == 10 for x in rows)
     assert (out / "plot.png").stat().st_size > 0

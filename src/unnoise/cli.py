@@ -72,7 +72,7 @@ def noise(
 @app.command()
 def paint(
     prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
-    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast) or a model directory."),
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast, digits-1step) or a model directory."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the model's, 20)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (default: the model's)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) (default: dpmpp_2m)."),
@@ -245,7 +245,8 @@ def train(
 @app.command()
 def distill(
     ctx: typer.Context,
-    teacher: str = typer.Option(..., "--teacher", help="The teacher: emoji, digits or a model directory."),
+    teacher: str = typer.Option(..., "--teacher", help="The teacher: emoji, digits or a model directory; "
+                                 "or a ddim student (e.g. digits-fast) to teach a student of fewer calls (trajectory)."),
     steps: int = typer.Option(4, "--steps", help="Student sampler steps K: 1, 2 or 4 (the model's default)."),
     method: str = typer.Option("consistency", "--method", help="consistency (1–4 calls; its own sampler), guidance "
                                "(w as an input only; paints with dpmpp_2m, one single-batch call per step) or trajectory "
@@ -276,7 +277,7 @@ def distill(
     spacing: Optional[str] = typer.Option(None, "--spacing", help="The student's σ grid (and the teacher's inside it): "
                                           "log_snr_trailing never calls at σ_min (default: the teacher's spacing)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
-                                  "teacher solves each of the K intervals in ⌈N/K⌉ steps."),
+                                  "teacher solves each of the K intervals in ⌈N/K⌉ steps (a student teacher: its own calls)."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
     guidance_max: float = typer.Option(6.0, "--guidance-max", help="Largest guidance scale w distilled."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="The student's default w (default: the teacher's)."),

@@ -37,6 +37,17 @@ def distill_command(cfg: DistillConfig) -> str:
     return " ".join(parts) + (f"   # config.json also sets {', '.join(hidden)}" if hidden else "")
 
 
+def _root(training: dict) -> str | None:
+    """For a student of a student: the diffusion model at the root of the chain (by bundled name), else None."""
+    from ..modeldir import ModelDirError, load_info
+
+    try:
+        teacher = load_info(training["distilled_from"])[0].training
+    except (ModelDirError, OSError, KeyError):
+        return None
+    return teacher.get("distilled_from")
+
+
 def write_distill_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, notes: str = "") -> Path:
     """MODEL.md + loss.png in model_dir (an exported student), from run's config.json and metrics.jsonl."""
     from ..models.unet import _atomic_write
@@ -50,6 +61,7 @@ def write_distill_card(run: str | os.PathLike, model_dir: str | os.PathLike, nam
     size = (model_dir / "model.safetensors").stat().st_size / 2**20
     plot_loss(rows, model_dir / "loss.png")
     calls = defaults["steps"]
+    teacher_root = _root(training)  # a student of a student: the diffusion model its chain began with
     lines = [
         f"# `{name}` — unnoise model card", "",
         f"A {calls}-call student of the `{training['distilled_from']}` model ({info['dataset']}, {info['channels']} × "
@@ -62,7 +74,9 @@ def write_distill_card(run: str | os.PathLike, model_dir: str | os.PathLike, nam
         f"EMA, decay {cfg.ema_decay:g})",
         f"* compute time: **{training['wall_s'] / 60:.1f} min** of wall time"
         + (f" ({training['wall_s_total'] / 60:.1f} min with the student it started from, `{cfg.init}`)"
-           if training.get("init") else ""),
+           if training.get("init") else "")
+        + (f" ({training['wall_s_total'] / 60:.1f} min of distillation from `{teacher_root}`, with the teacher's own)"
+           if teacher_root else ""),
         f"* machine: {machine()}",
         f"* final training loss (mean of the last {cfg.log_every} steps): {rows[-1]['loss']:.4f} — curve in `loss.png`"
         if rows else "* no metrics logged",
@@ -71,11 +85,12 @@ def write_distill_card(run: str | os.PathLike, model_dir: str | os.PathLike, nam
         + (" (`--notes`: the sections after the vocabulary)" if notes else ""), "",
         "## Network", "",
         f"The teacher's UNet (patch {net.get('patch_size')}, widths "
-        f"{[net['base_channels'] * m for m in net['channel_mults']]}) plus a guidance-scale embedding, "
-        f"initialised from the teacher; weights {size:.1f} MiB (float16).  It learned w ∈ "
+        f"{[net['base_channels'] * m for m in net['channel_mults']]})"
+        + (", guidance-scale embedding included" if teacher_root else " plus a guidance-scale embedding") +
+        f", initialised from the teacher; weights {size:.1f} MiB (float16).  It learned w ∈ "
         f"[{cfg.guidance_min:g}, {cfg.guidance_max:g}].", "",
         "## Defaults", "",
-        f"`unnoise paint --model {name}` uses {defaults['sampler']}, {calls} steps on the "
+        f"`unnoise paint --model {name}` uses {defaults['sampler']}, {calls} step{'s' * (calls != 1)} on the "
         f"{defaults.get('spacing', 'default')} spacing, guidance {defaults['guidance']:g}.", "",
     ]
     vocabulary = vocabulary_section(model_dir, cfg.data or info["dataset"])

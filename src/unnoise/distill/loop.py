@@ -62,12 +62,12 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
-def ode_segment(denoiser, x: torch.Tensor, sigmas) -> torch.Tensor:
+def ode_segment(denoiser, x: torch.Tensor, sigmas, order: int = 2) -> torch.Tensor:
     """Solve the probability-flow ODE from σ = sigmas[0] to sigmas[-1] (which may be > 0) by
     DPM-Solver++(2M): the steps of sampling.dpm_solver.dpmpp_2m (first order at the start, the midpoint
     correction after, x̂0 itself on a step to 0), on a piece of a grid.  sigmas is one grid for every sample
     (a list) or a grid per sample, (B, m + 1) — each step is then one network call for all of them.
-    denoiser(x, σ (B,)) → x̂0."""
+    order=1: plain DDIM steps (a distilled student's own sampler).  denoiser(x, σ (B,)) → x̂0."""
     grid = torch.as_tensor(sigmas, dtype=torch.float64)
     grid = grid.expand(x.shape[0], -1) if grid.ndim == 1 else grid
     lam = -grid.clamp(min=1e-300).log()  # λ = −log σ; the +∞ at σ = 0 is never used
@@ -79,7 +79,7 @@ def ode_segment(denoiser, x: torch.Tensor, sigmas) -> torch.Tensor:
             return m0
         h = lam[:, j + 1] - lam[:, j]
         x_next = toward(m0, x, _view(grid[:, j + 1] / grid[:, j], x))  # e^{−h} = σ_{i+1}/σ_i: DDIM
-        if history is not None:
+        if history is not None and order == 2:
             r0 = (lam[:, j] - history[0]) / h
             x_next = x_next + _view(0.5 * -torch.expm1(-h) / r0, x) * (m0 - history[1])
         x_next = torch.where(ends.view(-1, *([1] * (x.ndim - 1))), m0, x_next)
@@ -109,6 +109,21 @@ def trajectory_segments(schedule, steps: int, spacing: str, ode_steps: int, last
     return out
 
 
+def student_teacher_segments(schedule, steps: int, spacing: str, teacher_steps: int) -> list[list[float]]:
+    """A distilled teacher's own grid (its sampler's teacher_steps σs) cut at the student's K σs: the
+    teacher's calls inside each student interval.  Every σ of the student's grid must be one of the
+    teacher's (e.g. log_snr_trailing: the 1- and 2-step grids are subsets of the 4-step one)."""
+    fine = schedule.sigmas(teacher_steps, spacing).tolist()
+    cuts = []
+    for s in schedule.sigmas(steps, spacing).tolist():
+        near = [j for j, f in enumerate(fine) if math.isclose(f, s, rel_tol=1e-6, abs_tol=0.0)]
+        if not near:
+            raise DistillError(f"the student's {steps}-step {spacing} grid has σ = {s:.4g}, not a point of the teacher's "
+                               f"{teacher_steps}-step grid {[round(f, 4) for f in fine]}: pick a spacing whose grids nest")
+        cuts.append(near[0])
+    return [fine[a:b + 1] for a, b in zip(cuts[:-1], cuts[1:])]
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -128,13 +143,15 @@ class Distiller:
         self.out = Path(cfg.out)
         self.teacher, self.info, self.teacher_path = load_model_dir(cfg.teacher)
         self.teacher.requires_grad_(False)
-        if self.teacher.config.guidance_embedding:
-            raise DistillError(f"{cfg.teacher} is already a distilled student; distil from its teacher")
+        # a distilled student may teach a student of fewer calls (progressive, K' → K): its own sampler's calls
+        self.student_teacher = bool(self.teacher.config.guidance_embedding)
         self.teacher_digest = file_digest(self.teacher_path / "model.safetensors")
         init_net, self.init = self._load_init(cfg.init) if cfg.init else (None, {})  # checked before the data loads
         self.schedule = schedules.get(self.info.schedule, self.info.num_train_steps)
         self.cfg = cfg = resolve(cfg, self.info)
         spacing = cfg.spacing
+        if self.student_teacher:
+            self._check_student_teacher(cfg)
 
         data = cfg.data or self.info.dataset
         try:
@@ -169,7 +186,10 @@ class Distiller:
         self.target_d = DiscreteDenoiser(self.target, self.schedule, self.prediction_type)
         self.sigmas = self.schedule.sigmas(cfg.ode_steps, spacing)  # (N + 1,) float64, last 0
         self.student_sigmas = self.schedule.sigmas(cfg.steps, spacing)[:-1]  # (K,) the σs its K-step sampler queries
-        self.segments = trajectory_segments(self.schedule, cfg.steps, spacing, cfg.ode_steps, cfg.last_target)
+        if self.student_teacher:  # the teacher's own DDIM steps, order 1
+            self.segments = student_teacher_segments(self.schedule, cfg.steps, spacing, self.info.defaults["steps"])
+        else:
+            self.segments = trajectory_segments(self.schedule, cfg.steps, spacing, cfg.ode_steps, cfg.last_target)
         self.rounds = int(round(math.log2(cfg.ode_steps // cfg.steps))) if cfg.method == "progressive" else 1
         self.round_teacher: torch.nn.Module | None = None  # progressive, rounds ≥ 1
         self._targets: dict[int, tuple] = {}  # trajectory, guidance: step → its fresh teacher targets (teacher_batch)
@@ -179,6 +199,30 @@ class Distiller:
             self._load_latest()
 
     # --- set-up ---------------------------------------------------------------------------------
+    def _check_student_teacher(self, cfg: DistillConfig) -> None:
+        """A distilled teacher teaches only by trajectory, on its own grid, within the w range it learnt."""
+        name, d = cfg.teacher, self.info.defaults
+        learnt = self.info.training.get("config", {})
+        if cfg.method != "trajectory":
+            raise DistillError(f"{name} is a distilled student: it can teach only --method trajectory (a student of "
+                               f"fewer calls), not {cfg.method}; or distil from its teacher")
+        if d.get("sampler") != "ddim":
+            raise DistillError(f"{name} paints with {d.get('sampler')!r}; only a ddim student (trajectory, progressive) "
+                               "can teach, on its own grid")
+        if cfg.steps >= int(d["steps"]):
+            raise DistillError(f"--steps {cfg.steps}: {name} already paints in {d['steps']} calls; a student of it "
+                               "needs fewer")
+        if cfg.spacing != d.get("spacing"):
+            raise DistillError(f"--spacing {cfg.spacing}: {name} was distilled on {d.get('spacing')}; its student "
+                               "keeps that spacing (leave --spacing out)")
+        if cfg.last_target != "ode":
+            raise DistillError(f"--last-target {cfg.last_target}: with a distilled teacher its own last call decides "
+                               "the end point (leave --last-target out)")
+        lo, hi = learnt.get("guidance_min", cfg.guidance_min), learnt.get("guidance_max", cfg.guidance_max)
+        if cfg.guidance_min < lo or cfg.guidance_max > hi:
+            raise DistillError(f"--guidance-min/--guidance-max [{cfg.guidance_min:g}, {cfg.guidance_max:g}] leave the "
+                               f"range {name} learnt, [{lo:g}, {hi:g}]")
+
     def _load_init(self, init: str) -> tuple[torch.nn.Module, dict[str, Any]]:
         """--init: the student starts from an earlier student of the same teacher (e.g. to go on with other
         settings: a longer EMA, a decaying lr, σ on the sampler's grid).  Returns it and its record for unnoise.json."""
@@ -227,6 +271,8 @@ class Distiller:
     def guided_teacher(self, x, sigma, cond, uncond, w) -> torch.Tensor:
         """x̂0 = x̂0_u + w·(x̂0_c − x̂0_u) with a scale w (B,) per sample, both passes as one batch of 2B,
         clamped to [−1, 1] as generation.generate does (so the student learns what painting does)."""
+        if self.student_teacher:  # w is its input: one pass
+            return self.teacher_d(x, sigma, {**cond, "guidance": w}).clamp(-1.0, 1.0)
         b = x.shape[0]
         both = self.teacher_d(torch.cat([x, x]), torch.cat([sigma, sigma]), batch_conditions(cond, uncond, b))
         c, u = both[:b], both[b:]
@@ -356,7 +402,7 @@ class Distiller:
             c, u = ({k: v[idx] for k, v in d.items()} for d in (cond, uncond))
             teacher = partial(self.guided_teacher, cond=c, uncond=u, w=w[idx])
             grids = torch.tensor([self.segments[i] for i in n[idx].tolist()], dtype=torch.float64)
-            end[idx] = ode_segment(teacher, x[idx], grids)
+            end[idx] = ode_segment(teacher, x[idx], grids, order=1 if self.student_teacher else 2)
         # the x̂0 whose DDIM step σ_i → σ_{i+1} lands on the teacher's end point (r = 0: the end point itself)
         r = _view(s1 / s0, x)
         return x, s0, (end - r * x) / (1 - r)
@@ -468,10 +514,18 @@ class Distiller:
             training={"distilled_from": cfg.teacher if cfg.teacher in BUNDLED else str(self.teacher_path),
                       "teacher_digest": self.teacher_digest,
                       "method": cfg.method, "steps": self.step, "wall_s": round(self.elapsed, 1),
-                      "wall_s_total": round(self.elapsed + (self.init.get("wall_s_total") or 0.0), 1),
+                      # the whole chain: the student it started from and, for a student teacher, the teacher's own
+                      "wall_s_total": round(self.elapsed + (self.init.get("wall_s_total") or 0.0)
+                                            + (self.teacher_wall_s() if self.student_teacher else 0.0), 1),
                       **({"init": self.init} if self.init else {}),
                       "config": cfg.to_dict(), "unnoise_version": __version__},
         )
+
+
+    def teacher_wall_s(self) -> float:
+        """A student teacher's distillation wall time, its own chain included."""
+        t = self.info.training
+        return float(t.get("wall_s_total") or t.get("wall_s") or 0.0)
 
 
 def resolve(cfg: DistillConfig, info=None) -> DistillConfig:

@@ -57,7 +57,7 @@ def _setup(model: str, threads: Optional[int], num_images: int):
 
 @app.command()
 def quality(
-    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast) or a model directory."),
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast, digits-1step) or a model directory."),
     num_images: int = typer.Option(500, "--num-images", "-n", help="Images to generate (prompts cycle over the judge's list)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler (default: the model's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps (default: the model's)."),
@@ -90,7 +90,7 @@ def quality(
 
 @app.command()
 def sweep(
-    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast) or a model directory."),
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast, digits-1step) or a model directory."),
     over: str = typer.Option("nfe", "--over", help="nfe (every sampler × step counts) or guidance (scales)."),
     samplers: Optional[str] = typer.Option(None, "--samplers", help="Comma-separated samplers (default: all)."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Step counts for --over nfe (default: 5,10,20,50); for guidance one count (default: the model's)."),
@@ -197,7 +197,7 @@ def distill(
                                   teacher_spacing=teacher_spacing)
         if i == 0:
             score("teacher", "teacher dpmpp_2m" + (f" {teacher_spacing}" if teacher_spacing else ""), samples["teacher"])
-        label = f"student {method} ({s_info.defaults.get('sampler', 'consistency')})"
+        label = f"student {method} ({s_info.defaults.get('sampler', 'consistency')}, K={s_info.defaults.get('steps')})"
         score("student", label + (f" {i + 1}" if any(r["sampler"] == label for r in rows) else ""), samples["student"])
     write_table(rows, out, f"unnoise eval distill — {teacher} vs {', '.join(map(str, student))}")
     plot_sweep(rows, "nfe", judge.metric_names, out / "plot.png", title=f"{teacher}: teacher vs distilled student, {len(labels)} images per point")
