@@ -160,7 +160,7 @@ def paint(
     if animate is not None:
         visualize.save_frames(visualize.denoising_frames(frames, x, size=max(size, 128)), animate, duration_ms=150)
     shown = ", ".join(str(q) for q in paths[:3]) + (" …" if len(paths) > 3 else "")
-    typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} steps {p.sampler}, guidance {p.guidance:g}, model {model})")
+    typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} step{'s' * (p.steps != 1)} {p.sampler}, guidance {p.guidance:g}, model {model})")
 
 
 @app.command()
