@@ -183,7 +183,7 @@ def main() -> None:
         args.modes = [m for m in args.modes if "bf16" not in m]
         if dropped:
             print(f"skipping {', '.join(dropped)}: bf16 matmuls are slower than fp32 here "
-                  "(no native bf16 in this CPU's exposed instruction set; --force-bf16 runs them anyway)")
+                  "(measured above: no native bf16 path, or one slower than fp32's; --force-bf16 runs them anyway)")
 
     ours_cfg = getattr(UNetConfig, args.preset)().replace(in_channels=args.channels, out_channels=args.channels)
     probe = make_trainee("ours", ours_cfg, "fp32", 2, args.channels)
