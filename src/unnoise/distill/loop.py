@@ -124,6 +124,11 @@ def student_teacher_segments(schedule, steps: int, spacing: str, teacher_steps: 
     return [fine[a:b + 1] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
+def chain_wall_s(training: dict) -> float:
+    """A student's distillation wall time with its whole chain (unnoise.json's `training`)."""
+    return float(training.get("wall_s_total") or training.get("wall_s") or 0.0)
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
@@ -240,7 +245,7 @@ class Distiller:
             raise DistillError(f"--init: {path}'s network differs from the student's")
         return net, {"path": str(path), "digest": file_digest(path / "model.safetensors"), "method": info.training.get("method"),
                 "steps": info.training.get("steps"), "wall_s": info.training.get("wall_s"),
-                "wall_s_total": info.training.get("wall_s_total", info.training.get("wall_s"))}
+                "wall_s_total": chain_wall_s(info.training)}
 
     def _load_latest(self) -> None:
         path = checkpoint.latest_path(self.out)
@@ -502,6 +507,10 @@ class Distiller:
 
         cfg = self.cfg
         sampler = {"consistency": "consistency", "guidance": "dpmpp_2m", "trajectory": "ddim", "progressive": "ddim"}[cfg.method]
+        # the chain before this run: the student it started from (whose chain holds a student teacher's), else a
+        # student teacher's own
+        before = (self.init["wall_s_total"] if self.init
+                  else chain_wall_s(self.info.training) if self.student_teacher else 0.0)
         meta = SimpleNamespace(channels=self.info.channels, image_size=self.info.image_size, name=self.info.dataset,
                                example_prompts=self.info.example_prompts)
         return save_model_dir(
@@ -514,18 +523,10 @@ class Distiller:
             training={"distilled_from": cfg.teacher if cfg.teacher in BUNDLED else str(self.teacher_path),
                       "teacher_digest": self.teacher_digest,
                       "method": cfg.method, "steps": self.step, "wall_s": round(self.elapsed, 1),
-                      # the whole chain: the student it started from and, for a student teacher, the teacher's own
-                      "wall_s_total": round(self.elapsed + (self.init.get("wall_s_total") or 0.0)
-                                            + (self.teacher_wall_s() if self.student_teacher else 0.0), 1),
+                      "wall_s_total": round(self.elapsed + before, 1),
                       **({"init": self.init} if self.init else {}),
                       "config": cfg.to_dict(), "unnoise_version": __version__},
         )
-
-
-    def teacher_wall_s(self) -> float:
-        """A student teacher's distillation wall time, its own chain included."""
-        t = self.info.training
-        return float(t.get("wall_s_total") or t.get("wall_s") or 0.0)
 
 
 def resolve(cfg: DistillConfig, info=None) -> DistillConfig:
