@@ -403,6 +403,43 @@ def test_reuse_serves_each_teacher_target_for_r_steps_and_resumes_exactly(teache
         config(teacher, squares, tmp_path / "c", reuse=2)
 
 
+def test_student_states_start_intervals_where_the_students_own_painting_is(teacher, squares, tmp_path):
+    """student_states=p: the first ⌈p·B⌉ fresh samples of interval i start from the student's own i DDIM steps
+    (from x0 + σ_0·z, its x̂0 clamped, w as its input) — what it paints — the rest from noised data; the
+    target is still the teacher's solve from that state; the window of such targets is checkpointed, so a
+    resume with reuse stays exact."""
+    from functools import partial
+
+    from unnoise.distill.loop import ode_segment
+
+    kw = dict(method="trajectory", steps=4, ode_steps=8, spacing="log_snr_trailing")
+    d = Distiller(config(teacher, squares, tmp_path / "s", student_states=0.5, **kw), quiet=True)
+    x0, cond, uncond, w, n, noise = d.draw(0, 16)
+    n = torch.tensor([3, 2, 1, 0] * 4)  # every interval in both halves
+    x, sigma, target = d._trajectory_target(x0, cond, uncond, w, n, noise)
+    coarse = [seg[0] for seg in d.segments]
+    student = lambda x, s, c, w: d.student_d(x, s, {**c, "guidance": w}).clamp(-1, 1)  # noqa: E731
+    with torch.no_grad():
+        for i in range(8):  # the student's half: its own DDIM painting down to σ_{n_i}
+            c = {k: v[i:i + 1] for k, v in cond.items()}
+            own = ode_segment(partial(student, c=c, w=w[i:i + 1]), x0[i:i + 1] + coarse[0] * noise[i:i + 1],
+                              coarse[:int(n[i]) + 1], order=1) if n[i] else x0[i:i + 1] + coarse[0] * noise[i:i + 1]
+            torch.testing.assert_close(x[i:i + 1], own, rtol=0, atol=1e-5)
+    data = x0 + sigma.view(-1, 1, 1, 1) * noise
+    assert torch.equal(x[8:], data[8:]) and torch.equal(x[3], data[3]) and not torch.allclose(x[:3], data[:3])
+    plain = Distiller(config(teacher, squares, tmp_path / "p", **kw), quiet=True)
+    with torch.no_grad():
+        _, _, plain_target = plain._trajectory_target(x0, cond, uncond, w, n, noise)
+    torch.testing.assert_close(target[8:], plain_target[8:], rtol=1e-5, atol=1e-5)  # same teacher, same states
+
+    assert_resume_is_exact(teacher, squares, tmp_path, student_states=0.5, reuse=2, **kw)
+    assert (checkpoint.latest_path(tmp_path / "split") / "extra.safetensors").is_file()
+    with pytest.raises(DistillError, match="student_states is for the trajectory method"):
+        config(teacher, squares, tmp_path / "c", student_states=0.5)
+    with pytest.raises(DistillError, match="student_states must be a share from 0 to 1"):
+        config(teacher, squares, tmp_path / "c", method="trajectory", student_states=1.5)
+
+
 def test_progressive_rounds_halve_the_steps(teacher, squares, tmp_path):
     d = Distiller(config(teacher, squares, tmp_path / "pd", method="progressive", steps=1, ode_steps=4, max_steps=4),
                   quiet=True)
@@ -454,6 +491,7 @@ def test_cli_distills_and_resumes(teacher, squares, tmp_path, cli):
     (["--last-target", "x0"], "last_target is for the trajectory method"),
     (["--method", "trajectory", "--reuse", "3"], "must be a multiple of reuse"),
     (["--method", "trajectory", "--interval-weights", "1,x"], "--interval-weights must be comma-separated numbers"),
+    (["--student-states", "0.5"], "student_states is for the trajectory method"),
     (["--method", "guidance", "--init", "{tmp}/nothing"], "--init"),
 ])
 def test_cli_bad_input_is_one_line(teacher, tmp_path, extra, message, cli):

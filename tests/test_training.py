@@ -107,6 +107,20 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         checkpoint.load(path)
 
 
+def test_checkpoint_extra_tensors_round_trip_and_are_optional(tmp_path):
+    """extra= (a loop's own tensors, e.g. distillation's window of targets) lands in extra.safetensors in the
+    same atomic folder; a checkpoint without it loads with extra None; a garbled one is a clear error."""
+    model, opt = {"w": torch.zeros(2)}, {"state": {}, "param_groups": []}
+    assert checkpoint.load(checkpoint.save(tmp_path / "a", 1, model, model, opt, {"ema_updates": 1})).extra is None
+    extra = {"0.x": torch.randn(2, 3), "0.cond.mask": torch.tensor([True, False])}
+    path = checkpoint.save(tmp_path / "b", 2, model, model, opt, {"ema_updates": 2}, extra=extra)
+    back = checkpoint.load(path).extra
+    assert back.keys() == extra.keys() and all(torch.equal(back[k], v) for k, v in extra.items())
+    (path / "extra.safetensors").write_bytes(b"garbage")
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
+        checkpoint.load(path)
+
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(checkpoint.latest_path(run) / "model.safetensors"))
 

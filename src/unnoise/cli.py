@@ -274,6 +274,9 @@ def distill(
                                     "teacher's fine solve; or x0, its guided x̂0 at the last σ (a final denoising step)."),
     reuse: int = typer.Option(1, "--reuse", help="trajectory, guidance: each teacher target serves R consecutive steps "
                               "(batch-size/R fresh samples a step; ~R× fewer teacher calls per step)."),
+    student_states: float = typer.Option(0.0, "--student-states", help="trajectory: the share of samples that start "
+                                         "each interval where the student's own painting is (its steps from noise) "
+                                         "instead of on noised data (0–1; docs/distill.md)."),
     spacing: Optional[str] = typer.Option(None, "--spacing", help="The student's σ grid (and the teacher's inside it): "
                                           "log_snr_trailing never calls at σ_min (default: the teacher's spacing)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
@@ -305,7 +308,7 @@ def distill(
         "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
         "warmup_steps": warmup_steps, "ema_decay": ema_decay, "init": init, "sigma_sampling": sigma_sampling,
         "ode_steps": ode_steps, "spacing": spacing, "weighting": weighting, "last_target": last_target, "reuse": reuse,
-        "interval_weights": weights,
+        "interval_weights": weights, "student_states": student_states,
         "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
     }

@@ -54,6 +54,9 @@ class DistillConfig:
     reuse: int = 1  # trajectory, guidance: each teacher target serves this many consecutive steps (the batch is the
     # fresh batch_size/reuse samples of this step and of the reuse − 1 steps before; the teacher's targets do not
     # depend on the student, so a resume recomputes them and stays exact)
+    student_states: float = 0.0  # trajectory: this share of each fresh batch starts its interval i > 0 where the
+    # student's own painting is (its DDIM steps from σ_0, no gradient) instead of on noised data: the states it meets
+    # when it paints, CFG-guided, off the data's marginals (distill.md); its window of targets goes into checkpoints
     max_steps: int = 4000  # optimiser steps in total (a resumed run continues to this)
     max_minutes: float | None = None  # stop (checkpoint, export) after this much wall time in one invocation
     batch_size: int = 32  # images per step
@@ -123,6 +126,11 @@ class DistillConfig:
             bad("reuse is for the trajectory and guidance methods (the others' targets change with the student)")
         if self.reuse > 1 and self.batch_size % self.reuse:
             bad(f"batch_size ({self.batch_size}) must be a multiple of reuse ({self.reuse})")
+        v = self.student_states
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 <= v <= 1):
+            bad(f"student_states must be a share from 0 to 1, got {v!r}")
+        if v and self.method != "trajectory":
+            bad("student_states is for the trajectory method (where the student starts its intervals)")
         if not 1 <= self.max_steps <= 10_000_000:
             bad(f"max_steps must be between 1 and 10,000,000, got {self.max_steps}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):

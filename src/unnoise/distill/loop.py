@@ -258,6 +258,10 @@ class Distiller:
         self.ema.load_state_dict(ck.ema, ck.state["ema_updates"])
         self.optimizer.load_state_dict(ck.optimizer)
         self.step, self.elapsed = ck.step, float(ck.state.get("elapsed_s", 0.0))
+        if self.cfg.student_states:
+            if ck.extra is None and self.cfg.reuse > 1:
+                raise DistillError(f"--resume: {path} has no saved window of targets, which --student-states needs")
+            self._restore_window(ck.extra or {})
         if self.cfg.method == "progressive" and self._round(self.step) > 0:
             self._load_round_teacher()
         self._log(f"resumed from {path} at step {self.step}")
@@ -270,7 +274,32 @@ class Distiller:
         state = {"ema_updates": self.ema.num_updates, "unnoise_version": __version__, "config": self.cfg.to_dict(),
                  "teacher_digest": self.teacher_digest, "elapsed_s": self.elapsed}
         checkpoint.save(self.out, self.step, self.student.state_dict(), self.ema.state_dict(),
-                        self.optimizer.state_dict(), state, keep=self.cfg.keep_checkpoints)
+                        self.optimizer.state_dict(), state, keep=self.cfg.keep_checkpoints, extra=self._window())
+
+    _FIELDS = ("x", "sigma", "cond", "w", "target", "scale")  # a teacher_batch entry
+
+    def _window(self) -> dict[str, torch.Tensor] | None:
+        """With --student-states the targets depend on the student's weights when they were made, so a resume
+        cannot recompute the reuse window: it is saved with the checkpoint (step.field[.key] → tensor)."""
+        if not self.cfg.student_states:
+            return None
+        out = {}
+        for k, entry in self._targets.items():
+            for name, value in zip(self._FIELDS, entry):
+                items = value.items() if name == "cond" else [(None, value)]
+                out.update({f"{k}.{name}" + (f".{key}" if key else ""): v.contiguous() for key, v in items})
+        return out
+
+    def _restore_window(self, tensors: dict[str, torch.Tensor]) -> None:
+        entries: dict[int, dict[str, Any]] = {}
+        for name, v in tensors.items():
+            k, field, *key = name.split(".", 2)
+            entry = entries.setdefault(int(k), {"cond": {}})
+            if key:
+                entry["cond"][key[0]] = v
+            else:
+                entry[field] = v
+        self._targets = {k: tuple(e[f] for f in self._FIELDS) for k, e in entries.items()}
 
     # --- the models as functions of (x, σ) ------------------------------------------------------------
     def guided_teacher(self, x, sigma, cond, uncond, w) -> torch.Tensor:
@@ -400,6 +429,8 @@ class Distiller:
         s0 = torch.tensor([seg[0] for seg in self.segments], dtype=torch.float64)[n].float()  # (B,) σ_i
         s1 = torch.tensor([seg[-1] for seg in self.segments], dtype=torch.float64)[n].float()  # σ_{i+1}
         x = x0 + _view(s0, x0) * noise
+        if self.cfg.student_states:
+            x = self._student_states(x0, noise, x, cond, w, n)
         end = torch.empty_like(x)
         lengths = torch.tensor([len(seg) for seg in self.segments])[n]
         for m in lengths.unique().tolist():  # intervals with as many fine steps are solved together, a grid per sample
@@ -411,6 +442,23 @@ class Distiller:
         # the x̂0 whose DDIM step σ_i → σ_{i+1} lands on the teacher's end point (r = 0: the end point itself)
         r = _view(s1 / s0, x)
         return x, s0, (end - r * x) / (1 - r)
+
+    def _student_states(self, x0, noise, x, cond, w, n):
+        """--student-states p: the first ⌈p·B⌉ samples start interval i where the student's own painting is at σ_i:
+        from x0 + σ_0·z (every sample's first state), i of its DDIM steps with its x̂0 clamped as painting clamps it,
+        no gradient — the CFG-guided states it meets when it paints, not the data's noised marginals.  The
+        teacher's fine solve from there is still the target.  The rest keep x = x0 + σ_i·z."""
+        k = math.ceil(self.cfg.student_states * x.shape[0])
+        coarse = [seg[0] for seg in self.segments]  # σ_0 > … > σ_{K−1}
+        x = x.clone()
+        y = x0[:k] + coarse[0] * noise[:k]
+        for j in range(int(n[:k].max()) if k else 0):  # step j: σ_j → σ_{j+1} for the samples that go past σ_j
+            idx = (n[:k] > j).nonzero().squeeze(1)
+            sigma = torch.full((len(idx),), coarse[j], dtype=x.dtype)
+            d = self.student_d(y[idx], sigma, {**{key: v[idx] for key, v in cond.items()}, "guidance": w[idx]})
+            y[idx] = toward(d.clamp(-1.0, 1.0), y[idx], coarse[j + 1] / coarse[j])
+        x[:k] = y
+        return x
 
     def round_x0(self, x, sigma, cond, uncond, w):
         if self.round_teacher is None:

@@ -152,12 +152,12 @@ class UNetConfig:
 
     @classmethod
     def small(cls) -> "UNetConfig":
-        """Quick experiments: the default at half the width, about a quarter of its compute."""
+        """The bundled 32×32 models (digits, emoji): the default at half the width, about a quarter of its compute."""
         return cls(base_channels=32, norm_groups=16)
 
     @classmethod
     def default(cls) -> "UNetConfig":
-        """The bundled 32×32 models (digits, emoji): the field defaults."""
+        """The field defaults: `unnoise train --model-size default` (its default size) and the throughput benchmark."""
         return cls()
 
 

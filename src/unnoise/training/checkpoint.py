@@ -37,6 +37,7 @@ class Checkpoint:
     ema: dict[str, torch.Tensor]
     optimizer: dict[str, Any]  # a torch optimizer state_dict
     state: dict[str, Any]  # trainer_state.json
+    extra: dict[str, torch.Tensor] | None = None  # extra.safetensors: a loop's own tensors (e.g. distill's targets)
 
 
 def _fsync_file(path: Path) -> None:
@@ -84,8 +85,10 @@ def save(
     optimizer: dict[str, Any],
     state: dict[str, Any],
     keep: int = 3,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically, point `latest` at it, keep the newest `keep` checkpoints."""
+    """Write checkpoint `step` atomically, point `latest` at it, keep the newest `keep` checkpoints.  `extra`:
+    more tensors the loop needs to resume exactly (extra.safetensors, in the same atomic folder)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
@@ -95,7 +98,8 @@ def save(
         shutil.rmtree(tmp)
     tmp.mkdir()
     opt_tensors, param_groups = optimizer_to_tensors(optimizer)
-    for file, tensors in (("model", model), ("ema", ema), ("optimizer", opt_tensors)):
+    files = [("model", model), ("ema", ema), ("optimizer", opt_tensors)] + ([("extra", extra)] if extra is not None else [])
+    for file, tensors in files:
         # channels_last weights are strided views; safetensors stores plain row-major data
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / f"{file}.safetensors"))
     (tmp / "trainer_state.json").write_text(
@@ -148,7 +152,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
         model = load_file(str(path / "model.safetensors"))
         ema = load_file(str(path / "ema.safetensors"))
         opt_tensors = load_file(str(path / "optimizer.safetensors"))
+        extra = load_file(str(path / "extra.safetensors")) if (path / "extra.safetensors").is_file() else None
     except (SafetensorError, json.JSONDecodeError, OSError) as e:
         raise CheckpointError(f"corrupt checkpoint {path}: {e}") from e
     optimizer = optimizer_from_tensors(opt_tensors, state.pop("optimizer_param_groups"))
-    return Checkpoint(step=int(state["step"]), model=model, ema=ema, optimizer=optimizer, state=state)
+    return Checkpoint(step=int(state["step"]), model=model, ema=ema, optimizer=optimizer, state=state, extra=extra)
