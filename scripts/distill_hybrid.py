@@ -8,8 +8,9 @@ j = K is the student alone, j = 0 the teacher alone on the student's nested grid
 j − 1 and j is what the student's j-th jump adds.  With --teacher-first the teacher solves the first j
 intervals and the student jumps the rest (each jump's error from the teacher's own states).  With
 --last-call the student makes its first K − 1 jumps and the last interval (to 0) is finished three ways:
-the student's call, the teacher's fine solve, and the teacher's guided x̂0 in one call.  Digits only
-(FD-digits and adherence).
+the student's call, the teacher's fine solve, and the teacher's guided x̂0 in one call.  Digits students are
+scored by FD-digits and adherence (the classifier reads the digit), emoji students as `unnoise eval distill`
+scores them: ⌊n/60⌋ seeds for each of the judge's 60 names, top-5/top-1 name retrieval and FD-ENL0.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main() -> None:
     from unnoise.conditioning.text import TextEncoder
     from unnoise.denoisers import DiscreteDenoiser
     from unnoise.distill.loop import ode_segment, trajectory_segments
-    from unnoise.evaluation.quality import DigitsJudge
+    from unnoise.evaluation.quality import EMOJI_NAMES, DigitsJudge, EmojiJudge
     from unnoise.modeldir import load_model_dir
     from unnoise.sampling import seeded_generators
     from unnoise.sampling.core import randn_like, toward
@@ -45,19 +46,30 @@ def main() -> None:
     if cfg["method"] != "trajectory":
         raise SystemExit(f"{args.student} is a {cfg['method']} student; this splits a trajectory student's jumps")
     teacher, t_info, _ = load_model_dir(s_info.training["distilled_from"])
-    if t_info.dataset != "digits":
-        raise SystemExit("digits students only")
+    if t_info.dataset not in ("digits", "emoji"):
+        raise SystemExit(f"no judge for {t_info.dataset!r}: digits and emoji students only")
     schedule = schedules.get(t_info.schedule, t_info.num_train_steps)
     segments = trajectory_segments(schedule, cfg["steps"], cfg["spacing"], cfg["ode_steps"],
                                    cfg.get("last_target", "ode"))
     w = float(s_info.defaults["guidance"])
-    judge = DigitsJudge(fd_enl0=False)
-    per = max(1, args.num_images // 10)
-    labels = torch.tensor([d for d in range(10) for _ in range(per)])
+    if t_info.dataset == "digits":
+        judge = DigitsJudge(fd_enl0=False)
+        prompts, targets = [f"a handwritten {word}" for word in judge.words], list(range(10))
+        metrics = {"adherence": "adherence", "fd_digits": "FD-digits"}
+    else:
+        judge = EmojiJudge(image_size=t_info.image_size)
+        prompts, targets = list(EMOJI_NAMES), [judge.item(n) for n in EMOJI_NAMES]
+        metrics = {"top5_names": "top-5", "top1_names": "top-1", "fd_enl0": "FD-ENL0"}
+    per = max(1, args.num_images // len(prompts))
+    labels = torch.tensor([t for t in targets for _ in range(per)])
     encoder = TextEncoder.load()
-    cond = encoder.encode([f"a handwritten {judge.words[d]}" for d in labels.tolist()])
+    cond = encoder.encode([p for p in prompts for _ in range(per)])
     uncond = encoder.encode([""] * len(labels))
-    seeds = [s for _ in range(10) for s in range(per)]
+    seeds = [s for _ in prompts for s in range(per)]
+
+    def scored(images) -> str:
+        m = judge.score(images.clamp(-1, 1), labels)
+        return " ".join(f"{m[k]:>9.3f}" if m[k] <= 1 else f"{m[k]:>9.2f}" for k in metrics)
     shape = (t_info.channels, t_info.image_size, t_info.image_size)
     start = randn_like(torch.empty(len(seeds), *shape), seeded_generators(seeds)) * segments[0][0]  # as sample draws it
     t_den = DiscreteDenoiser(teacher.float().eval(), schedule, t_info.prediction_type)
@@ -85,12 +97,12 @@ def main() -> None:
                         f"teacher fine solve, {len(fine) - 1} calls": ode_segment(guided, x, fine),
                         "teacher x̂0, 1 call": ode_segment(guided, x, [segments[-1][0], 0.0])}
             print(f"the student's first {len(segments) - 1} jumps to σ = {segments[-1][0]:.4g}, then:")
+            print(f"{'':>32} " + " ".join(f"{v:>9}" for v in metrics.values()))
             for name, y in finishes.items():
-                m = judge.score(y.clamp(-1, 1), labels)
-                print(f"{name:>32} adherence {m['adherence']:.3f} FD-digits {m['fd_digits']:.2f}", flush=True)
+                print(f"{name:>32} {scored(y)}", flush=True)
         return
     first = "teacher" if args.teacher_first else "student"
-    print(f"{first + ' first j':>15} {'teacher calls':>13} {'adherence':>9} {'FD-digits':>9}")
+    print(f"{first + ' first j':>15} {'teacher calls':>13} " + " ".join(f"{v:>9}" for v in metrics.values()))
     with torch.no_grad():
         for j in range(len(segments) + 1):
             x = start.clone()
@@ -100,8 +112,7 @@ def main() -> None:
                 else:
                     x = ode_segment(guided, x, seg)
             calls = sum(len(s) - 1 for s in (segments[:j] if args.teacher_first else segments[j:]))
-            m = judge.score(x.clamp(-1, 1), labels)
-            print(f"{j:>15} {calls:>13} {m['adherence']:>9.3f} {m['fd_digits']:>9.2f}", flush=True)
+            print(f"{j:>15} {calls:>13} {scored(x)}", flush=True)
 
 
 if __name__ == "__main__":

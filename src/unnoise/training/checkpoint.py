@@ -98,7 +98,8 @@ def save(
         shutil.rmtree(tmp)
     tmp.mkdir()
     opt_tensors, param_groups = optimizer_to_tensors(optimizer)
-    files = [("model", model), ("ema", ema), ("optimizer", opt_tensors)] + ([("extra", extra)] if extra is not None else [])
+    files = [("model", model), ("ema", ema), ("optimizer", opt_tensors)]
+    files += [("extra", extra)] if extra is not None else []
     for file, tensors in files:
         # channels_last weights are strided views; safetensors stores plain row-major data
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / f"{file}.safetensors"))
