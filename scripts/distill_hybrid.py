@@ -36,7 +36,7 @@ def main() -> None:
     from unnoise.conditioning.text import TextEncoder
     from unnoise.denoisers import DiscreteDenoiser
     from unnoise.distill.loop import ode_segment, trajectory_segments
-    from unnoise.evaluation.quality import EMOJI_NAMES, DigitsJudge, EmojiJudge
+    from unnoise.evaluation.quality import DigitsJudge, EmojiJudge
     from unnoise.modeldir import load_model_dir
     from unnoise.sampling import seeded_generators
     from unnoise.sampling.core import randn_like, toward
@@ -54,14 +54,13 @@ def main() -> None:
     w = float(s_info.defaults["guidance"])
     if t_info.dataset == "digits":
         judge = DigitsJudge(fd_enl0=False)
-        prompts, targets = [f"a handwritten {word}" for word in judge.words], list(range(10))
         metrics = {"adherence": "adherence", "fd_digits": "FD-digits"}
     else:
         judge = EmojiJudge(image_size=t_info.image_size)
-        prompts, targets = list(EMOJI_NAMES), [judge.item(n) for n in EMOJI_NAMES]
         metrics = {"top5_names": "top-5", "top1_names": "top-1", "fd_enl0": "FD-ENL0"}
+    prompts, targets = judge.distinct_prompts()  # as `unnoise eval distill` paints them
     per = max(1, args.num_images // len(prompts))
-    labels = torch.tensor([t for t in targets for _ in range(per)])
+    labels = targets.repeat_interleave(per)
     encoder = TextEncoder.load()
     cond = encoder.encode([p for p in prompts for _ in range(per)])
     uncond = encoder.encode([""] * len(labels))

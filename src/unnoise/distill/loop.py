@@ -258,10 +258,10 @@ class Distiller:
         self.ema.load_state_dict(ck.ema, ck.state["ema_updates"])
         self.optimizer.load_state_dict(ck.optimizer)
         self.step, self.elapsed = ck.step, float(ck.state.get("elapsed_s", 0.0))
-        if self.cfg.student_states:
-            if ck.extra is None and self.cfg.reuse > 1:
+        if self.cfg.student_states and self.cfg.reuse > 1:
+            if ck.extra is None:
                 raise DistillError(f"--resume: {path} has no saved window of targets, which --student-states needs")
-            self._restore_window(ck.extra or {})
+            self._restore_window(ck.extra)
         if self.cfg.method == "progressive" and self._round(self.step) > 0:
             self._load_round_teacher()
         self._log(f"resumed from {path} at step {self.step}")
@@ -281,7 +281,7 @@ class Distiller:
     def _window(self) -> dict[str, torch.Tensor] | None:
         """With --student-states the targets depend on the student's weights when they were made, so a resume
         cannot recompute the reuse window: it is saved with the checkpoint (step.field[.key] → tensor)."""
-        if not self.cfg.student_states:
+        if not self.cfg.student_states or self.cfg.reuse == 1:  # without reuse no target outlives its step
             return None
         out = {}
         for k, entry in self._targets.items():
@@ -450,15 +450,13 @@ class Distiller:
         teacher's fine solve from there is still the target.  The rest keep x = x0 + σ_i·z."""
         k = math.ceil(self.cfg.student_states * x.shape[0])
         coarse = [seg[0] for seg in self.segments]  # σ_0 > … > σ_{K−1}
-        x = x.clone()
         y = x0[:k] + coarse[0] * noise[:k]
         for j in range(int(n[:k].max()) if k else 0):  # step j: σ_j → σ_{j+1} for the samples that go past σ_j
             idx = (n[:k] > j).nonzero().squeeze(1)
             sigma = torch.full((len(idx),), coarse[j], dtype=x.dtype)
             d = self.student_d(y[idx], sigma, {**{key: v[idx] for key, v in cond.items()}, "guidance": w[idx]})
             y[idx] = toward(d.clamp(-1.0, 1.0), y[idx], coarse[j + 1] / coarse[j])
-        x[:k] = y
-        return x
+        return torch.cat([y, x[k:]])
 
     def round_x0(self, x, sigma, cond, uncond, w):
         if self.round_teacher is None:

@@ -164,24 +164,19 @@ def distill(
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
 ) -> None:
     """Teacher (dpmpp_2m at 4–50 calls) against its distilled students (1–4 calls): one table, one plot."""
-    import torch
-
     from .. import schedules
     from ..distill import compare_samples
     from ..modeldir import load_model_dir
     from .plots import plot_sweep
-    from .quality import EMOJI_NAMES, DigitsJudge, judge_for, write_table
+    from .quality import judge_for, write_table
 
     if teacher_spacing is not None and teacher_spacing not in schedules.SPACINGS:
         raise EvalError(f"--teacher-spacing must be one of {', '.join(schedules.SPACINGS)}, got {teacher_spacing!r}")
     painter = _setup(teacher, threads, num_images)
     judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
-    if isinstance(judge, DigitsJudge):
-        prompts, targets = [f"a handwritten {w}" for w in judge.words], list(range(10))
-    else:
-        prompts, targets = list(EMOJI_NAMES), [judge.item(n) for n in EMOJI_NAMES]
+    prompts, targets = judge.distinct_prompts()
     per = max(1, num_images // len(prompts))
-    labels = torch.tensor([t for t in targets for _ in range(per)])
+    labels = targets.repeat_interleave(per)
     rows = []
 
     def score(who: str, name: str, images_by_nfe: dict) -> None:

@@ -160,6 +160,10 @@ class DigitsJudge:
         labels = torch.arange(n) % 10
         return [f"a handwritten {self.words[d]}" for d in labels.tolist()], labels
 
+    def distinct_prompts(self) -> tuple[list[str], torch.Tensor]:
+        """Each judged prompt once, with its label: "a handwritten zero" … "nine"."""
+        return self.prompts(10)
+
     @torch.inference_mode()
     def _class_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats, logits = [], []
@@ -236,6 +240,10 @@ class EmojiJudge:
         pairs = [(t, t) for t in EMOJI_NAMES] if not paraphrases else list(EMOJI_PARAPHRASES)
         prompts = [pairs[i % len(pairs)][0] for i in range(n)]
         return prompts, torch.tensor([self.item(pairs[i % len(pairs)][1]) for i in range(n)])
+
+    def distinct_prompts(self) -> tuple[list[str], torch.Tensor]:
+        """Each judged name once (EMOJI_NAMES), with its emoji's index."""
+        return self.prompts(len(EMOJI_NAMES))
 
     def retrieval(self, images: torch.Tensor, targets: torch.Tensor, k: int = 5) -> tuple[float, float, torch.Tensor]:
         from .features import enl0_features
