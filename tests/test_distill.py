@@ -440,6 +440,39 @@ def test_student_states_start_intervals_where_the_students_own_painting_is(teach
         config(teacher, squares, tmp_path / "c", method="trajectory", student_states=1.5)
 
 
+def test_a_student_twice_as_wide_starts_as_the_teacher_learns_and_goes_on(teacher, squares, tmp_path):
+    """student_width=2: the student is the teacher's network widened by Net2Net duplication, the teacher's own
+    function at step 0; it distils, resumes exactly, paints through Painter, and --init goes on from it (a
+    narrow run is told to pass --student-width 2)."""
+    from unnoise.models.widen import widened_config
+
+    kw = dict(method="trajectory", steps=2, ode_steps=4, student_width=2)
+    d = Distiller(config(teacher, squares, tmp_path / "w", max_steps=4, **kw), quiet=True)
+    assert d.student.config == widened_config(d.teacher.config.replace(guidance_embedding=True))
+    assert d.target.config == d.student.config
+    x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([10.0, 700.0])
+    cond = dict(d.encoder.encode(list(COLOURS)))
+    with torch.no_grad():
+        a, b = d.teacher(x, t, cond), d.student(x, t, {**cond, "guidance": torch.tensor([3.0, 5.0])})
+    assert (a - b).abs().max() < 1e-4 * (1 + a.abs().max())
+    model_dir = d.run()
+    with torch.no_grad():
+        assert (a - d.student(x, t, {**cond, "guidance": torch.tensor([3.0, 5.0])})).abs().max() > 1e-3  # it learnt
+    painter = Painter.from_pretrained(model_dir)
+    assert painter.model.config == d.student.config
+    assert len(painter("a red square", num_images=1, seed=0)) == 1
+
+    assert_resume_is_exact(teacher, squares, tmp_path, **kw)
+    going_on = Distiller(config(teacher, squares, tmp_path / "on", init=str(model_dir), **kw), quiet=True)
+    start = load_file(str(model_dir / "model.safetensors"))
+    assert all(torch.equal(v.float(), going_on.student.state_dict()[k]) for k, v in start.items())
+    with pytest.raises(DistillError, match="pass --student-width 2"):
+        Distiller(config(teacher, squares, tmp_path / "n", init=str(model_dir), method="trajectory", steps=2,
+                         ode_steps=4), quiet=True)
+    with pytest.raises(DistillError, match="student_width must be 1"):
+        config(teacher, squares, tmp_path / "c", student_width=3)
+
+
 def test_progressive_rounds_halve_the_steps(teacher, squares, tmp_path):
     d = Distiller(config(teacher, squares, tmp_path / "pd", method="progressive", steps=1, ode_steps=4, max_steps=4),
                   quiet=True)
@@ -492,6 +525,7 @@ def test_cli_distills_and_resumes(teacher, squares, tmp_path, cli):
     (["--method", "trajectory", "--reuse", "3"], "must be a multiple of reuse"),
     (["--method", "trajectory", "--interval-weights", "1,x"], "--interval-weights must be comma-separated numbers"),
     (["--student-states", "0.5"], "student_states is for the trajectory method"),
+    (["--student-width", "4"], "student_width must be 1"),
     (["--method", "guidance", "--init", "{tmp}/nothing"], "--init"),
 ])
 def test_cli_bad_input_is_one_line(teacher, tmp_path, extra, message, cli):

@@ -277,6 +277,8 @@ def distill(
     student_states: float = typer.Option(0.0, "--student-states", help="trajectory: the share of samples that start "
                                          "each interval where the student's own painting is (its steps from noise) "
                                          "instead of on noised data (0–1; docs/distill.md)."),
+    student_width: int = typer.Option(1, "--student-width", help="1: the student is the teacher's network; 2: twice "
+                                      "as wide (~4× the compute a call), started as exactly the teacher (docs/distill.md)."),
     spacing: Optional[str] = typer.Option(None, "--spacing", help="The student's σ grid (and the teacher's inside it): "
                                           "log_snr_trailing never calls at σ_min (default: the teacher's spacing)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
@@ -308,7 +310,7 @@ def distill(
         "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
         "warmup_steps": warmup_steps, "ema_decay": ema_decay, "init": init, "sigma_sampling": sigma_sampling,
         "ode_steps": ode_steps, "spacing": spacing, "weighting": weighting, "last_target": last_target, "reuse": reuse,
-        "interval_weights": weights, "student_states": student_states,
+        "interval_weights": weights, "student_states": student_states, "student_width": student_width,
         "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
     }

@@ -84,11 +84,13 @@ def write_distill_card(run: str | os.PathLike, model_dir: str | os.PathLike, nam
         f"* exported with `unnoise export {run} --out {model_dir} --card {name}`"
         + (" (`--notes`: the sections after the vocabulary)" if notes else ""), "",
         "## Network", "",
-        f"The teacher's UNet (patch {net.get('patch_size')}, widths "
-        f"{[net['base_channels'] * m for m in net['channel_mults']]})"
-        + (", guidance-scale embedding included" if teacher_root else " plus a guidance-scale embedding") +
-        f", initialised from the teacher; weights {size:.1f} MiB (float16).  It learned w ∈ "
-        f"[{cfg.guidance_min:g}, {cfg.guidance_max:g}].", "",
+        (f"The teacher's UNet twice as wide (patch {net.get('patch_size')}, widths "
+         if cfg.student_width == 2 else f"The teacher's UNet (patch {net.get('patch_size')}, widths ")
+        + f"{[net['base_channels'] * m for m in net['channel_mults']]})"
+        + (", guidance-scale embedding included" if teacher_root else " plus a guidance-scale embedding")
+        + (", widened from the teacher by Net2Net duplication (the same function at the start)"
+           if cfg.student_width == 2 else ", initialised from the teacher")
+        + f"; weights {size:.1f} MiB (float16).  It learned w ∈ [{cfg.guidance_min:g}, {cfg.guidance_max:g}].", "",
         "## Defaults", "",
         f"`unnoise paint --model {name}` uses {defaults['sampler']}, {calls} step{'s' * (calls != 1)} on the "
         f"{defaults.get('spacing', 'default')} spacing, guidance {defaults['guidance']:g}.", "",

@@ -57,6 +57,8 @@ class DistillConfig:
     student_states: float = 0.0  # trajectory: this share of each fresh batch starts its interval i > 0 where the
     # student's own painting is (its DDIM steps from σ_0, no gradient) instead of on noised data: the states it meets
     # when it paints, CFG-guided, off the data's marginals (distill.md); its window of targets goes into checkpoints
+    student_width: int = 1  # the student's width relative to its teacher's network: 1, or 2 (base channels and head
+    # width doubled, started as exactly the teacher's function by Net2Net widening; models/widen.py, distill.md)
     max_steps: int = 4000  # optimiser steps in total (a resumed run continues to this)
     max_minutes: float | None = None  # stop (checkpoint, export) after this much wall time in one invocation
     batch_size: int = 32  # images per step
@@ -131,6 +133,8 @@ class DistillConfig:
             bad(f"student_states must be a share from 0 to 1, got {v!r}")
         if v and self.method != "trajectory":
             bad("student_states is for the trajectory method (where the student starts its intervals)")
+        if isinstance(self.student_width, bool) or self.student_width not in (1, 2):
+            bad(f"student_width must be 1 (the teacher's network) or 2 (twice as wide), got {self.student_width!r}")
         if not 1 <= self.max_steps <= 10_000_000:
             bad(f"max_steps must be between 1 and 10,000,000, got {self.max_steps}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):

@@ -141,6 +141,7 @@ class Distiller:
         from ..data import get_dataset
         from ..modeldir import load_model_dir
         from ..models import UNet
+        from ..models.widen import widen
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -151,7 +152,7 @@ class Distiller:
         # a distilled student may teach a student of fewer calls (progressive, K' → K): its own sampler's calls
         self.student_teacher = bool(self.teacher.config.guidance_embedding)
         self.teacher_digest = file_digest(self.teacher_path / "model.safetensors")
-        init_net, self.init = self._load_init(cfg.init) if cfg.init else (None, {})  # checked before the data loads
+        init_net, self.init = self._load_init(cfg.init, cfg) if cfg.init else (None, {})  # checked before the data loads
         self.schedule = schedules.get(self.info.schedule, self.info.num_train_steps)
         self.cfg = cfg = resolve(cfg, self.info)
         spacing = cfg.spacing
@@ -175,9 +176,13 @@ class Distiller:
             torch.manual_seed(cfg.seed)
             self.student = UNet(student_config)
         _init_from(self.student, self.teacher.state_dict())
-        if init_net is not None:
+        if init_net is not None and init_net.config == student_config:
             self.student.load_state_dict({k: v.float() for k, v in init_net.state_dict().items()})
-        self.target = UNet(student_config).requires_grad_(False).eval()  # f_θ⁻: the EMA weights
+        if cfg.student_width == 2:  # twice as wide, the same function to start with (Net2Net)
+            self.student = widen(self.student, generator=torch.Generator().manual_seed(cfg.seed))
+            if init_net is not None and init_net.config == self.student.config:  # a wide student going on
+                self.student.load_state_dict({k: v.float() for k, v in init_net.state_dict().items()})
+        self.target = UNet(self.student.config).requires_grad_(False).eval()  # f_θ⁻: the EMA weights
         self.ema = EMA(self.student, cfg.ema_decay)
         decay, no_decay = [], []
         for p in self.student.parameters():
@@ -228,10 +233,11 @@ class Distiller:
             raise DistillError(f"--guidance-min/--guidance-max [{cfg.guidance_min:g}, {cfg.guidance_max:g}] leave the "
                                f"range {name} learnt, [{lo:g}, {hi:g}]")
 
-    def _load_init(self, init: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    def _load_init(self, init: str, cfg: DistillConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
         """--init: the student starts from an earlier student of the same teacher (e.g. to go on with other
         settings: a longer EMA, a decaying lr, σ on the sampler's grid).  Returns it and its record for unnoise.json."""
         from ..modeldir import ModelDirError, load_model_dir
+        from ..models.widen import widened_config
 
         try:
             net, info, path = load_model_dir(init)
@@ -241,8 +247,12 @@ class Distiller:
             raise DistillError(f"--init: {path} is not a distilled student (it has no guidance input)")
         if info.training.get("teacher_digest") != self.teacher_digest:
             raise DistillError(f"--init: {path} was distilled from another teacher than {self.teacher_path}")
-        if net.config != self.teacher.config.replace(guidance_embedding=True):
-            raise DistillError(f"--init: {path}'s network differs from the student's")
+        narrow = self.teacher.config.replace(guidance_embedding=True)
+        allowed = [narrow] if cfg.student_width == 1 else [narrow, widened_config(narrow)]
+        if net.config not in allowed:
+            wide = net.config == widened_config(narrow)
+            raise DistillError(f"--init: {path}'s network differs from the student's"
+                               + (" (it is twice as wide: pass --student-width 2)" if wide else ""))
         return net, {"path": str(path), "digest": file_digest(path / "model.safetensors"), "method": info.training.get("method"),
                 "steps": info.training.get("steps"), "wall_s": info.training.get("wall_s"),
                 "wall_s_total": chain_wall_s(info.training)}
