@@ -118,6 +118,38 @@ def test_real_emoji_retrieve_themselves():
     assert top1 == 1.0 and top5 == 1.0
 
 
+@settings(max_examples=30, deadline=None)
+@given(groups=st.integers(1, 12), per=st.integers(1, 6), seed=st.integers(0, 2**31 - 1))
+def test_paired_difference_is_the_mean_difference_inside_its_interval(groups, per, seed):
+    from unnoise.evaluation.quality import paired_difference
+
+    g = torch.Generator().manual_seed(seed)
+    a, b = (torch.rand(groups * per, generator=g) < 0.7).double(), (torch.rand(groups * per, generator=g) < 0.6).double()
+    d, lo, hi = paired_difference(a, b, groups)
+    assert d == pytest.approx(float((a - b).mean()))
+    assert -1 <= lo <= d <= hi <= 1
+    assert paired_difference(a, a, groups) == (0.0, 0.0, 0.0)  # the same images: no difference, no spread
+    swapped = paired_difference(b, a, groups)
+    assert swapped[0] == pytest.approx(-d)
+
+
+def test_paired_difference_interval_shrinks_with_more_prompts_and_refuses_unpaired():
+    from unnoise.evaluation.quality import paired_difference
+
+    g = torch.Generator().manual_seed(0)
+    widths = []
+    for groups in (20, 500):
+        a, b = (torch.rand(groups * 5, generator=g) < 0.8).double(), (torch.rand(groups * 5, generator=g) < 0.8).double()
+        _, lo, hi = paired_difference(a, b, groups)
+        assert lo < 0 < hi  # equal rates: the interval covers 0
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 3  # ~1/sqrt(prompts)
+    with pytest.raises(ValueError, match="paired_difference"):
+        paired_difference(torch.zeros(10), torch.zeros(12), 2)
+    with pytest.raises(ValueError, match="paired_difference"):
+        paired_difference(torch.zeros(10), torch.zeros(10), 3)
+
+
 @pytest.mark.slow
 def test_eval_distill_tables_teacher_against_student(tmp_path):
     """`unnoise eval distill` on the bundled digits teacher and a (barely trained) student of it."""
@@ -139,6 +171,14 @@ def test_eval_distill_tables_teacher_against_student(tmp_path):
     assert rows[1]["fd_digits"] == rows[3]["fd_digits"]  # the same student, seeds and prompts: the same images
     assert all(0 <= x["adherence"] <= 1 and x["fd_digits"] > 0 and x["num_images"] == 10 for x in rows)
     assert (out / "plot.png").stat().st_size > 0
+    # each student row against the teacher (its only NFE, 2), image by image: both students are one model
+    paired = json.loads((out / "paired.json").read_text())
+    assert [(p["nfe"], p["reference_nfe"], p["metric"]) for p in paired] == [(1, 2, "adherence"), (2, 2, "adherence")] * 2
+    assert [p["difference"] for p in paired[:2]] == [p["difference"] for p in paired[2:]]  # one model twice
+    for p, r in zip(paired, rows[1:]):
+        assert p["difference"] == pytest.approx(r["adherence"] - rows[0]["adherence"])
+        assert p["low"] <= p["difference"] <= p["high"]
+    assert "student − teacher at 2 calls" in (out / "results.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -148,7 +188,10 @@ def test_eval_distill_tables_teacher_against_student(tmp_path):
     (["sweep", "--samplers", "warp_drive"], "warp_drive"),
     (["quality", "--model", "no-such-model"], "no-such-model"),
     (["quality", "--model", "digits", "-n", "1"], "--num-images must be from 2"),
-    (["distill", "--teacher", "digits", "--student", "x", "--teacher-spacing", "uniform"], "--teacher-spacing must be one of"),
+    (["distill", "--teacher", "digits", "--student", "x", "--teacher-spacing", "uniform"], "--teacher-spacing: unknown spacing 'uniform'"),
+    (["distill", "--teacher", "digits", "--student", "x", "--teacher-spacing", "log_snr@-2"], "after 'log_snr@' comes"),
+    (["distill", "--teacher", "digits", "--student", "x", "--teacher-nfe", "4,8", "--reference-nfe", "20"],
+     "--reference-nfe 20 is not one of --teacher-nfe 4,8"),
 ])
 def test_eval_cli_bad_input_is_one_line(args, message, capsys):
     from unnoise.cli import main

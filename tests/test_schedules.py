@@ -110,6 +110,37 @@ def test_every_spacing_descends_and_ends_at_exact_zero(name, spacing, steps):
     assert sig[0] <= s.sigma_max * (1 + 1e-12) and sig[-2] >= s.sigma_min * (1 - 1e-12)
 
 
+@pytest.mark.parametrize("name", ALL)
+@settings(max_examples=15, deadline=None)
+@given(steps=st.integers(1, 200), where=st.floats(0.0, 0.999))
+def test_last_sigma_spacing_ends_its_calls_at_s_uniformly_in_log_sigma(name, steps, where):
+    s = schedules.get(name)
+    last = math.exp(math.log(s.sigma_min) + where * (math.log(s.sigma_max) - math.log(s.sigma_min)))
+    sig = s.sigmas(steps, f"log_snr@{last!r}")
+    assert sig.shape == (steps + 1,) and sig[-1].item() == 0.0 and bool((sig[:-1] > sig[1:]).all())
+    assert sig[0].item() == pytest.approx(s.sigma_max, rel=1e-12)
+    if steps > 1:
+        assert sig[-2].item() == pytest.approx(last, rel=1e-12)
+        gaps = sig[:-1].log().diff()
+        assert torch.allclose(gaps, gaps[:1].expand_as(gaps), rtol=1e-9, atol=1e-12)
+    assert schedules.check_spacing(f"log_snr@{last!r}") == f"log_snr@{last!r}"
+
+
+def test_last_sigma_spacing_refuses_bad_numbers_and_sigmas_outside_the_schedule():
+    s = schedules.get("linear")
+    for bad in ("log_snr@", "log_snr@x", "log_snr@-1", "log_snr@0", "log_snr@nan", "log_snr@inf", "log_snr@ 1"):
+        with pytest.raises(ScheduleError, match="after 'log_snr@' comes the last σ"):
+            schedules.check_spacing(bad)
+    with pytest.raises(ScheduleError, match="unknown spacing 'log_snr_to'.*log_snr@S"):
+        schedules.check_spacing("log_snr_to")
+    assert [schedules.check_spacing(n) for n in schedules.SPACINGS] == list(schedules.SPACINGS)
+    for outside in (s.sigma_max, s.sigma_max * 2, s.sigma_min / 2):
+        with pytest.raises(ScheduleError, match="the last σ must lie in"):
+            s.sigmas(4, f"log_snr@{outside}")
+    assert s.sigmas(4, "log_snr@0.5")[:-1].tolist() == pytest.approx(
+        torch.linspace(math.log(s.sigma_max), math.log(0.5), 4, dtype=torch.float64).exp().tolist(), rel=1e-12)
+
+
 @pytest.mark.parametrize("steps", [1, 10, 50, 1000])
 def test_timestep_spacings_match_diffusers(steps):
     diffusers = pytest.importorskip("diffusers")

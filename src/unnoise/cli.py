@@ -81,7 +81,7 @@ def paint(
     out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output PNG; with -k > 1: STEM-1.png … STEM-k.png."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
     guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Guidance rescale φ (Lin et al. 2023), 0 … 1."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, trailing, leading, linspace."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, trailing, leading, linspace, or log_snr@S (log-SNR steps down to a last call at σ = S)."),
     grid: bool = typer.Option(False, "--grid", help="Also write all images as one grid, STEM-grid.png."),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
     strength: Optional[float] = typer.Option(None, "--strength", help="How far to noise --init-image, (0, 1] (default: 0.6)."),
@@ -280,7 +280,8 @@ def distill(
     student_width: int = typer.Option(1, "--student-width", help="1: the student is the teacher's network; 2: twice "
                                       "as wide (~4× the compute a call), started as exactly the teacher (docs/distill.md)."),
     spacing: Optional[str] = typer.Option(None, "--spacing", help="The student's σ grid (and the teacher's inside it): "
-                                          "log_snr_trailing never calls at σ_min (default: the teacher's spacing)."),
+                                          "log_snr_trailing never calls at σ_min, log_snr@S ends its calls at σ = S "
+                                          "(default: the teacher's spacing)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
                                   "teacher solves each of the K intervals in ⌈N/K⌉ steps (a student teacher: its own calls)."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
@@ -368,8 +369,11 @@ def export(
     check_paint_args("", "", 1, defaults.get("steps", 20), defaults.get("guidance", 3.0))
     if sampler is not None:
         get_sampler(sampler)
-    if spacing is not None and spacing not in schedules.SPACINGS:
-        raise CLIError(f"unknown spacing {spacing!r}; choose from {', '.join(schedules.SPACINGS)}")
+    if spacing is not None:
+        try:
+            schedules.check_spacing(spacing)
+        except schedules.ScheduleError as e:
+            raise CLIError(str(e)) from None
     path = export_run(run, out, dtype=dtype, defaults=defaults or None)
     if card:
         from .training.card import write_card

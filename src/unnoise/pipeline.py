@@ -141,8 +141,11 @@ class Painter:
         if isinstance(p.seed, bool) or not isinstance(p.seed, int) or not 0 <= p.seed < 2**63 - MAX_IMAGES:
             raise PaintError(f"seed must be a non-negative integer, got {p.seed!r}")
         get_sampler(p.sampler)
-        if p.spacing not in schedules.SPACINGS:
-            raise PaintError(f"unknown spacing {p.spacing!r}; choose from {', '.join(schedules.SPACINGS)}")
+        try:
+            schedules.check_spacing(p.spacing)
+            self.schedule.sigmas(p.steps, p.spacing)  # a log_snr@S spacing's S inside this schedule's σ range
+        except schedules.ScheduleError as e:
+            raise PaintError(str(e)) from None
         return p
 
     def snap(self, prompt: str):

@@ -20,6 +20,10 @@ import torch
 
 NAMES = ("linear", "cosine", "sigmoid")
 SPACINGS = ("leading", "linspace", "trailing", "karras", "log_snr", "log_snr_trailing")
+# "log_snr@S": uniform in log-SNR from σ_max down to a last call at σ = S (instead of σ_min), then 0: where
+# a sampler stops denoising is a knob of its own (k-diffusion's sigma_min; docs/distill.md: the emoji
+# teacher's name retrieval peaks with its last call near σ = 0.5, not at σ_min)
+LAST_SIGMA_SPACING = "log_snr@"
 ZTSNR_SUFFIX = "+ztsnr"
 MAX_TRAIN_STEPS = 100_000
 MAX_INFERENCE_STEPS = 10_000
@@ -193,6 +197,14 @@ class Schedule:
     def sigmas(self, steps: int, spacing: str | None = None, *, rho: float = 7.0) -> torch.Tensor:
         """Inference noise levels, float64 of shape (steps + 1,), strictly descending, last entry exactly 0."""
         spacing = DEFAULT_SPACING if spacing is None else spacing
+        last = last_sigma(spacing)
+        if last is not None:
+            _check_steps(steps)
+            if not self.sigma_min <= last < self.sigma_max:
+                raise ScheduleError(f"spacing {spacing!r}: the last σ must lie in [{self.sigma_min:.4g}, "
+                                    f"{self.sigma_max:.4g}) for this schedule")
+            sig = torch.linspace(math.log(self.sigma_max), math.log(last), steps, dtype=torch.float64).exp()
+            return torch.cat([sig, sig.new_zeros(1)])
         if spacing in ("leading", "linspace", "trailing"):
             sig = self.inference_sigmas[self.timesteps(steps, spacing)]
         elif spacing == "karras":
@@ -212,6 +224,31 @@ class Schedule:
         else:
             raise ScheduleError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
         return torch.cat([sig, sig.new_zeros(1)])
+
+
+def last_sigma(spacing: str) -> float | None:
+    """S of a "log_snr@S" spacing, None for a named one; ScheduleError for anything else."""
+    if isinstance(spacing, str) and spacing.startswith(LAST_SIGMA_SPACING):
+        text = spacing[len(LAST_SIGMA_SPACING):]
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0) or text.strip() != text:
+            raise ScheduleError(f"spacing {spacing!r}: after {LAST_SIGMA_SPACING!r} comes the last σ, a positive "
+                                "number (e.g. log_snr@0.5)")
+        return value
+    if spacing not in SPACINGS:
+        raise ScheduleError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)} or log_snr@S "
+                            "(S: the σ of the last call)")
+    return None
+
+
+def check_spacing(spacing: str) -> str:
+    """The spacing itself if `sigmas` knows it (a name of SPACINGS or "log_snr@S"), else ScheduleError.
+    Whether S lies inside a schedule's σ range is checked by `sigmas`."""
+    last_sigma(spacing)
+    return spacing
 
 
 def _check_steps(steps: int, limit: int = MAX_INFERENCE_STEPS) -> None:

@@ -95,8 +95,11 @@ class DistillConfig:
             bad("sigma_sampling 'grid' is for the guidance method (the other methods have their own grids)")
         if self.init is not None and (not isinstance(self.init, str) or not self.init):
             bad("init must be a student model directory")
-        if self.spacing is not None and self.spacing not in schedules.SPACINGS:
-            bad(f"unknown spacing {self.spacing!r}; choose from {', '.join(schedules.SPACINGS)}")
+        if self.spacing is not None:
+            try:
+                schedules.check_spacing(self.spacing)
+            except schedules.ScheduleError as e:
+                bad(str(e))
         if not 2 <= self.ode_steps <= 1000:
             bad(f"ode_steps must be from 2 to 1000, got {self.ode_steps}")
         if self.method == "progressive" and (self.ode_steps % self.steps or (self.ode_steps // self.steps) & (self.ode_steps // self.steps - 1)):

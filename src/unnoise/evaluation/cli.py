@@ -160,28 +160,42 @@ def distill(
     student_nfe: str = typer.Option("1,2,4", "--student-nfe", help="The student's step counts."),
     teacher_spacing: Optional[str] = typer.Option(None, "--teacher-spacing",
                                                   help="The teacher's σ spacing (default: its own; students use theirs)."),
+    reference_nfe: Optional[int] = typer.Option(None, "--reference-nfe", help="Each student row's adherence is compared, "
+                                                "image by image, with the teacher's at this many calls (one of "
+                                                "--teacher-nfe; default 20 if painted, else the most)."),
     out: Path = typer.Option(Path("evals/distill"), "--out", "-o", help="Directory for results and plot.png."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
 ) -> None:
-    """Teacher (dpmpp_2m at 4–50 calls) against its distilled students (1–4 calls): one table, one plot."""
+    """Teacher (dpmpp_2m at 4–50 calls) against its distilled students (1–4 calls): one table, one plot,
+    and each student's adherence minus the teacher's (same prompts and seeds) with a 95 % interval."""
     from .. import schedules
     from ..distill import compare_samples
     from ..modeldir import load_model_dir
     from .plots import plot_sweep
-    from .quality import judge_for, write_table
+    from .quality import judge_for, paired_difference, write_table
 
-    if teacher_spacing is not None and teacher_spacing not in schedules.SPACINGS:
-        raise EvalError(f"--teacher-spacing must be one of {', '.join(schedules.SPACINGS)}, got {teacher_spacing!r}")
+    if teacher_spacing is not None:
+        try:
+            schedules.check_spacing(teacher_spacing)
+        except schedules.ScheduleError as e:
+            raise EvalError(f"--teacher-spacing: {e}") from None
+    nfes = _ints(teacher_nfe, "--teacher-nfe")
+    if reference_nfe is None:
+        reference_nfe = 20 if 20 in nfes else max(nfes)
+    elif reference_nfe not in nfes:
+        raise EvalError(f"--reference-nfe {reference_nfe} is not one of --teacher-nfe {teacher_nfe}")
     painter = _setup(teacher, threads, num_images)
     judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
     prompts, targets = judge.distinct_prompts()
     per = max(1, num_images // len(prompts))
     labels = targets.repeat_interleave(per)
-    rows = []
+    rows, hits = [], []
 
     def score(who: str, name: str, images_by_nfe: dict) -> None:
         for nfe, images in images_by_nfe.items():
-            rows.append({"model": who, "sampler": name, "nfe": nfe, "num_images": len(images), **judge.score(images, labels)})
+            metrics, h = judge.score_with_hits(images, labels)
+            rows.append({"model": who, "sampler": name, "nfe": nfe, "num_images": len(images), **metrics})
+            hits.append(h)
             typer.echo(f"{name:34s} nfe {nfe:3d}  " + "  ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k in judge.metric_names))
 
     for i, path in enumerate(student):
@@ -195,5 +209,22 @@ def distill(
         label = f"student {method} ({s_info.defaults.get('sampler', 'consistency')}, K={s_info.defaults.get('steps')})"
         score("student", label + (f" {i + 1}" if any(r["sampler"] == label for r in rows) else ""), samples["student"])
     write_table(rows, out, f"unnoise eval distill — {teacher} vs {', '.join(map(str, student))}")
+    ref = next(k for k, r in enumerate(rows) if r["model"] == "teacher" and r["nfe"] == reference_nfe)
+    key, paired = judge.adherence, []
+    lines = ["", f"## {key}: student − teacher at {reference_nfe} calls, image by image", "",
+             f"Same prompts and seeds; 95 % interval by a bootstrap over the {len(prompts)} prompts.", "",
+             "| sampler | nfe | difference (points) | 95 % interval |", "|---|---|---|---|"]
+    for r, h in zip(rows, hits):
+        if r["model"] != "student":
+            continue
+        d, lo, hi = paired_difference(h, hits[ref], len(prompts))
+        paired.append({"sampler": r["sampler"], "nfe": r["nfe"], "metric": key, "reference_nfe": reference_nfe,
+                       "difference": d, "low": lo, "high": hi})
+        lines.append(f"| {r['sampler']} | {r['nfe']} | {100 * d:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+        typer.echo(f"{r['sampler']:34s} nfe {r['nfe']:3d}  {key} − teacher@{reference_nfe}: {100 * d:+.1f} points "
+                   f"(95 % [{100 * lo:+.1f}, {100 * hi:+.1f}])")
+    (out / "paired.json").write_text(json.dumps(paired, indent=2) + "\n")
+    with open(out / "results.md", "a") as f:
+        f.write("\n".join(lines) + "\n")
     plot_sweep(rows, "nfe", judge.metric_names, out / "plot.png", title=f"{teacher}: teacher vs distilled student, {len(labels)} images per point")
     typer.echo(f"wrote {out / 'results.md'} and {out / 'plot.png'}")

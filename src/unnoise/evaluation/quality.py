@@ -145,6 +145,7 @@ class DigitsJudge:
     name = "digits"
     metric_names = ("adherence", "fd_digits", "fd_enl0")
     primary = "fd_digits"
+    adherence = "adherence"  # the metric score_with_hits gives per image
 
     def __init__(self, fd_enl0: bool = True, enl0_reference: int = 2000):
         from ..data import get_dataset
@@ -190,21 +191,26 @@ class DigitsJudge:
         return self._reference
 
     def score(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        return self.score_with_hits(images, labels)[0]
+
+    def score_with_hits(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+        """The metrics, and each image's adherence (N,) 0/1 float64: the classifier reads its digit."""
         from .features import enl0_features
 
         ref = self.reference()
         feats, logits = self._class_features(images)
-        out = {"adherence": float((logits.argmax(1) == labels).double().mean()),
-               "fd_digits": frechet_distance(Stats.of(feats), ref["fd_digits"])}
+        hits = (logits.argmax(1) == labels).double()
+        out = {"adherence": float(hits.mean()), "fd_digits": frechet_distance(Stats.of(feats), ref["fd_digits"])}
         if self.fd_enl0:
             out["fd_enl0"] = frechet_distance(Stats.of(enl0_features(images)), ref["fd_enl0"])
-        return out
+        return out, hits
 
 
 class EmojiJudge:
     name = "emoji"
     metric_names = ("top5_names", "top1_names", "fd_enl0")
     primary = "fd_enl0"
+    adherence = "top5_names"  # the metric score_with_hits gives per image
 
     def __init__(self, image_size: int = 32):
         from ..data import get_dataset
@@ -255,11 +261,19 @@ class EmojiJudge:
         return float(hit_k.mean()), float((top[:, 0] == targets).double().mean()), top
 
     def score(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        return self.score_with_hits(images, targets)[0]
+
+    def score_with_hits(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+        """The metrics, and each image's adherence (N,) 0/1 float64: its emoji is among the 5 nearest."""
         from .features import enl0_features
 
-        top5, top1, _ = self.retrieval(images, targets)
-        _, stats = self.reference()
-        return {"top5_names": top5, "top1_names": top1, "fd_enl0": frechet_distance(Stats.of(enl0_features(images)), stats)}
+        feats = enl0_features(images)
+        ref, stats = self.reference()
+        top = (torch.nn.functional.normalize(feats, dim=1) @ ref.T).topk(5, dim=1).indices
+        hits = (top == targets[:, None]).any(1).double()
+        metrics = {"top5_names": float(hits.mean()), "top1_names": float((top[:, 0] == targets).double().mean()),
+                   "fd_enl0": frechet_distance(Stats.of(feats), stats)}
+        return metrics, hits
 
 
 def judge_for(painter, **kwargs):
@@ -298,6 +312,21 @@ def paraphrase_report(painter, judge: EmojiJudge, setting: Setting, seeds_per_pr
     per_prompt = {p: float(h) for (p, _), h in zip(EMOJI_PARAPHRASES, hits.mean(0).tolist())}
     return {"top5": float(hits.mean()), "prompts_mostly_right": int((hits.mean(0) > 0.5).sum()),
             "num_prompts": len(EMOJI_PARAPHRASES), "snap": snap, "per_prompt": per_prompt, "snapped_to": snaps}
+
+
+def paired_difference(hits_a: torch.Tensor, hits_b: torch.Tensor, groups: int, *, resamples: int = 4000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a − b over paired images (the same prompt and seed in both) and its 95 % interval, by a
+    bootstrap over prompts (images are grouped: `groups` prompts, prompt-major, equal seeds each), since
+    images of one prompt are not independent.  Returns (difference, low, high)."""
+    if hits_a.shape != hits_b.shape or hits_a.ndim != 1 or len(hits_a) % groups:
+        raise ValueError(f"paired_difference: {tuple(hits_a.shape)} vs {tuple(hits_b.shape)} in {groups} groups")
+    per_prompt = (hits_a.double() - hits_b.double()).view(groups, -1).mean(1)  # (P,)
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(groups, (resamples, groups), generator=g)
+    boot = per_prompt[picks].mean(1).sort().values
+    lo, hi = boot[int(0.025 * (resamples - 1))], boot[int(math.ceil(0.975 * (resamples - 1)))]
+    return float(per_prompt.mean()), float(lo), float(hi)
 
 
 def write_table(rows: list[dict], out: Path, title: str) -> None:

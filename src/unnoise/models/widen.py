@@ -41,6 +41,8 @@ def _split(shape, generator) -> torch.Tensor:
 
 
 class _Copier:
+    """Copies each kind of layer from the narrow net into the wide one, drawing split fractions from one generator."""
+
     def __init__(self, generator: torch.Generator):
         self.g = generator
 
