@@ -86,6 +86,25 @@ def test_bundled_digits_students_paint_the_prompted_digit_in_single_batch_calls(
     assert (read == labels).double().mean() >= 0.9
 
 
+def test_bundled_emoji_student_paints_the_prompted_emoji_in_four_single_batch_calls():
+    """emoji-fast: 4 network calls of one batch each, and the judge finds the prompted emoji among the 5
+    nearest for most of its 60 names (one seed each; 300 images against the teacher: docs/distill.md)."""
+    from unnoise.evaluation.quality import EmojiJudge, Setting, paint_many
+
+    painter = Painter.from_pretrained("emoji-fast")
+    d = painter.defaults
+    assert (d["sampler"], d["steps"], d["spacing"]) == ("ddim", 4, "log_snr@0.5")
+    judge = EmojiJudge()
+    prompts, targets = judge.distinct_prompts()
+    batches = []
+    hook = painter.model.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    x, nfe = paint_many(painter, prompts, list(range(len(prompts))), Setting(sampler="ddim", steps=4, guidance=d["guidance"]))
+    hook.remove()
+    assert nfe == 4 and batches == [len(prompts)] * 4
+    top5, _, _ = judge.retrieval(x, targets)
+    assert top5 >= 0.6
+
+
 @pytest.mark.slow
 def test_a_built_wheel_carries_the_models_and_the_judges(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",

@@ -72,7 +72,7 @@ def noise(
 @app.command()
 def paint(
     prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
-    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast, digits-1step) or a model directory."),
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the model's, 20)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (default: the model's)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) (default: dpmpp_2m)."),

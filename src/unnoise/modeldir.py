@@ -22,8 +22,8 @@ from . import schedules
 
 META = "unnoise.json"
 FORMAT_VERSION = 1
-BUNDLED = ("emoji", "digits", "digits-fast", "digits-1step")  # distilled students of digits: 4 calls and 1 call
-# (digits-1step learned digits-fast's painting; docs/distill.md)
+BUNDLED = ("emoji", "emoji-fast", "digits", "digits-fast", "digits-1step")  # the -fast and -1step models are
+# distilled students: 4 calls and 1 call (digits-1step learned digits-fast's painting; docs/distill.md)
 
 
 class ModelDirError(ValueError):
@@ -49,7 +49,7 @@ def bundled_root() -> Path:
 
 
 def resolve(name_or_dir: str | os.PathLike) -> Path:
-    """A bundled model name (BUNDLED: "emoji", "digits", "digits-fast", "digits-1step") or a directory → the model directory."""
+    """A bundled model name (BUNDLED: "emoji", "emoji-fast", "digits", "digits-fast", "digits-1step") or a directory → the model directory."""
     s = str(name_or_dir)
     if s in BUNDLED:
         path = bundled_root() / s

@@ -57,7 +57,7 @@ def _setup(model: str, threads: Optional[int], num_images: int):
 
 @app.command()
 def quality(
-    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast, digits-1step) or a model directory."),
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
     num_images: int = typer.Option(500, "--num-images", "-n", help="Images to generate (prompts cycle over the judge's list)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler (default: the model's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Steps (default: the model's)."),
@@ -90,7 +90,7 @@ def quality(
 
 @app.command()
 def sweep(
-    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, digits, digits-fast, digits-1step) or a model directory."),
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
     over: str = typer.Option("nfe", "--over", help="nfe (every sampler × step counts) or guidance (scales)."),
     samplers: Optional[str] = typer.Option(None, "--samplers", help="Comma-separated samplers (default: all)."),
     steps: Optional[str] = typer.Option(None, "--steps", help="Step counts for --over nfe (default: 5,10,20,50); for guidance one count (default: the model's)."),

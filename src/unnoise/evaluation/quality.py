@@ -252,13 +252,19 @@ class EmojiJudge:
         return self.prompts(len(EMOJI_NAMES))
 
     def retrieval(self, images: torch.Tensor, targets: torch.Tensor, k: int = 5) -> tuple[float, float, torch.Tensor]:
+        """(top-k hit rate, top-1 hit rate, the k nearest emoji of each image (N, k))."""
         from .features import enl0_features
 
+        top = self._nearest(enl0_features(images), k)
+        return float(self._hits(top, targets).mean()), float((top[:, 0] == targets).double().mean()), top
+
+    def _nearest(self, feats: torch.Tensor, k: int) -> torch.Tensor:
         ref, _ = self.reference()
-        sim = torch.nn.functional.normalize(enl0_features(images), dim=1) @ ref.T
-        top = sim.topk(k, dim=1).indices
-        hit_k = (top == targets[:, None]).any(1).double()
-        return float(hit_k.mean()), float((top[:, 0] == targets).double().mean()), top
+        return (torch.nn.functional.normalize(feats, dim=1) @ ref.T).topk(k, dim=1).indices
+
+    @staticmethod
+    def _hits(top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (top == targets[:, None]).any(1).double()
 
     def score(self, images: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return self.score_with_hits(images, targets)[0]
@@ -268,11 +274,10 @@ class EmojiJudge:
         from .features import enl0_features
 
         feats = enl0_features(images)
-        ref, stats = self.reference()
-        top = (torch.nn.functional.normalize(feats, dim=1) @ ref.T).topk(5, dim=1).indices
-        hits = (top == targets[:, None]).any(1).double()
+        top = self._nearest(feats, 5)
+        hits = self._hits(top, targets)
         metrics = {"top5_names": float(hits.mean()), "top1_names": float((top[:, 0] == targets).double().mean()),
-                   "fd_enl0": frechet_distance(Stats.of(feats), stats)}
+                   "fd_enl0": frechet_distance(Stats.of(feats), self.reference()[1])}
         return metrics, hits
 
 
