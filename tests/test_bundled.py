@@ -105,6 +105,21 @@ def test_bundled_emoji_student_paints_the_prompted_emoji_in_four_single_batch_ca
     assert top5 >= 0.6
 
 
+def test_painting_a_student_outside_what_it_learned_says_so(tmp_path, cli):
+    """emoji-fast learned w ∈ [2, 4] as an input and has no unconditional pass: the CLI paints, with a note."""
+    out = tmp_path / "cat.png"
+    quiet = cli(["paint", "cat face", "--model", "emoji-fast", "--seed", "0", "--out", str(out)])
+    assert quiet.code == 0 and "note:" not in quiet.err
+    loud = cli(["paint", "cat face", "--model", "emoji-fast", "--seed", "0", "-g", "5", "--negative-prompt", "dog",
+                "--out", str(out)])
+    assert loud.code == 0 and out.exists()
+    assert "learned guidance from 2 to 4; at 5 it extrapolates" in loud.err
+    assert "--negative-prompt and --guidance-rescale change nothing" in loud.err
+    teacher = cli(["paint", "cat face", "--model", "emoji", "--steps", "2", "-g", "5", "--negative-prompt", "dog",
+                   "--out", str(out)])
+    assert teacher.code == 0 and "note:" not in teacher.err
+
+
 @pytest.mark.slow
 def test_a_built_wheel_carries_the_models_and_the_judges(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",

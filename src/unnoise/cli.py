@@ -95,6 +95,7 @@ def paint(
     from tqdm import tqdm
 
     from . import images, visualize
+    from .modeldir import guidance_range
     from .pipeline import PaintParams, Painter, check_paint_args, save_png
 
     out = images.check_writable(out, (".png",))
@@ -132,6 +133,13 @@ def paint(
                    f"(similarity {similarity:.2f}; --no-snap paints it as typed)", err=True)
     if len(painter.encoder.tokenize([prompt])[0][0]) >= painter.encoder.max_length:
         typer.echo(f"note: the prompt is longer than {painter.encoder.max_length} tokens; the rest is ignored", err=True)
+    if (learned := guidance_range(painter.info)) is not None:  # a distilled student: w is a network input
+        if not learned[0] <= p.guidance <= learned[1]:
+            typer.echo(f"note: {painter.name} learned guidance from {learned[0]:g} to {learned[1]:g}; at {p.guidance:g} "
+                       "it extrapolates", err=True)
+        if p.negative_prompt or p.guidance_rescale:
+            typer.echo(f"note: {painter.name} takes w as an input and makes no unconditional pass, so "
+                       "--negative-prompt and --guidance-rescale change nothing", err=True)
 
     frames: list = []
     total = p.steps if init is None else max(1, min(p.steps, round(p.steps * p.strength)))

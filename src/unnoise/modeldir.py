@@ -115,6 +115,15 @@ def paint_defaults(info: ModelInfo) -> dict[str, Any]:
     return {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": schedules.DEFAULT_SPACING, **info.defaults}
 
 
+def guidance_range(info: ModelInfo) -> tuple[float, float] | None:
+    """The guidance scales a distilled student learned (w is its network input), or None for a model guided
+    by classifier-free guidance, which takes any w."""
+    if info.training.get("distilled_from") is None:
+        return None
+    config = info.training.get("config", {})
+    return float(config.get("guidance_min", 1.0)), float(config.get("guidance_max", 6.0))
+
+
 def load_info(name_or_dir: str | os.PathLike) -> tuple[ModelInfo, Path]:
     """A model's ModelInfo (validated) and its resolved directory, without loading the network."""
     path = resolve(name_or_dir)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from .. import images
 from ..generation import generate
-from ..modeldir import BUNDLED, ModelDirError, load_info, paint_defaults, resolve
+from ..modeldir import BUNDLED, ModelDirError, guidance_range, load_info, paint_defaults, resolve
 from ..pipeline import Painter
 from ..sampling import SAMPLERS
 from .messages import DialRequest, GenerateRequest, Img2ImgRequest, SpacingsRequest
@@ -61,9 +61,8 @@ class PainterFactory:
             except (OSError, ValueError):
                 continue  # /api/generate reports a broken model when asked to use it
             d = paint_defaults(info)  # as the Painter fills them in
-            if info.training.get("distilled_from") is not None:
-                config = info.training.get("config", {})
-                d["guidance_range"] = [config.get("guidance_min", 1.0), config.get("guidance_max", 6.0)]
+            if (learned := guidance_range(info)) is not None:
+                d["guidance_range"] = list(learned)
             out[name] = d
         return out
 
