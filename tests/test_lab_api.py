@@ -278,7 +278,7 @@ def test_a_generate_source_plugs_into_the_same_machinery():
         events = sse_events(c.get("/api/generate", params={"prompt": "a cat", "steps": 4, "seed": 5}).text)
         assert [k for k, _ in events] == ["start", "step", "step", "step", "step", "done"]
         assert events[0][1]["prompt"] == "a cat" and events[0][1]["width"] == 8
-        assert seen == [GenerateRequest("a cat", "emoji", "dpmpp_2m", 4, 5.0, 5, 1)]
+        assert seen == [GenerateRequest("a cat", "emoji", None, 4, None, 5, 1)]  # left out: the model's defaults
         assert "unknown model" in assert_json_error(c.get("/api/generate", params={"model": "flowers"}), 422)
 
 

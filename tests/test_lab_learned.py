@@ -206,6 +206,22 @@ def test_status_tells_each_models_defaults_and_a_students_guidance_range(student
     assert d["grey"] == {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": schedules.DEFAULT_SPACING}
 
 
+def test_generate_and_img2img_left_to_the_model_paint_with_its_own_defaults(student_client):
+    """Sampler, steps and guidance left out are each model's own (a student's ddim at 4 steps, its w), the
+    start event says so, and the picture is the one those parameters paint when named."""
+    for model, d in (("student", STUDENT_DEFAULTS), ("grey", {"sampler": "dpmpp_2m", "steps": 20, "guidance": 3.0})):
+        events = sse_events(student_client.get("/api/generate", params={"prompt": "a square", "model": model,
+                                                                         "seed": 1}).text)
+        start = events[0][1]
+        assert {k: start[k] for k in ("sampler", "steps", "guidance")} == {k: d[k] for k in ("sampler", "steps", "guidance")}
+        assert [k for k, _ in events].count("step") == d["steps"]
+        named = sse_events(student_client.get("/api/generate", params={
+            "prompt": "a square", "model": model, "seed": 1, **{k: d[k] for k in ("sampler", "steps", "guidance")}}).text)
+        assert named[-1][1]["image"] == events[-1][1]["image"]
+    start = sse_events(student_client.get("/api/img2img", params={"model": "student", "strength": 1}).text)[0][1]
+    assert (start["sampler"], start["steps"], start["guidance"]) == ("ddim", 4, 2.0)
+
+
 def test_a_students_dial_feeds_each_scale_as_its_input_in_one_batch(student_client):
     """w is the student's input: one call of B rows per step (no unconditional half), and each row is what
     /api/generate paints at that w alone."""

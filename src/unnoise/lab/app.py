@@ -107,6 +107,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+MODEL_DEFAULT = "Left out: the model's own default (its unnoise.json), e.g. ddim, 4 steps and w = 3 for emoji-fast."
+
+
 def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | None = None) -> FastAPI:
     """The lab app.  `generate` plugs the learned reverse into /api/generate (404 until it does)."""
     # no /docs or /redoc: their pages load scripts from a CDN, and the lab uses no network; /openapi.json stays
@@ -286,13 +289,15 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     async def generate_stream(
         prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
         model: Annotated[ModelName, model_query()] = default_model,
-        sampler: SamplerName = "dpmpp_2m",
-        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 20,
-        guidance: Annotated[float, Query(ge=0, le=30)] = 5.0,
+        sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
+        steps: Annotated[int | None, Query(ge=1, le=config.max_steps, description=MODEL_DEFAULT)] = None,
+        guidance: Annotated[float | None, Query(ge=0, le=30, description=MODEL_DEFAULT)] = None,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
         num_images: Annotated[int, Query(ge=1, le=config.max_images)] = 1,
     ) -> JobResponse:
-        """The learned reverse, streamed like /api/replay (x_t, predicted ε̂ and x̂0 per step)."""
+        """The learned reverse, streamed like /api/replay (x_t, predicted ε̂ and x̂0 per step).  Sampler, steps
+        and guidance left out are the model's own (a distilled student's ddim, 4 steps, its w); the start event
+        says which were used."""
         if generate is None:
             raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to generate with")
         request = GenerateRequest(prompt, model, sampler, steps, guidance, seed, num_images)
@@ -314,14 +319,15 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         strength: Annotated[float, Query(gt=0, le=1)] = 0.6,
         prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
         model: Annotated[ModelName, model_query()] = default_model,
-        sampler: SamplerName = "dpmpp_2m",
-        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 20,
-        guidance: Annotated[float, Query(ge=0, le=30)] = 5.0,
+        sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
+        steps: Annotated[int | None, Query(ge=1, le=config.max_steps, description=MODEL_DEFAULT)] = None,
+        guidance: Annotated[float | None, Query(ge=0, le=30, description=MODEL_DEFAULT)] = None,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     ) -> JobResponse:
         """Image to image (SDEdit, the Painter's own path): noise the picture `strength` of the way up the
-        schedule, then denoise the remaining steps under the prompt, streamed like /api/generate.  The start
-        event adds `init`, the picture as the model sees it (centre square at its size)."""
+        schedule, then denoise the remaining steps under the prompt, streamed like /api/generate (sampler, steps
+        and guidance default to the model's own).  The start event adds `init`, the picture as the model sees it
+        (centre square at its size)."""
         method = learned_part("img2img", "re-paint a picture")
         picture = picture_or_404(image)
         request = Img2ImgRequest(prompt, model, sampler, steps, guidance, seed, strength, picture.id, picture)

@@ -83,7 +83,7 @@ class PainterFactory:
             out = painter.paint_tensor(p, req.num_images, callback=_frames(painter, emit))
             return _rgb(out[0])
 
-        return run, _size(painter)
+        return run, {**_size(painter), **_used(p)}
 
     # --- part 5: image to image ------------------------------------------------------------------------
     def img2img(self, req: Img2ImgRequest) -> Result:
@@ -99,7 +99,7 @@ class PainterFactory:
         def run(emit: Emit) -> torch.Tensor:
             return _rgb(painter.paint_tensor(p, 1, init=init, callback=_frames(painter, emit))[0])
 
-        return run, {**_size(painter), "init": png_data_url(_rgb(seen))}
+        return run, {**_size(painter), **_used(p), "init": png_data_url(_rgb(seen))}
 
     # --- part 6: the guidance dial -----------------------------------------------------------------------
     def dial(self, req: DialRequest) -> Result:
@@ -180,6 +180,11 @@ def _t(painter: Painter, sigma: float) -> float:
 def _size(painter: Painter) -> dict[str, Any]:
     h = w = painter.info.image_size
     return {"width": w, "height": h, "model_prompts": painter.info.example_prompts[:8]}
+
+
+def _used(p) -> dict[str, Any]:
+    """The sampler, steps and guidance a run really uses (a request may leave them to the model's defaults)."""
+    return {"sampler": p.sampler, "steps": p.steps, "guidance": p.guidance}
 
 
 def _rgb(x: torch.Tensor) -> torch.Tensor:

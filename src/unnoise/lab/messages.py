@@ -19,9 +19,9 @@ class GenerateRequest:
 
     prompt: str
     model: str
-    sampler: str
-    steps: int
-    guidance: float
+    sampler: str | None  # None: the model's own default (as steps and guidance)
+    steps: int | None
+    guidance: float | None
     seed: int
     num_images: int
 
@@ -32,9 +32,9 @@ class Img2ImgRequest:
 
     prompt: str
     model: str
-    sampler: str
-    steps: int  # of the full schedule; about strength × steps of them run
-    guidance: float
+    sampler: str | None  # None: the model's own default (as steps and guidance)
+    steps: int | None  # of the full schedule; about strength × steps of them run
+    guidance: float | None
     seed: int
     strength: float  # in (0, 1]: 1 starts from pure static, small values keep most of the picture
     image: str  # the picture's id ("cat" or an upload's)
