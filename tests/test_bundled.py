@@ -98,7 +98,8 @@ def test_bundled_emoji_student_paints_the_prompted_emoji_in_four_single_batch_ca
     prompts, targets = judge.distinct_prompts()
     batches = []
     hook = painter.model.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
-    x, nfe = paint_many(painter, prompts, list(range(len(prompts))), Setting(sampler="ddim", steps=4, guidance=d["guidance"]))
+    x, nfe = paint_many(painter, prompts, list(range(len(prompts))),
+                        Setting(sampler="ddim", steps=4, guidance=d["guidance"]))
     hook.remove()
     assert nfe == 4 and batches == [len(prompts)] * 4
     top5, _, _ = judge.retrieval(x, targets)

@@ -1,7 +1,7 @@
 """unnoise: paint images out of pure noise.
 
     from unnoise import Painter
-    painter = Painter.from_pretrained("emoji")        # or "emoji-fast", "digits", "digits-fast", "digits-1step", or a directory
+    painter = Painter.from_pretrained("emoji")   # or "emoji-fast", "digits", … (modeldir.BUNDLED), or a directory
     images = painter("a cat face", num_images=4, seed=0)
 
 Heavy names load on first use, so `import unnoise` (and `unnoise --help`) stays instant.

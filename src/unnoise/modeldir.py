@@ -49,7 +49,8 @@ def bundled_root() -> Path:
 
 
 def resolve(name_or_dir: str | os.PathLike) -> Path:
-    """A bundled model name (BUNDLED: "emoji", "emoji-fast", "digits", "digits-fast", "digits-1step") or a directory → the model directory."""
+    """A bundled model name (BUNDLED: "emoji", "emoji-fast", "digits", "digits-fast", "digits-1step") or a
+    directory → the model directory."""
     s = str(name_or_dir)
     if s in BUNDLED:
         path = bundled_root() / s
