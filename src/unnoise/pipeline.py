@@ -142,8 +142,7 @@ class Painter:
             raise PaintError(f"seed must be a non-negative integer, got {p.seed!r}")
         get_sampler(p.sampler)
         try:
-            schedules.check_spacing(p.spacing)
-            self.schedule.sigmas(p.steps, p.spacing)  # a log_snr@S spacing's S inside this schedule's σ range
+            self.schedule.sigmas(p.steps, p.spacing)  # a known spacing; a log_snr@S spacing's S inside the σ range
         except schedules.ScheduleError as e:
             raise PaintError(str(e)) from None
         return p

@@ -179,7 +179,7 @@ def distill(
             schedules.check_spacing(teacher_spacing)
         except schedules.ScheduleError as e:
             raise EvalError(f"--teacher-spacing: {e}") from None
-    nfes = _ints(teacher_nfe, "--teacher-nfe")
+    nfes, student_nfes = _ints(teacher_nfe, "--teacher-nfe"), _ints(student_nfe, "--student-nfe")
     if reference_nfe is None:
         reference_nfe = 20 if 20 in nfes else max(nfes)
     elif reference_nfe not in nfes:
@@ -202,7 +202,7 @@ def distill(
         _, s_info, _ = load_model_dir(path)
         method = s_info.training.get("method", "?")
         samples = compare_samples(painter.path, path, prompts, list(range(per)),
-                                  _ints(teacher_nfe, "--teacher-nfe") if i == 0 else (), _ints(student_nfe, "--student-nfe"),
+                                  nfes if i == 0 else (), student_nfes,
                                   teacher_spacing=teacher_spacing)
         if i == 0:
             score("teacher", "teacher dpmpp_2m" + (f" {teacher_spacing}" if teacher_spacing else ""), samples["teacher"])
