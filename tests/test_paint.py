@@ -155,3 +155,26 @@ def test_save_png_without_params_is_a_plain_png(tmp_path):
     with pytest.raises(PaintError):
         PaintParams.from_png(path)
 
+
+
+def test_every_deliberate_error_class_has_the_unnoise_root():
+    """Every error class the package defines for users derives from `unnoise.UnnoiseError` (DESIGN v2)."""
+    import importlib
+    import pkgutil
+
+    import unnoise
+    from unnoise import UnnoiseError
+
+    found = []
+    for mod in pkgutil.walk_packages(unnoise.__path__, "unnoise."):
+        if mod.name.startswith("unnoise.lab") or mod.name.endswith("__main__"):
+            continue  # the lab's control-flow exceptions (Busy, Cancelled) are not errors; its UploadError is below
+        module = importlib.import_module(mod.name)
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == mod.name and obj.__name__.endswith("Error"):
+                found.append(obj)
+    from unnoise.lab.uploads import UploadError
+
+    found.append(UploadError)
+    assert len(found) >= 18
+    assert [c.__name__ for c in found if not issubclass(c, UnnoiseError)] == []

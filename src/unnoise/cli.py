@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import typer
 
+from .errors import UnnoiseError
+
 app = typer.Typer(
     name="unnoise",
     help="Paint images out of pure noise — and watch how it's done.",
@@ -25,7 +27,7 @@ from .evaluation.cli import app as _eval_app  # noqa: E402  (light: typer only)
 app.add_typer(_eval_app, name="eval")
 
 
-class CLIError(Exception):
+class CLIError(UnnoiseError):
     """A user-facing error: printed as one line, exit code 2."""
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from .errors import UnnoiseError
 from .diffusion import PREDICTION_TYPES, predict_x0
 from .schedules import Schedule
 
 
-class DenoiserError(ValueError):
+class DenoiserError(UnnoiseError, ValueError):
     """An adapter was built or called with bad arguments."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .errors import UnnoiseError
+
 import os
 from pathlib import Path
 
@@ -14,7 +16,7 @@ MAX_IMAGE_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UnnoiseError, ValueError):
     """A file that should be an image could not be read as one."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .errors import UnnoiseError
 from . import schedules
 
 META = "unnoise.json"
@@ -26,7 +27,7 @@ BUNDLED = ("emoji", "emoji-fast", "digits", "digits-fast", "digits-1step")  # th
 # distilled students: 4 calls and 1 call (digits-1step learned digits-fast's painting; docs/distill.md)
 
 
-class ModelDirError(ValueError):
+class ModelDirError(UnnoiseError, ValueError):
     """A model name or directory that cannot be loaded."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image, PngImagePlugin
 
+from .errors import UnnoiseError
 from . import __version__, images, schedules
 from .generation import generate
 from .sampling import seeded_generators
@@ -25,7 +26,7 @@ MAX_GUIDANCE = 100.0
 PNG_KEY = "unnoise"  # the PNG text chunk that holds the generation parameters as JSON
 
 
-class PaintError(ValueError):
+class PaintError(UnnoiseError, ValueError):
     """Bad painting arguments."""
 
 

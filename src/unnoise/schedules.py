@@ -12,6 +12,8 @@ All schedule arithmetic is float64 (improved-diffusion: "use float64 for accurac
 
 from __future__ import annotations
 
+from .errors import UnnoiseError
+
 import math
 from dataclasses import dataclass
 
@@ -39,7 +41,7 @@ DEFAULT_SPACING = "log_snr"
 # which keeps σ strictly increasing in t (and x_T ≈ pure noise: its signal share is ≈ 1/σ_T).
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UnnoiseError, ValueError):
     """A schedule or spacing was asked for with bad arguments."""
 
 

@@ -8,13 +8,15 @@ and the weights (1 − w, w) sum to 1.  A negative prompt is simply its conditio
 
 from __future__ import annotations
 
+from ..errors import UnnoiseError
+
 import math
 
 import torch
 import torch.nn.functional as F
 
 
-class GuidanceError(ValueError):
+class GuidanceError(UnnoiseError, ValueError):
     """Classifier-free guidance was set up with bad arguments."""
 
 

@@ -19,6 +19,8 @@ dataset's distinct captions as padded tensors so a training batch's condition is
 
 from __future__ import annotations
 
+from ..errors import UnnoiseError
+
 import hashlib
 import importlib.util
 import json
@@ -37,7 +39,7 @@ MAX_LENGTH = 77  # tokens incl. [CLS]/[SEP]; prompts are short, and CLIP uses th
 ENCODER_NAME = "all-MiniLM-L6-v2"
 
 
-class TextEncoderError(ValueError):
+class TextEncoderError(UnnoiseError, ValueError):
     """The text encoder, its weights or its inputs are not usable."""
 
 

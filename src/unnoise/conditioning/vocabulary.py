@@ -15,6 +15,8 @@ captions and the full list of training captions in the metadata), built with
 
 from __future__ import annotations
 
+from ..errors import UnnoiseError
+
 import argparse
 import json
 import sys
@@ -27,7 +29,7 @@ FILE = "vocabulary.safetensors"
 THRESHOLD = 0.6  # cosine similarity; paraphrases of emoji names score 0.60–0.95, keyboard mashing ≈ 0.5
 
 
-class VocabularyError(ValueError):
+class VocabularyError(UnnoiseError, ValueError):
     """A missing or unreadable vocabulary file."""
 
 

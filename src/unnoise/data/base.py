@@ -14,13 +14,15 @@ Caption sets are stored grouped: many items may share one set (all sevens share 
 
 from __future__ import annotations
 
+from ..errors import UnnoiseError
+
 from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 
-class DataError(ValueError):
+class DataError(UnnoiseError, ValueError):
     """A dataset, image file or metadata line cannot be used; the message names the file."""
 
 

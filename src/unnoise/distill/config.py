@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import UnnoiseError
 from .. import schedules
 
 STUDENT_STEPS = (1, 2, 4)  # the step counts a student is distilled for
@@ -21,7 +22,7 @@ WEIGHTINGS = ("truncated_snr", "sqrt_truncated_snr", "uniform")
 RESUME_FREE = ("max_steps", "max_minutes", "log_every", "checkpoint_every", "keep_checkpoints", "threads", "out")
 
 
-class DistillError(ValueError):
+class DistillError(UnnoiseError, ValueError):
     """Bad distillation settings, or a resume that does not match its run."""
 
 

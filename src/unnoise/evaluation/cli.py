@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import UnnoiseError
+
 import json
 from pathlib import Path
 from typing import Optional
@@ -15,7 +17,7 @@ app = typer.Typer(
 )
 
 
-class EvalError(ValueError):
+class EvalError(UnnoiseError, ValueError):
     """Bad evaluation settings (one-line error)."""
 
 

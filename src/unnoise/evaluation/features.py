@@ -13,6 +13,8 @@ other object, so no code from the file can run.
 
 from __future__ import annotations
 
+from ..errors import UnnoiseError
+
 import functools
 
 import torch
@@ -24,7 +26,7 @@ ENL0_SIZE = 128
 ENL0_DIM = 1280
 
 
-class FeatureError(RuntimeError):
+class FeatureError(UnnoiseError, RuntimeError):
     """A feature network is missing or cannot be loaded."""
 
 

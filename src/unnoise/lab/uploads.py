@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import UnnoiseError
 from .. import images
 
 CAT_ID = "cat"
@@ -28,7 +29,7 @@ CAT_ID = "cat"
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 
 
-class UploadError(ValueError):
+class UploadError(UnnoiseError, ValueError):
     """An upload the lab refuses; status is the HTTP status the page gets with the message."""
 
     def __init__(self, message: str, status: int) -> None:

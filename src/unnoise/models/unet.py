@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnnoiseError
 from ..diffusion import PREDICTION_TYPES
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, timestep_embedding, zero_
 
@@ -33,11 +34,11 @@ COND_KEYS = ("tokens", "mask", "pooled", "guidance")
 GUIDANCE_EMBED_SCALE = 100.0
 
 
-class UNetConfigError(ValueError):
+class UNetConfigError(UnnoiseError, ValueError):
     """A UNet config has an unknown key or a bad value."""
 
 
-class UNetInputError(ValueError):
+class UNetInputError(UnnoiseError, ValueError):
     """UNet.forward was given inputs of the wrong shape or kind."""
 
 

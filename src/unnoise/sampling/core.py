@@ -7,6 +7,8 @@ Notation (σ view, Karras et al. 2022): x = x0 + σ·ε, D(x, σ) ≈ E[x0 | x] 
 
 from __future__ import annotations
 
+from ..errors import UnnoiseError
+
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 Callback = Callable[["StepInfo"], Any]
 
 
-class SamplingError(ValueError):
+class SamplingError(UnnoiseError, ValueError):
     """A sampler was called with bad arguments."""
 
 

@@ -12,6 +12,8 @@ at any moment leaves either the old `latest` or the new one, never a half-writte
 
 from __future__ import annotations
 
+from ..errors import UnnoiseError
+
 import json
 import os
 import shutil
@@ -26,7 +28,7 @@ from safetensors.torch import load_file, save_file
 LATEST = "latest"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UnnoiseError, ValueError):
     """A checkpoint is missing, incomplete or unreadable."""
 
 

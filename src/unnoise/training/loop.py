@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..errors import UnnoiseError
 from .. import __version__, diffusion, schedules
 from . import checkpoint, distributed
 from .config import TrainConfig
@@ -30,7 +31,7 @@ from .ema import EMA
 RUN_CONFIG = "config.json"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UnnoiseError, RuntimeError):
     """Training cannot go on (diverged, or a resume that does not match its run)."""
 
 
