@@ -138,6 +138,22 @@ def test_stochastic_samplers_with_ode_options_are_deterministic(name):
     assert torch.equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("variant", [None, "bh1", "bh2"])
+def test_unipc_variants_each_converge_at_order_three(variant):
+    # None solves every order condition (B(h) cancels); bh1/bh2 take the reference's ½ for UniP-2 and
+    # UniC-1, which is the solved weight's h → 0 limit: a different method of the same order
+    x = start_noise((1, 32)) * 80
+    exact = DATA.flow_endpoint(x, 80.0)
+    steps = np.array([32, 64, 128])
+    outs = {n: SAMPLERS["unipc"](DATA.denoiser, x, edm_sigmas(int(n)), variant=variant) for n in steps}
+    errors = np.array([float((outs[n] - exact).abs().max()) for n in steps])
+    slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    assert abs(slope - 3) < 0.3, f"unipc variant={variant}: measured order {slope:.2f}, errors {errors}"
+    if variant is not None:  # and the variant changes the numbers (it did nothing before: 3e-15)
+        solved = SAMPLERS["unipc"](DATA.denoiser, x, edm_sigmas(32))
+        assert float((outs[32] - solved).abs().max()) > 1e-3
+
+
 # --- identities between samplers (facts from the papers) ----------------------------------------
 def test_ddpm_is_ddim_with_eta_one_and_euler_ancestral():
     x = start_noise((2, 10)) * 80
@@ -228,6 +244,8 @@ def test_bad_arguments_are_refused():
         SAMPLERS["ddim"](DATA.denoiser, x, [1.0, 0.0], eta=-0.5)
     with pytest.raises(SamplingError, match="order"):
         SAMPLERS["unipc"](DATA.denoiser, x, [1.0, 0.0], order=4)
+    with pytest.raises(SamplingError, match="variant 'bh3'"):
+        SAMPLERS["unipc"](DATA.denoiser, x, [1.0, 0.0], variant="bh3")
     with pytest.raises(TypeError):
         SAMPLERS["euler"](DATA.denoiser, x, [1.0, 0.0], not_an_option=1)
     with pytest.raises(TypeError, match="floating"):
