@@ -52,7 +52,34 @@ def unipc_section(points: int) -> None:
             print(f"ratio: unipc variant={variant} / variant=None error at {n} steps: {e / ref:.3f}")
 
 
-SECTIONS = {"unipc": unipc_section}
+def sde3_section(points: int, steps: int = 10, seeds: int = 7) -> None:
+    from unnoise.sampling.dpm_solver import ORDER_3_MAX_H
+
+    print(f"## dpmpp_3m_sde (η = 1), {steps} steps: output std / data std (exact: 1), median of {seeds} seeds, "
+          f"{points} coordinates\n")
+    print(f"| spacing | order 3 everywhere (before) | order 2 where h > {ORDER_3_MAX_H} (now) | dpmpp_2m_sde (peer) |")
+    print("|---|---:|---:|---:|")
+    results = {}
+    for spacing in ("log_snr", "karras"):
+        sig = LINEAR.sigmas(steps, spacing)
+        cells = []
+        for name, options in (("dpmpp_3m_sde", {"order3_max_h": math.inf}), ("dpmpp_3m_sde", {}), ("dpmpp_2m_sde", {})):
+            ratios = []
+            for seed in range(seeds):
+                g = torch.Generator().manual_seed(seed)
+                x = torch.randn(1, points, generator=g, dtype=torch.float64) * float(sig[0])
+                out = SAMPLERS[name](DATA.denoiser, x, sig, generator=g, **options)
+                ratios.append(float(out.std()) / DATA.std)
+            cells.append(statistics.median(ratios))
+        results[spacing] = cells
+        print(f"| {spacing} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    print()
+    for spacing, (before, after, peer) in results.items():
+        print(f"ratio: dpmpp_3m_sde std/exact at {steps} steps, {spacing}: before {before:.3f}, after {after:.3f}, "
+              f"dpmpp_2m_sde {peer:.3f}; after/before {after / before:.3f}")
+
+
+SECTIONS = {"unipc": unipc_section, "sde3": sde3_section}
 
 
 def main() -> None:
