@@ -7,6 +7,9 @@ Sections (all by default, or name some: python benchmarks/numerics.py unipc sde3
   sde3   dpmpp_3m_sde (η = 1) at 10 steps on Gaussian data N(0.1, 0.5²): the output's std over the
          exact ground truth's (the data std, 0.5), spacings log_snr and karras, with and without the
          order-3 step where h = λ_{i+1} − λ_i > ORDER_3_MAX_H (order 2 there).  Median over seeds.
+  rescale  classifier-free guidance on two exact Gaussian "conditions" per coordinate (cond N(0.3, 0.5²);
+         uncond N(0, 0.3²), where guidance inflates the spread, or N(0, 0.8²), where it shrinks it),
+         w = 5, rescale φ = 0.7 in each rescale_space, dpmpp_2m, 20 steps: the samples' std and mean.
 Every section prints a table and "ratio:" lines against its peer measured in the same run.
 """
 
@@ -79,7 +82,37 @@ def sde3_section(points: int, steps: int = 10, seeds: int = 7) -> None:
               f"dpmpp_2m_sde {peer:.3f}; after/before {after / before:.3f}")
 
 
-SECTIONS = {"unipc": unipc_section, "sde3": sde3_section}
+def rescale_section(points: int, steps: int = 20, w: float = 5.0, phi: float = 0.7) -> None:
+    from unnoise.conditioning.guidance import RESCALE_SPACES, CFGDenoiser
+
+    cond_data = GaussianData(mean=0.3, std=0.5)
+    sig = LINEAR.sigmas(steps, "log_snr")
+    x = torch.randn(4, points, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * float(sig[0])
+    for uncond_data in (GaussianData(mean=0.0, std=0.3), GaussianData(mean=0.0, std=0.8)):
+
+        def net(x, sigma, cond, uncond_data=uncond_data):  # the exact x̂0 of either "prompt"; cond: (N,) flags
+            flag = cond.view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+            return flag * cond_data.denoiser(x, sigma) + (1 - flag) * uncond_data.denoiser(x, sigma)
+
+        print(f"## guidance rescale: w = {w}, φ = {phi}, dpmpp_2m {steps} steps, cond N(0.3, 0.5²), "
+              f"uncond N(0, {uncond_data.std}²)\n")
+        print("| rescale_space | std / cond std | mean (cond 0.3) |")
+        print("|---|---:|---:|")
+        stds = {}
+        for space in ("none",) + RESCALE_SPACES:
+            guided = CFGDenoiser(net, torch.ones(4), torch.zeros(4), w, rescale=0.0 if space == "none" else phi,
+                                 rescale_space="x0" if space == "none" else space)
+            out = SAMPLERS["dpmpp_2m"](guided, x, sig)
+            stds[space] = statistics.median(float(r.std()) for r in out) / cond_data.std
+            print(f"| {space} | {stds[space]:.3f} | {float(out.mean()):.3f} |")
+        print()
+        for space in RESCALE_SPACES:
+            print(f"ratio: uncond std {uncond_data.std}: std/cond std with rescale in {space} / without: "
+                  f"{stds[space] / stds['none']:.3f}")
+        print()
+
+
+SECTIONS = {"unipc": unipc_section, "sde3": sde3_section, "rescale": rescale_section}
 
 
 def main() -> None:
