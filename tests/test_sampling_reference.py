@@ -114,11 +114,12 @@ def test_dpmpp_2m_matches_diffusers_dpm_solver_multistep(steps):
 
 @pytest.mark.parametrize("steps", [5, 10, 25])
 @pytest.mark.parametrize("variant", ["bh1", "bh2"])
-def test_unipc_variants_match_diffusers_unipc_multistep(steps, variant):
-    scheduler = UniPCMultistepScheduler(solver_type=variant)  # order 2, bh*, linspace, zero, lower_order_final
+@pytest.mark.parametrize("order", [2, 3])
+def test_unipc_variants_match_diffusers_unipc_multistep(steps, variant, order):
+    scheduler = UniPCMultistepScheduler(solver_type=variant, solver_order=order)  # linspace, zero, lower_order_final
     theirs = run_diffusers(scheduler, steps, start(4), seed=None)
     last = {}
-    ours = run_ours(scheduler, "unipc", start(4), seed=None, variant=variant,
+    ours = run_ours(scheduler, "unipc", start(4), seed=None, variant=variant, order=order,
                     callback=lambda info: last.update(x=info.x / (1 + info.sigma**2) ** 0.5))  # → DDPM view
     # the corrected sample at σ_{N−1} (diffusers keeps it as last_sample), then the output where finite
     torch.testing.assert_close(last["x"], scheduler.last_sample.double(), rtol=1e-5, atol=1e-5)
@@ -126,5 +127,6 @@ def test_unipc_variants_match_diffusers_unipc_multistep(steps, variant):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
     # teeth: the exact solve (variant=None) and the other variant are measurably elsewhere
     exact = {}
-    run_ours(scheduler, "unipc", start(4), seed=None, callback=lambda info: exact.update(x=info.x / (1 + info.sigma**2) ** 0.5))
+    run_ours(scheduler, "unipc", start(4), seed=None, order=order,
+             callback=lambda info: exact.update(x=info.x / (1 + info.sigma**2) ** 0.5))
     assert (exact["x"] - last["x"]).abs().max() > 1e-3
