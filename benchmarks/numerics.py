@@ -1,6 +1,7 @@
-"""The numeric defects of issue 29 item 8, measured against exact ground truth (float64, no network).
+"""The numeric defects of issue 29 item 8, measured: exact Gaussian ground truth in float64 (no network),
+and for the progressive grid a real teacher.
 
-Sections (all by default, or name some: python benchmarks/numerics.py unipc sde3):
+Sections (unipc, sde3, rescale by default, or name some: python benchmarks/numerics.py unipc sde3):
   unipc  RMS error of unipc against the exact probability-flow endpoint on Gaussian data
          N(0.1, 0.5²), linear schedule, spacing log_snr, for variant None (every order condition
          solved exactly) and the reference's "bh1"/"bh2" (½ for UniP-2 and UniC-1).
@@ -10,14 +11,20 @@ Sections (all by default, or name some: python benchmarks/numerics.py unipc sde3
   rescale  classifier-free guidance on two exact Gaussian "conditions" per coordinate (cond N(0.3, 0.5²);
          uncond N(0, 0.3²), where guidance inflates the spread, or N(0, 0.8²), where it shrinks it),
          w = 5, rescale φ = 0.7 in each rescale_space, dpmpp_2m, 20 steps: the samples' std and mean.
+  progressive  (only when named; --teacher DIR|NAME, default digits: about 5 minutes) a progressive
+         student distilled 32 → 4 steps on log_snr, painted with ddim at 4 steps on the nested grid it
+         trained on (now exported) and on log_snr's own 4-step grid (exported before), against the
+         teacher's 50-step dpmpp_2m images: path and stats errors as in unnoise.distill.measure.
 Every section prints a table and "ratio:" lines against its peer measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
+import time
 
 import torch
 
@@ -112,16 +119,80 @@ def rescale_section(points: int, steps: int = 20, w: float = 5.0, phi: float = 0
         print()
 
 
+def save_rows(rows: list[torch.Tensor], path: str) -> None:
+    """Rows of (N, C, H, W) images in [−1, 1] → one PNG, a row each."""
+    from PIL import Image
+
+    grid = torch.cat([torch.cat(list(r), dim=-1) for r in rows], dim=-2)  # (C, rows·H, N·W)
+    arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).squeeze(-1).numpy()
+    Image.fromarray(arr).save(path)
+
+
+def progressive_section(points: int, teacher: str = "digits", max_steps: int = 120, w: float = 3.0,
+                        images: str | None = None) -> None:
+    import tempfile
+
+    from unnoise.distill import DistillConfig, Distiller
+    from unnoise.distill.measure import errors
+    from unnoise.generation import generate
+    from unnoise.sampling import seeded_generators
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = DistillConfig(teacher=teacher, out=out + "/run", method="progressive", steps=4, ode_steps=32,
+                            spacing="log_snr", max_steps=max_steps, batch_size=16, lr=5e-4, threads=1,
+                            checkpoint_every=max_steps, log_every=max_steps, warmup_steps=max_steps // 10)
+        d = Distiller(cfg, quiet=True)
+        shape = (d.info.channels, d.info.image_size, d.info.image_size)
+        prompts = list(dict.fromkeys(d.info.example_prompts or d.dataset.captions))[:2]
+        seeds = [s for _ in prompts for s in range(16)]
+        cond = d.encoder.encode([p for p in prompts for _ in range(16)])
+        ref = generate(d.teacher, d.schedule, d.prediction_type, cond, d.encoder.encode([""] * len(seeds)),
+                       shape=shape, seeds=seeds, steps=50, guidance=w, sampler="dpmpp_2m", spacing="log_snr")
+        start = time.perf_counter()
+        model_dir = d.run()
+        wall = time.perf_counter() - start
+        stored = json.loads((model_dir / "unnoise.json").read_text())["defaults"]["spacing"]
+        student = d.ema_student()
+        grids = {f"nested, stored as {stored} (now)": d.sigmas[::8], "log_snr 4 steps (before)": d.schedule.sigmas(4, "log_snr")}
+        print(f"## progressive student, {teacher}, 32 → 4 steps in {d.rounds} rounds, {max_steps} steps ({wall:.0f} s), "
+              f"ddim 4 steps, w = {w}, {len(prompts)} prompts × 16 seeds\n")
+        print("| grid | σ | path | stats |")
+        print("|---|---|---:|---:|")
+        result = {}
+        for name, sig in grids.items():
+            x = torch.stack([torch.randn(shape, generator=g) for g in seeded_generators(seeds)]) * float(sig[0])
+            imgs = generate(student, d.schedule, d.prediction_type, cond, None, shape=shape, seeds=seeds, guidance=w,
+                            sampler="ddim", x_init=x, sigmas=sig)
+            result[name] = errors(imgs, ref, len(prompts))
+            print(f"| {name} | {', '.join(f'{v:.3g}' for v in sig.tolist())} | {result[name]['path']:.3f} | "
+                  f"{result[name]['stats']:.3f} |")
+            result[name]["imgs"] = imgs
+        if images:  # rows: teacher 50 steps, student on the nested grid, student on log_snr's; 8 seeds of prompt 1
+            save_rows([ref[:8]] + [r["imgs"][:8] for r in result.values()], images)
+            print(f"\nimages: {images} (rows: teacher 50 steps, nested grid, log_snr grid)")
+        now, before = result.values()
+        print(f"\nratio: path error on the trained (nested) grid / on log_snr's 4-step grid: {now['path'] / before['path']:.3f}")
+        print(f"ratio: stats error on the trained (nested) grid / on log_snr's 4-step grid: {now['stats'] / before['stats']:.3f}")
+
+
 SECTIONS = {"unipc": unipc_section, "sde3": sde3_section, "rescale": rescale_section}
+SLOW = {"progressive": progressive_section}  # run only when named
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sections", nargs="*", choices=[[]] + list(SECTIONS), default=[])
+    parser.add_argument("sections", nargs="*", choices=[[]] + list(SECTIONS) + list(SLOW), default=[])
     parser.add_argument("--points", type=int, default=4096)
+    parser.add_argument("--teacher", default="digits", help="progressive: the teacher model (bundled name or DIR)")
+    parser.add_argument("--max-steps", type=int, default=120, help="progressive: distillation steps")
+    parser.add_argument("--images", default=None, help="progressive: save the painted rows to this PNG")
     args = parser.parse_args()
     for name in args.sections or list(SECTIONS):
-        SECTIONS[name](args.points)
+        if name in SLOW:
+            SLOW[name](args.points, teacher=args.teacher, max_steps=args.max_steps, images=args.images)
+        else:
+            SECTIONS[name](args.points)
         print()
 
 
