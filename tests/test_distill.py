@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from unnoise import schedules
 from unnoise.distill import DistillConfig, DistillError, Distiller, compare_samples, distill
 from unnoise.distill.config import resume_config
 from unnoise.distill.loop import progressive_spacing
 from unnoise.distill.measure import errors, student_samples
 from unnoise.models import UNet, UNetConfig, UNetInputError
 from unnoise.pipeline import Painter
-from unnoise import schedules
 from unnoise.training import checkpoint
 from unnoise.training.config import TrainConfig
 from unnoise.training.loop import train
