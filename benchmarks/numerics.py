@@ -87,6 +87,15 @@ def sde3_section(points: int, steps: int = 10, seeds: int = 7) -> None:
     for spacing, (before, after, peer) in results.items():
         print(f"ratio: dpmpp_3m_sde std/exact at {steps} steps, {spacing}: before {before:.3f}, after {after:.3f}, "
               f"dpmpp_2m_sde {peer:.3f}; after/before {after / before:.3f}")
+    print(f"\nODE form (η = 0), {steps} steps: RMS error vs the exact flow endpoint, before → after")
+    for spacing in ("log_snr", "karras"):
+        sig = LINEAR.sigmas(steps, spacing)
+        x = torch.randn(1, points, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * float(sig[0])
+        exact = DATA.flow_endpoint(x, float(sig[0]))
+        before, after = (rms(SAMPLERS["dpmpp_3m_sde"](DATA.denoiser, x, sig, eta=0.0, **o), exact)
+                         for o in ({"order3_max_h": math.inf}, {}))
+        print(f"ratio: dpmpp_3m_sde ODE error at {steps} steps, {spacing}: {before:.2e} → {after:.2e}, after/before "
+              f"{after / before:.3f}")
 
 
 def rescale_section(points: int, steps: int = 20, w: float = 5.0, phi: float = 0.7) -> None:
