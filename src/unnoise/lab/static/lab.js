@@ -285,7 +285,7 @@ function wireReplay(status) {
     const onStart = (start) => {
       $("replay-note").textContent = `Both sides: ${start.width} × ${start.height} (the ${model} model's size), seed ${seed}, `
         + `${start.steps} steps on its ${start.schedule} schedule (${start.spacing} spacing), starting at σ = ${start.sigma.toFixed(1)}, `
-        + `where √ᾱ = ${start.signal.toFixed(4)} of the picture is left. Scrubbing one side moves the other to the same step.`;
+        + `where √ᾱ = ${start.signal.toFixed(4)} of the picture is left (“new noise” in part 1 draws another seed).`;
     };
     work.run(
       (signal, progress) => replay.run(`/api/replay?${new URLSearchParams({ image, steps, seed, model })}`, { signal, progress, onStart }),

@@ -270,7 +270,10 @@ export function stepsVerdict(chart, metrics, start) {
   const lostShapes = `${noisy.spacing}, which spends the fewest steps where the picture is still mostly noise, `
     + (shapes ? "got the big shapes most wrong" : "did not get the big shapes most wrong");
   const mushDetail = `${clean.spacing}, which spends the fewest steps on the last fine touches, `
-    + (mushy ? "left the fine detail mushiest" : "did not leave the fine detail mushy");
+    + (mushy ? "left the fine detail mushiest"
+      : clean.detail_ratio < MUSHY ? "left the fine detail a little mushy, but not the mushiest"
+      : clean.detail_ratio > 1 / MUSHY ? "left the fine detail grainy rather than mushy"
+      : "kept about as much fine detail as the reference");
   const headline = shapes && mushy ? `The folklore held up in this run: ${lostShapes}, and ${mushDetail}.`
     : shapes ? `Half of the folklore held up in this run: ${lostShapes}, but ${mushDetail}.`
     : mushy ? `Half of the folklore held up in this run: ${mushDetail}, but ${lostShapes}.`
