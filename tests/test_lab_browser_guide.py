@@ -133,7 +133,7 @@ def test_part_5_strength_ladder_shows_what_strength_does(page):
     titles = page.eval_on_selector_all("#i2i-ladder figcaption b", "bs => bs.map(b => b.textContent)")
     assert titles == ["the picture", "strength 0.2", "strength 0.4", "strength 0.6", "strength 0.8", "strength 1"]
     lines = page.eval_on_selector_all("#i2i-ladder figcaption span", "s => s.map(x => x.textContent)")
-    assert lines[1] == "a light touch-up" and lines[-1] == "pure static: the picture is gone"
+    assert lines[1] == "the last 2 of 10 steps re-painted" and lines[-1] == "all 10 steps, from pure static"
     sources = page.eval_on_selector_all("#i2i-ladder img", "is => is.map(i => i.src)")
     assert sources[1:] == page.evaluate("window.lab.ladder.done.images") and len(set(sources)) == 6
     page.wait_for_function("[...document.querySelectorAll('#i2i-ladder img')].every(i => i.complete && i.naturalWidth)")

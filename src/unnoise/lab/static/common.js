@@ -163,7 +163,7 @@ export class Player {
 
   // Streams url until it ends or `signal` aborts; progress(done, total) after every event.
   async run(url, { onStart = null, signal = undefined, progress = () => {} } = {}) {
-    Object.assign(this, { frames: [], shown: -1, total: 0, finished: false });
+    Object.assign(this, { frames: [], shown: -1, total: 0, finished: false, stopped: false });
     showError(`${this.p}-error`, "");
     $(`${this.p}-readout`).textContent = "starting…";
     this.setPlaying(true);
@@ -178,6 +178,8 @@ export class Player {
         progress(Math.min(this.frames.length, this.total), this.total);
       }
     } catch (e) {
+      this.stopped = true;
+      this.setPlaying(false); // the steps that arrived stay to scrub; the readout says why it ended
       $(`${this.p}-readout`).textContent = e.name === "AbortError" ? "stopped: you pressed Stop" : "stopped";
       if (e.name !== "AbortError") showError(`${this.p}-error`, e.message);
     }
@@ -216,7 +218,7 @@ export class Player {
   readout() {
     const f = this.frames[this.shown];
     if (!f) return;
-    const more = this.finished ? "" : ` (${this.frames.length}/${this.total} in)`;
+    const more = this.finished ? "" : this.stopped ? " (stopped)" : ` (${this.frames.length}/${this.total} in)`;
     $(`${this.p}-readout`).textContent = f.final
       ? `the finished picture, after ${this.total} steps`
       : `step ${f.index + 1}/${f.total} · t = ${Math.round(f.t)} · signal ${f.signal.toFixed(3)}${more}`;

@@ -270,11 +270,11 @@ function wireReplay(status) {
   $("versus-needs").hidden = withModel; $("versus-player").hidden = !withModel;
   $("replay-caption-model").hidden = !withModel; $("replay-caption-alone").hidden = withModel;
   if (withModel) {
-    $("learned-side").classList.remove("placeholder");
     $("replay-run").textContent = "Run both";
     replay.linked = [versus]; versus.linked = [replay];
   }
   $("replay-run").addEventListener("click", () => {
+    $("replay-images").classList.remove("placeholder"); $("learned-side").classList.remove("placeholder");
     const steps = $("replay-steps").value, seed = state.seed, image = state.image;
     if (!withModel) {
       const q = new URLSearchParams({ image, schedule: state.schedule, steps, seed });
@@ -301,10 +301,10 @@ function wireLearned(status) {
   $("learn-needs").hidden = learned;
   if (!learned) return;
   $("learn-player").hidden = false;
-  $("learn-images").classList.remove("placeholder");
   const player = new Player("learn"), work = new Work("learn", ["learn-run"]);
   window.lab.learned = player;
   $("learn-run").addEventListener("click", () => {
+    $("learn-images").classList.remove("placeholder");
     const url = `/api/generate?${query("learn", ["prompt", "model", "sampler", "steps", "guidance", "seed"])}`;
     work.run((signal, progress) => player.run(url, { signal, progress }));
   });

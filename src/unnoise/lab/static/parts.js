@@ -54,11 +54,9 @@ function enablePart(status, part, prefix) {
 }
 
 // --- part 5: image to image (the part 3 player, plus the picture it starts from), and the strength ladder ----
-function strengthWords(s) {
-  if (s >= 1) return "pure static: the picture is gone";
-  if (s >= 0.7) return "little survives";
-  if (s >= 0.4) return "the shapes may survive";
-  return "a light touch-up";
+// What a strength did, in facts: how many of the steps re-painted the picture.
+function strengthWords(s, run, steps) {
+  return s >= 1 ? `all ${steps} steps, from pure static` : `the last ${run} of ${steps} steps re-painted`;
 }
 
 export function wireImg2img(status) {
@@ -68,7 +66,6 @@ export function wireImg2img(status) {
   showStrength();
   if (!enablePart(status, "img2img", "i2i")) return;
   $("i2i-player").hidden = false;
-  $("i2i-images").classList.remove("placeholder");
   const player = new Player("i2i"), work = new Work("i2i", ["i2i-run", "i2i-ladder-run"]);
   window.lab.img2img = player;
   const init = $("i2i-init");
@@ -76,6 +73,7 @@ export function wireImg2img(status) {
   const controls = ["prompt", "model", "sampler", "steps", "guidance", "seed"];
   $("i2i-run").addEventListener("click", () => {
     const q = query("i2i", [...controls, "strength"], { image: state.image });
+    $("i2i-images").classList.remove("placeholder");
     work.run((signal, progress) => player.run(`/api/img2img?${q}`, { signal, progress, onStart: (start) => { init.src = start.init; } }));
   });
   if (!(status.parts || []).includes("ladder")) { $("i2i-ladder-run").disabled = true; return; }
@@ -91,12 +89,15 @@ export function wireImg2img(status) {
       signal, progress,
       onStart: (start) => {
         [imgs, lines] = makeTiles(box, [["the picture", "as the model sees it"],
-          ...start.strengths.map((s, k) => [`strength ${s}`, `${start.runs[k]} of ${start.steps} steps · waiting`])]);
+          ...start.strengths.map((s) => [`strength ${s}`, "waiting"])]);
         imgs[0].src = start.init;
       },
-      onStep: (step) => { for (const tile of step.tiles) imgs[tile.tile + 1].src = tile.x0; },
+      onStep: (step) => {
+        for (const tile of step.tiles) { imgs[tile.tile + 1].src = tile.x0; lines[tile.tile + 1].textContent = `step ${tile.step + 1}/${tile.steps}`; }
+      },
       onDone: (done) => {
-        done.images.forEach((src, k) => { imgs[k + 1].src = src; lines[k + 1].textContent = strengthWords(done.strengths[k]); });
+        const { runs, steps } = ladder.start;
+        done.images.forEach((src, k) => { imgs[k + 1].src = src; lines[k + 1].textContent = strengthWords(done.strengths[k], runs[k], steps); });
         note.textContent = `Each picture is part 1's picture noised “strength” of the way up the schedule, then painted back `
           + `under the prompt for that share of the ${ladder.start.steps} steps, from seed ${ladder.start.seed}. `
           + "The lower the strength, the more of the original survives; at 1 it starts from pure static.";
