@@ -79,6 +79,9 @@ def test_part_4_runs_both_sides_from_the_very_same_static_and_scrubs_them_togeth
     for img in ("#replay-xt", "#replay-x0", "#versus-xt", "#versus-eps", "#versus-x0"):
         assert fills_its_tile(page, img), img
     page.locator("#replay").screenshot(path=ARTIFACTS / "guide-part4.png")
+    page.set_viewport_size({"width": 400, "height": 900})  # a phone: the two sides stack, nothing sticks out
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.locator("#replay").screenshot(path=ARTIFACTS / "guide-part4-narrow.png")
 
 
 def test_work_shows_progress_disables_its_button_and_stops(page, server_url):
@@ -90,6 +93,9 @@ def test_work_shows_progress_disables_its_button_and_stops(page, server_url):
     page.wait_for_function("parseFloat(document.querySelector('#learn-progress i').style.width) > 0.5", timeout=30_000)
     assert " of 1000 steps" in page.inner_text("#learn-working")
     page.locator("#reverse").screenshot(path=ARTIFACTS / "guide-progress.png")
+    page.set_viewport_size({"width": 400, "height": 900})  # a phone: the bar and Stop still fit
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.locator("#learn-working").screenshot(path=ARTIFACTS / "guide-progress-narrow.png")
     page.click("#learn-stop")
     page.wait_for_selector("#learn-working", state="hidden", timeout=10_000)
     assert page.is_enabled("#learn-run") and page.inner_text("#learn-readout") == "stopped: you pressed Stop"
@@ -142,6 +148,9 @@ def test_part_5_strength_ladder_shows_what_strength_does(page):
     assert "more of the original survives" in page.inner_text("#i2i-ladder-note")
     assert page.is_enabled("#i2i-run") and page.is_enabled("#i2i-ladder-run")
     page.locator("#img2img").screenshot(path=ARTIFACTS / "guide-ladder.png")
+    page.set_viewport_size({"width": 400, "height": 900})  # a phone: the ladder wraps, nothing sticks out
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    page.locator("#img2img").screenshot(path=ARTIFACTS / "guide-ladder-narrow.png")
 
 
 def test_a_models_pictures_fill_their_tiles_pixelated(page):
