@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from unnoise import atomic
 from unnoise.errors import UnnoiseError
 from unnoise.training import checkpoint
 
+FAULT_ENV = "UNNOISE_FAULT_AT"  # unnoise.atomic.FAULT_ENV, spelled out so the item tests run without it
 TRAIN = ["train", "--data", "digits", "--image-size", "16", "--model-size", "tiny", "--batch-size", "8",
          "--max-steps", "8", "--checkpoint-every", "2", "--sample-every", "4", "--log-every", "1",
          "--warmup-steps", "2", "--seed", "1", "--threads", "1"]
@@ -66,7 +66,7 @@ class Unnoise:
     def __call__(self, *argv: str, fault: str | None = None) -> tuple[int, str]:
         self.n += 1
         log = self.logs / f"{self.n:02d}.log"
-        env = {atomic.FAULT_ENV: fault} if fault else {}
+        env = {FAULT_ENV: fault} if fault else {}
         self.server.stdin.write(json.dumps({"argv": list(argv), "env": env, "log": str(log)}) + "\n")
         self.server.stdin.flush()
         code = int(self.server.stdout.readline())
@@ -126,7 +126,7 @@ def test_runs_killed_at_every_write_resume_bit_exact(tmp_path):
     started = time.perf_counter()
     # one kill through the real `python -m unnoise` process too: killed during the very first checkpoint
     real = subprocess.run([sys.executable, "-m", "unnoise", *TRAIN, "--out", str(run)], capture_output=True,
-                          text=True, env={**os.environ, atomic.FAULT_ENV: "checkpoint-file:2"}, timeout=300)
+                          text=True, env={**os.environ, FAULT_ENV: "checkpoint-file:2"}, timeout=300)
     assert real.returncode == -9, real.stderr[-2000:]
     assert debris(run) and checkpoint.latest_path(run) is None
     unnoise = Unnoise(tmp_path / "logs")
@@ -160,3 +160,171 @@ def test_runs_killed_at_every_write_resume_bit_exact(tmp_path):
     assert debris(run) == [] and debris(ref) == []
     for grid in (run / "samples").glob("*.png"):
         Image.open(grid).verify()
+
+
+# --- one test per defect (issue 29 items 1, 2, 3, 5), fast, in this process ---------------------------------
+
+TINY = {"image_size": 16, "model_size": "tiny", "batch_size": 8, "warmup_steps": 2, "log_every": 1,
+        "sample_every": 0, "checkpoint_every": 2, "seed": 2, "threads": 1}
+
+
+def tiny_train(out: Path, max_steps: int, resume: bool = False, **kw):
+    from unnoise.training.config import TrainConfig
+    from unnoise.training.loop import resume_config, train
+
+    cfg = resume_config(out, {"max_steps": max_steps}) if resume else TrainConfig(
+        data="digits", out=str(out), max_steps=max_steps, **{**TINY, **kw})
+    return train(cfg, resume=resume, quiet=True)
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def cli_train(out: Path, max_steps: int, *extra: str) -> list[str]:
+    flags = {"--image-size": 16, "--model-size": "tiny", "--batch-size": 8, "--warmup-steps": 2, "--log-every": 1,
+             "--sample-every": 0, "--checkpoint-every": 2, "--seed": 2, "--threads": 1}
+    return ["train", "--data", "digits", "--out", str(out), "--max-steps", str(max_steps),
+            *[str(x) for kv in flags.items() for x in kv], *extra]
+
+
+def test_a_run_killed_in_its_first_save_can_resume_or_start_over(tmp_path, cli):
+    """Item 1: a run whose first checkpoint never completed (a hidden half-written folder, no `latest`) is
+    continued by --resume from step 0, saying so, and a fresh start on it is not refused."""
+    straight = tmp_path / "straight"
+    assert cli(cli_train(straight, 2)).code == 0
+    for name, resume in (("resumed", ["--resume"]), ("fresh", [])):
+        run = tmp_path / name
+        (run / "checkpoints" / f".tmp-step-00000002-{dead_pid()}").mkdir(parents=True)  # what the issue found
+        half = run / "checkpoints" / f".step-00000002.tmp-{dead_pid()}-0"
+        half.mkdir()
+        (half / "model.safetensors").write_bytes(b"half a file")
+        (run / "config.json").write_text(json.dumps(json.loads((straight / "config.json").read_text()) | {"out": str(run)}))
+        (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0, "grad_norm": 1, "lr": 1, "images_per_s": 1, "time": 0}\n{"st')
+        res = cli(cli_train(run, 2, *resume))
+        assert res.code == 0, res.err
+        if resume:
+            assert "no complete checkpoint" in res.err and "starting over" in res.err
+        assert steps_logged(run) == [1, 2] and debris(run) == []
+        for f in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+            assert (checkpoint.latest_path(run) / f).read_bytes() == (checkpoint.latest_path(straight) / f).read_bytes()
+    res = cli(cli_train(tmp_path / "fresh", 2))  # now it holds a complete checkpoint: refused
+    assert res.code == 2 and "already holds a run" in res.err
+
+
+def test_export_reads_the_run_it_is_given(tmp_path, cli):
+    """Item 2: a moved run exports; a copy exports its own checkpoint, not the original's; a run without a
+    checkpoint is one line naming it, without a "--resume:" prefix."""
+    from safetensors.torch import load_file
+
+    original = tmp_path / "original"
+    tiny_train(original, 2)
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(original, copy)
+    tiny_train(original, 4, resume=True)  # the original goes on; the copy stays at step 2
+    res = cli(["export", str(copy), "--out", str(tmp_path / "m"), "--fp32"])
+    assert res.code == 0, res.err
+    assert json.loads((tmp_path / "m" / "unnoise.json").read_text())["training"]["steps"] == 2
+    ema = load_file(str(copy / "checkpoints" / "step-00000002" / "ema.safetensors"))
+    exported = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert all(torch.equal(exported[k], ema[k]) for k in exported)
+    moved = tmp_path / "moved"
+    original.rename(moved)
+    assert cli(["export", str(moved), "--out", str(tmp_path / "m2")]).code == 0
+    shutil.rmtree(moved / "checkpoints")
+    res = cli(["export", str(moved), "--out", str(tmp_path / "m3")])
+    assert res.code == 2 and res.err.strip() == f"error: export: no complete checkpoint in {moved}"
+
+
+def _corruptions(raw: bytes) -> dict[str, bytes]:
+    return {"truncated": raw[: len(raw) // 2], "empty": b"", "random": os.urandom(4096),
+            "huge-header": struct.pack("<Q", 2**62) + raw[8:]}
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "random", "huge-header"])
+def test_corrupt_weights_are_one_line_naming_the_file(tmp_path, kind):
+    """Item 3: a broken model.safetensors is an UnnoiseError (ValueError) naming the file, not a traceback."""
+    from unnoise.models import UNet, UNetConfig
+
+    d = UNet(UNetConfig.tiny()).save_pretrained(tmp_path / "net")
+    (d / "model.safetensors").write_bytes(_corruptions((d / "model.safetensors").read_bytes())[kind])
+    with pytest.raises(UnnoiseError) as e:
+        UNet.from_pretrained(d)
+    assert isinstance(e.value, ValueError) and str(d / "model.safetensors") in str(e.value) and "\n" not in str(e.value)
+
+
+def test_paint_with_corrupt_weights_exits_2_in_one_line(tmp_path, cli):
+    import shutil
+
+    from unnoise.modeldir import resolve
+
+    model = tmp_path / "digits"
+    shutil.copytree(resolve("digits"), model)
+    (model / "model.safetensors").write_bytes(struct.pack("<Q", 2**62) + b"\0" * 64)
+    res = cli(["paint", "a handwritten seven", "--model", str(model), "--steps", "1", "--out", str(tmp_path / "x.png")])
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1 and str(model / "model.safetensors") in res.err
+
+
+def test_resume_falls_back_past_a_corrupt_checkpoint_and_a_garbage_latest(tmp_path, capsys):
+    """Item 3: --resume with the newest checkpoint broken resumes from the one before, says so, and ends
+    exactly where an unbroken run ends; a garbage `latest` is ignored, said so."""
+    tiny_train(tmp_path / "straight", 6)
+    run = tmp_path / "run"
+    tiny_train(run, 4)
+    newest = checkpoint.latest_path(run)
+    assert newest.name == "step-00000004"
+    raw = (newest / "model.safetensors").read_bytes()
+    (newest / "model.safetensors").write_bytes(raw[: len(raw) // 3])
+    (run / "checkpoints" / "latest").write_bytes(os.urandom(40))
+    capsys.readouterr()
+    tiny_train(run, 6, resume=True)
+    err = capsys.readouterr().err
+    assert "latest" in err and "unreadable" in err
+    assert f"corrupt checkpoint {newest}" in err and "falling back" in err
+    for f in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        assert (checkpoint.latest_path(run) / f).read_bytes() == (checkpoint.latest_path(tmp_path / "straight") / f).read_bytes()
+    assert steps_logged(run) == list(range(1, 7))
+
+
+def test_resume_sweeps_debris_and_trims_history(tmp_path):
+    """Item 5: what dead writers left (.latest.tmp-PID, .model.tmp-PID, a 0-byte grid from lost steps) is swept
+    on resume, and metrics.jsonl is cut back to the resumed step, so each step is logged once."""
+    run = tmp_path / "run"
+    tiny_train(run, 4)
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    # a kill after step 5's row, then an untrimmed resume from step 4 that died at once: steps go backwards
+    extra = [json.dumps(json.loads(rows[-1]) | {"step": 5}), json.dumps(json.loads(rows[-1]) | {"step": 5})[:20]]
+    (run / "metrics.jsonl").write_text("\n".join(rows + extra) + "\n")
+    pid = dead_pid()
+    (run / "checkpoints" / f".latest.tmp-{pid}").write_text('"step-00000006"')
+    (run / f".model.tmp-{pid}").mkdir()
+    (run / f".model.tmp-{pid}" / "model.safetensors").write_bytes(b"")
+    (run / "samples").mkdir()
+    (run / "samples" / "step-00000006.png").write_bytes(b"")
+    live = run / "checkpoints" / f".latest.tmp-{os.getppid()}"  # a writer still running: left alone
+    live.write_text("")
+    tiny_train(run, 6, resume=True)
+    assert steps_logged(run) == list(range(1, 7))
+    assert debris(run) == [str(live.relative_to(run))]
+    assert not (run / "samples" / "step-00000006.png").exists()
+
+
+def test_model_card_counts_each_step_once(tmp_path):
+    """Item 5: a metrics.jsonl written before resumes trimmed it (steps going backwards) gives the card the
+    history that made the model: each step once, the later rows, compute time never subtracted."""
+    from unnoise.training.card import run_record
+    from unnoise.training.config import TrainConfig
+
+    (tmp_path / "config.json").write_text(json.dumps(TrainConfig(data="digits", out=str(tmp_path), batch_size=10).to_dict()))
+    row = {"loss": 1.0, "grad_norm": 1.0, "lr": 1e-3, "images_per_s": 10.0, "time": 0}
+    steps = [10, 20, 30, 40, 50, 30, 40, 50, 60]  # killed after 50, resumed from the checkpoint at 20
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row | {"step": s, "loss": s / 100 if i < 5 else s / 1000}) + "\n"
+                                                    for i, s in enumerate(steps)) + '{"step": 70, "lo')
+    rec = run_record(tmp_path)
+    assert [r["step"] for r in rec["rows"]] == [10, 20, 30, 40, 50, 60]
+    assert rec["rows"][2]["loss"] == 0.03 and rec["steps"] == 60
+    assert rec["seconds"] == pytest.approx(60 * 10 / 10.0)
