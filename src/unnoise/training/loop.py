@@ -394,11 +394,11 @@ def export_run(run: str | Path, out: str | Path, *, dtype: torch.dtype = torch.f
     is read from `run` itself, never from the path stored in its config.json (a run may be moved or copied)."""
     run = Path(run)
     cfg = resume_config(run, {"out": str(run)}, what="export")
+    ck = checkpoint.load_newest(run, log=lambda m: print(f"export: {m}", file=sys.stderr))
+    if ck is None:
+        raise TrainingError(f"export: no complete checkpoint in {run}")
     trainer = Trainer(cfg, quiet=True)
     try:
-        ck = checkpoint.load_newest(run, log=lambda m: print(f"export: {m}", file=sys.stderr))
-        if ck is None:
-            raise TrainingError(f"export: no complete checkpoint in {run}")
         trainer.restore(ck)
         return trainer.export(Path(out), dtype=dtype, defaults=defaults)
     finally:
