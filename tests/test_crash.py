@@ -105,10 +105,12 @@ PLAN = [
     ("replace:2", True),  # config.json, before it replaces the file
     ("checkpoint-file:2", True),  # first save, model and ema written
     ("checkpoint-renamed:1", True),  # step-2 in place, `latest` not yet written
+    ("metrics:1", True),  # from step 2: a torn line at step 3
     ("metrics:2", True),  # from step 2: a torn line at step 4
     ("samples:1", True),  # from step 2: grid of step 4 written, not yet in place
     ("replace:4", True),  # from 2: trim, config, grid 4's .txt, then `latest` → step 4 (the swap)
     ("checkpoint-file:1", True),  # from 4: mid-save of step 6
+    ("checkpoint-file:2", True),  # from 4: mid-save of step 6, model and EMA written
     ("checkpoint-renamed:1", True),  # from 4: step-6 in place, `latest` still step-4
     ("metrics:1", True),  # from 6: a torn line at step 7
     ("checkpoint-file:3", True),  # from 6: grid 8 made, mid-save of step 8
