@@ -18,8 +18,9 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import UnnoiseError
 
@@ -51,7 +52,7 @@ def fault_point(name: str, before: Callable[[], Any] | None = None) -> None:
         return
     point, _, n = spec.rpartition(":")
     if point not in FAULT_POINTS or not n.isdigit() or int(n) < 1:
-        raise FaultSpecError(f"{FAULT_ENV}={spec!r}: expected POINT:N with N ≥ 1 and POINT one of {', '.join(FAULT_POINTS)}")
+        raise FaultSpecError(f"{FAULT_ENV}={spec!r}: expected POINT:N, N ≥ 1, POINT one of {', '.join(FAULT_POINTS)}")
     if point != name:
         return
     _hits[name] = _hits.get(name, 0) + 1

@@ -17,15 +17,23 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..atomic import clean_debris, fault_point, fsync_dir, fsync_file, tmp_name, write_json_atomic  # noqa: F401 (re-export)
+from ..atomic import (
+    clean_debris,
+    fault_point,
+    fsync_dir,
+    fsync_file,
+    tmp_name,
+    write_json_atomic,  # (distill imports it from here too)
+)
 from ..errors import UnnoiseError
 
 LATEST = "latest"
