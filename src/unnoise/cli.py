@@ -242,8 +242,9 @@ def train(
 ) -> None:
     """Train a text-conditioned denoiser.  Multi-process: torchrun --nproc_per_node N -m unnoise train …"""
 
+    from .training import checkpoint
     from .training.config import TrainConfig
-    from .training.loop import resume_config
+    from .training.loop import RUN_CONFIG, resume_config
     from .training.loop import train as run_training
 
     names = {
@@ -257,11 +258,14 @@ def train(
     # compared by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
     explicit = {k: v for k, v in names.items()
                 if getattr(ctx.get_parameter_source(params.get(k, k)), "name", None) == "COMMANDLINE"}
+    if resume and not (out / RUN_CONFIG).exists() and checkpoint.latest_path(out) is None:
+        typer.echo(f"--resume: nothing was saved in {out} yet; starting over", err=True)  # killed at once
+        resume = False
     cfg = resume_config(out, explicit) if resume else TrainConfig(**names)
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
         return
-    if not resume and (out / "checkpoints").exists():
+    if not resume and checkpoint.latest_path(out) is not None:  # only a complete checkpoint makes a run
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     model_dir = run_training(cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .atomic import fault_point, fsync_dir, fsync_file, tmp_name
 from .errors import UnnoiseError
 from . import schedules
 
@@ -82,9 +83,7 @@ def save_model_dir(
     """Write a model directory atomically (temp folder, then rename over the old one).  `extra_files`
     ({name: source path}) are copied in before the rename, e.g. a teacher's vocabulary.safetensors."""
     directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = tmp_name(directory)
     model.save_pretrained(tmp, dtype=dtype)
     info = {
         "format": FORMAT_VERSION,
@@ -102,10 +101,17 @@ def save_model_dir(
     (tmp / META).write_text(json.dumps(info, indent=2) + "\n")
     for name, source in (extra_files or {}).items():
         shutil.copyfile(source, tmp / name)
-    old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    for f in tmp.iterdir():
+        fsync_file(f)
+    fault_point("export")
+    # A killed process leaves the new folder in hiding (swept), or, between the two renames, the old one
+    # moved aside, which atomic.clean_debris puts back.
+    old = tmp_name(directory, "old")
     if directory.exists():
         os.rename(directory, old)
+        fault_point("export-swap")
     os.rename(tmp, directory)
+    fsync_dir(directory.parent)
     if old.exists():
         shutil.rmtree(old)
     return directory

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_write, tmp_name
 from ..errors import UnnoiseError
 from ..diffusion import PREDICTION_TYPES
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, timestep_embedding, zero_
@@ -36,6 +36,10 @@ GUIDANCE_EMBED_SCALE = 100.0
 
 class UNetConfigError(UnnoiseError, ValueError):
     """A UNet config has an unknown key or a bad value."""
+
+
+class WeightsFileError(UnnoiseError, ValueError):
+    """A model.safetensors that cannot be read (truncated, empty, not safetensors at all)."""
 
 
 class UNetInputError(UnnoiseError, ValueError):
@@ -355,15 +359,16 @@ class UNet(nn.Module):
         state = {k: v.detach().to("cpu", dtype=dtype or v.dtype).contiguous() for k, v in self.state_dict().items()}
         config_text = json.dumps(self.config.to_dict(), indent=2) + "\n"
         if directory.is_dir():
-            _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-            _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(config_text))
+            atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+            atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(config_text))
             return directory
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        tmp = tmp_name(directory)  # .NAME.tmp-PID-N: swept by atomic.clean_debris if this process dies
+        tmp.mkdir()
         try:
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             (tmp / CONFIG_NAME).write_text(config_text)
-            os.chmod(tmp, 0o755)  # mkdtemp makes 0700 (and safetensors writes 0600): shared, shipped files
+            os.chmod(tmp, 0o755)  # safetensors writes 0600: a model directory is shared and shipped
             for f in (WEIGHTS_NAME, CONFIG_NAME):
                 os.chmod(tmp / f, 0o644)
             os.replace(tmp, directory)
@@ -375,6 +380,7 @@ class UNet(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> "UNet":
         """Load a directory written by `save_pretrained`; weights are cast to dtype (default float32)."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -386,7 +392,10 @@ class UNet(nn.Module):
         except json.JSONDecodeError as e:
             raise UNetConfigError(f"{directory / CONFIG_NAME} is not valid JSON: {e}") from e
         model = cls(config)
-        state = load_file(str(directory / WEIGHTS_NAME))
+        try:
+            state = load_file(str(directory / WEIGHTS_NAME))
+        except SafetensorError as e:  # truncated, empty, random bytes, a header length past the file …
+            raise WeightsFileError(f"{directory / WEIGHTS_NAME} is not a readable safetensors file ({e})") from e
         missing = sorted(set(model.state_dict()) - set(state))
         unexpected = sorted(set(state) - set(model.state_dict()))
         if missing or unexpected:
@@ -401,13 +410,5 @@ class UNet(nn.Module):
 
 
 def _atomic_write(path: Path, write) -> None:
-    """write(tmp_path), then os.replace onto path: readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600: a model directory is meant to be shared and shipped
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Kept for older callers: unnoise.atomic.atomic_write with write(str(tmp_path))."""
+    atomic_write(path, lambda p: write(str(p)))

@@ -50,10 +50,29 @@ def train_command(cfg: TrainConfig) -> str:
     return " ".join(parts)
 
 
+def read_metrics(path: Path, upto: int | None = None) -> list[dict]:
+    """The rows of metrics.jsonl that made the run, each step once, oldest first (up to step `upto`).
+
+    A run killed and resumed from step k redid the steps after k: a file written before resumes trimmed it
+    holds those steps twice (the steps go backwards where the resume began); the later rows are the ones
+    that count.  A line cut short by a kill is skipped."""
+    rows: list[dict] = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+            step = int(row["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        while rows and rows[-1]["step"] >= step:
+            rows.pop()
+        rows.append(row)
+    return [r for r in rows if upto is None or r["step"] <= upto]
+
+
 def run_record(run: Path) -> dict:
     """Steps, summed compute time, seconds per 1k steps and the loss curve from metrics.jsonl."""
     cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run / "metrics.jsonl")
     seconds, prev = 0.0, 0
     for r in rows:  # each row covers the steps since the previous one at its measured images/s
         seconds += (r["step"] - prev) * cfg.batch_size / max(r["images_per_s"], 1e-9)
@@ -76,7 +95,9 @@ def plot_loss(rows: list[dict], out: Path) -> Path:
     ax.set_ylabel("training loss (mean over 50 steps)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    from ..atomic import atomic_write
+
+    atomic_write(out, lambda p: fig.savefig(p, dpi=100, format="png"))
     plt.close(fig)
     return out
 
@@ -148,8 +169,6 @@ def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, 
     lines += vocabulary_section(model_dir, cfg.data)
     if notes:
         lines += [notes.rstrip(), ""]
-    from ..models.unet import _atomic_write
+    from ..atomic import write_text_atomic
 
-    out = model_dir / "MODEL.md"
-    _atomic_write(out, lambda p: Path(p).write_text("\n".join(lines)))
-    return out
+    return write_text_atomic(model_dir / "MODEL.md", "\n".join(lines))

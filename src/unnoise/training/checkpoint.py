@@ -5,18 +5,19 @@ Layout of a run directory::
     checkpoints/step-00001000/   model.safetensors  ema.safetensors  optimizer.safetensors  trainer_state.json
     checkpoints/latest           one line: the name of the newest complete checkpoint
 
-A checkpoint is written into a hidden temporary folder, each file flushed to disk, then renamed into
-place (atomic on POSIX); only then is `latest` replaced (write-to-temp + os.replace).  A process killed
-at any moment leaves either the old `latest` or the new one, never a half-written checkpoint.
+A checkpoint is written into a hidden temporary folder (.step-N.tmp-PID-K), each file flushed to disk, then
+renamed into place (atomic on POSIX); only then is `latest` replaced (unnoise.atomic).  A process killed at any
+moment leaves complete step-N folders and at worst a hidden temporary one, which the next save or resume
+sweeps away; `--resume` takes the newest step-N folder that loads, falling back past corrupt ones.
 """
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 import json
 import os
+import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,19 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import (
+    clean_debris,
+    fault_point,
+    fsync_dir,
+    fsync_file,
+    tmp_name,
+    write_json_atomic,  # (distill imports it from here too)
+)
+from ..errors import UnnoiseError
+
 LATEST = "latest"
+REQUIRED = ("trainer_state.json", "model.safetensors", "ema.safetensors", "optimizer.safetensors")
+_STEP = re.compile(r"^step-\d{8,}$")
 
 
 class CheckpointError(UnnoiseError, ValueError):
@@ -40,26 +53,7 @@ class Checkpoint:
     optimizer: dict[str, Any]  # a torch optimizer state_dict
     state: dict[str, Any]  # trainer_state.json
     extra: dict[str, torch.Tensor] | None = None  # extra.safetensors: a loop's own tensors (e.g. distill's targets)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    _fsync_file(tmp)
-    os.replace(tmp, path)
+    path: Path | None = None  # the folder it was loaded from
 
 
 def optimizer_to_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
@@ -95,9 +89,7 @@ def save(
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
     final = root / name
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = tmp_name(final)
     tmp.mkdir()
     opt_tensors, param_groups = optimizer_to_tensors(optimizer)
     files = [("model", model), ("ema", ema), ("optimizer", opt_tensors)]
@@ -105,49 +97,78 @@ def save(
     for file, tensors in files:
         # channels_last weights are strided views; safetensors stores plain row-major data
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / f"{file}.safetensors"))
+        fault_point("checkpoint-file")
     (tmp / "trainer_state.json").write_text(
         json.dumps({**state, "step": step, "optimizer_param_groups": param_groups}, indent=2, sort_keys=True) + "\n"
     )
     for f in tmp.iterdir():
-        _fsync_file(f)
-    _fsync_dir(tmp)
-    if final.exists():  # the same step saved again (e.g. Ctrl-C right after a periodic save)
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(root)
+        fsync_file(f)
+    fsync_dir(tmp)
+    if final.exists():  # the same step saved again (e.g. Ctrl-C right after a periodic save): move it aside first
+        old = tmp_name(final, "old")
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, final)
+    fsync_dir(root)
+    fault_point("checkpoint-renamed")
     write_json_atomic(root / LATEST, name)
     _prune(root, keep, protect=name)
     return final
 
 
+def _steps(root: Path) -> list[Path]:
+    """The checkpoint folders step-NNNNNNNN in root, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and _STEP.match(p.name))
+
+
 def _prune(root: Path, keep: int, protect: str) -> None:
-    done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
-    for p in done[:-keep] if keep > 0 else []:
+    for p in _steps(root)[:-keep] if keep > 0 else []:
         if p.name != protect:
             shutil.rmtree(p, ignore_errors=True)
-    for p in root.iterdir():  # leftovers of saves that died half-way (only one process ever writes here)
-        if p.name.startswith(".tmp-"):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    clean_debris(root)  # leftovers of saves that died half-way (only one process ever writes here)
+
+
+def _complete(path: Path) -> bool:
+    return all((path / name).is_file() for name in REQUIRED)
 
 
 def latest_path(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run, or None if it has none."""
-    pointer = Path(run_dir) / "checkpoints" / LATEST
-    if not pointer.exists():
-        return None
-    try:
-        name = json.loads(pointer.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"unreadable checkpoint pointer {pointer}: {e}") from e
-    path = pointer.parent / str(name)
-    if not path.is_dir():
-        raise CheckpointError(f"{pointer} names {name!r}, which does not exist")
-    return path
+    """The newest complete checkpoint of a run, or None if it has none.
+
+    Every step-N folder is complete when it appears (it is renamed into place after its files are flushed),
+    so the newest one is the newest complete checkpoint even if `latest` was not moved yet (a kill between
+    the two), is garbage, or names a folder that is gone; `latest` is for people and older tools."""
+    done = [p for p in _steps(Path(run_dir) / "checkpoints") if _complete(p)]
+    return done[-1] if done else None
+
+
+def load_newest(run_dir: str | os.PathLike, log: Callable[[str], None] = print) -> Checkpoint | None:
+    """The newest checkpoint of the run that loads, falling back past corrupt ones (each reported through
+    `log`, one line); None if there is none.  What `--resume` uses."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / LATEST
+    if pointer.exists():
+        try:
+            named = json.loads(pointer.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            named = None
+        if not (isinstance(named, str) and _STEP.match(named)):
+            log(f"{pointer} is unreadable; ignoring it and using the newest complete checkpoint")
+    for path in reversed([p for p in _steps(root) if _complete(p)]):
+        try:
+            return load(path)
+        except CheckpointError as e:
+            log(f"{e}; falling back to the previous checkpoint")
+    return None
 
 
 def load(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
-    for name in ("trainer_state.json", "model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+    for name in REQUIRED:
         if not (path / name).is_file():
             raise CheckpointError(f"incomplete checkpoint {path}: missing {name}")
     try:
@@ -156,7 +177,9 @@ def load(path: str | os.PathLike) -> Checkpoint:
         ema = load_file(str(path / "ema.safetensors"))
         opt_tensors = load_file(str(path / "optimizer.safetensors"))
         extra = load_file(str(path / "extra.safetensors")) if (path / "extra.safetensors").is_file() else None
-    except (SafetensorError, json.JSONDecodeError, OSError) as e:
-        raise CheckpointError(f"corrupt checkpoint {path}: {e}") from e
-    optimizer = optimizer_from_tensors(opt_tensors, state.pop("optimizer_param_groups"))
-    return Checkpoint(step=int(state["step"]), model=model, ema=ema, optimizer=optimizer, state=state, extra=extra)
+        optimizer = optimizer_from_tensors(opt_tensors, state.pop("optimizer_param_groups"))
+        return Checkpoint(step=int(state["step"]), model=model, ema=ema, optimizer=optimizer, state=state, extra=extra,
+                          path=path)
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError, KeyError, TypeError, ValueError,
+            AttributeError) as e:
+        raise CheckpointError(f"corrupt checkpoint {path}: {type(e).__name__}: {e}") from e

@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..atomic import atomic_write, clean_debris, fault_point, write_json_atomic, write_text_atomic
 from ..errors import UnnoiseError
 from .. import __version__, diffusion, schedules
 from . import checkpoint, distributed
+from .card import read_metrics
 from .config import TrainConfig
 from .ema import EMA
 
@@ -167,25 +169,51 @@ class Trainer:
 
     # --- set-up ---------------------------------------------------------------------------------
     def _load_latest(self) -> None:
-        path = checkpoint.latest_path(self.out)
-        if path is None:
-            raise TrainingError(f"--resume: no checkpoint in {self.out / 'checkpoints'}")
-        ck = checkpoint.load(path)
+        """The newest checkpoint that loads (past corrupt ones, said so); none at all: start over, said so."""
+        ck = checkpoint.load_newest(self.out, log=lambda m: self._log(f"--resume: {m}", force=True))
+        if ck is None:
+            self._log(f"--resume: no complete checkpoint in {self.out / 'checkpoints'}; starting over from step 0",
+                      force=True)
+            return
+        self.restore(ck)
+        self._log(f"resumed from {ck.path} at step {self.step}")
+
+    def restore(self, ck: checkpoint.Checkpoint) -> None:
         self.model.load_state_dict(ck.model)
         self.ema.load_state_dict(ck.ema, ck.state["ema_updates"])
         self.optimizer.load_state_dict(ck.optimizer)
         self.step = ck.step
-        self._log(f"resumed from {path} at step {self.step}")
+
+    def _tidy(self) -> None:
+        """Before (re)starting at self.step: sweep what killed writers left, and cut the run's records back to
+        this step (metrics rows and sample grids after it belong to work that was lost and is about to be
+        redone), so that each step appears once."""
+        for d in (self.out, self.out / "checkpoints", self.out / "samples", self.out / "model"):
+            gone = clean_debris(d)
+            if gone:
+                self._log(f"swept {len(gone)} temporary file(s) left in {d} by a process that died mid-write")
+        metrics = self.out / "metrics.jsonl"
+        if metrics.exists():
+            kept = "".join(json.dumps(r) + "\n" for r in read_metrics(metrics, upto=self.step))
+            if kept != metrics.read_text(errors="replace"):
+                write_text_atomic(metrics, kept)
+        for grid in sorted((self.out / "samples").glob("step-*.*")):
+            step = grid.stem.removeprefix("step-")
+            if step.isdigit() and int(step) > self.step:
+                grid.unlink()
 
     # --- reporting ----------------------------------------------------------------------------------
-    def _log(self, msg: str) -> None:
-        if not self.quiet:
+    def _log(self, msg: str, force: bool = False) -> None:
+        """A line on stderr (rank 0; `force`: even when quiet, for what a user must know)."""
+        if not self.quiet or (force and self.dist.is_main):
             tqdm.write(msg, file=sys.stderr)
 
     def _metrics(self, row: dict[str, Any]) -> None:
         if self.dist.is_main:
+            line = json.dumps(row) + "\n"
             with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+                fault_point("metrics", before=lambda: (f.write(line[: len(line) // 2]), f.flush()))  # a torn line
+                f.write(line)
 
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
@@ -243,7 +271,8 @@ class Trainer:
         cfg = self.cfg
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            checkpoint.write_json_atomic(self.out / RUN_CONFIG, cfg.to_dict())
+            self._tidy()
+            write_json_atomic(self.out / RUN_CONFIG, cfg.to_dict())
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step", dynamic_ncols=True)
         window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
         with _StopFlag() as stop:
@@ -261,23 +290,24 @@ class Trainer:
                     self._metrics(row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}")
                     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-                if self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
+                # the grid first: a checkpoint of step n then implies its grid, and a resume re-makes the grid
                 if cfg.sample_every and self.step % cfg.sample_every == 0 and self.dist.is_main:
                     self.sample_grid()
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
                 if distributed.any_true(stop.requested, self.dist):
                     self.save_checkpoint()
                     bar.close()
                     self._log(f"interrupted: saved step {self.step} to {self.out / 'checkpoints'}; continue with --resume")
                     raise KeyboardInterrupt
         bar.close()
+        if cfg.sample_every and self.dist.is_main and not self._grid_path().exists():
+            self.sample_grid()  # the last step's, if the loop did not make it
         if self.step % cfg.checkpoint_every:
             self.save_checkpoint()
         model_dir = self.out / "model"
         if self.dist.is_main:
             self.export(model_dir)
-            if cfg.sample_every:
-                self.sample_grid()
         distributed.barrier(self.dist)
         return model_dir
 
@@ -311,12 +341,15 @@ class Trainer:
             shape=(self.dataset.channels, self.dataset.image_size, self.dataset.image_size), seeds=list(range(len(prompts) * seeds_per_prompt)),
             steps=self.cfg.sample_steps, guidance=self.cfg.sample_guidance,
         )
-        out = self.out / "samples" / f"step-{self.step:08d}.png"
+        out = self._grid_path()
         out.parent.mkdir(parents=True, exist_ok=True)
         tiles = [to_pil(im).resize((64, 64), 0) for im in x]
-        grid(tiles, cols=seeds_per_prompt * 2).save(out)
-        (out.with_suffix(".txt")).write_text("\n".join(prompts) + "\n")
+        atomic_write(out, lambda p: grid(tiles, cols=seeds_per_prompt * 2).save(p, format="PNG"), fault="samples")
+        write_text_atomic(out.with_suffix(".txt"), "\n".join(prompts) + "\n")
         return out
+
+    def _grid_path(self) -> Path:
+        return self.out / "samples" / f"step-{self.step:08d}.png"
 
 
 def model_config(cfg: TrainConfig, dataset):
@@ -333,17 +366,21 @@ def model_config(cfg: TrainConfig, dataset):
     )
 
 
-def resume_config(out: str | Path, overrides: dict[str, Any]) -> TrainConfig:
-    """The run's saved config with the explicitly given settings that may change on resume."""
+def resume_config(out: str | Path, overrides: dict[str, Any], what: str = "--resume") -> TrainConfig:
+    """The run's saved config with the explicitly given settings that may change on resume (`what`: the
+    command, for messages)."""
     path = Path(out) / RUN_CONFIG
     if not path.exists():
-        raise TrainingError(f"--resume: {path} not found (nothing to resume in {out})")
-    saved = TrainConfig.from_dict(json.loads(path.read_text()))
+        raise TrainingError(f"{what}: {path} not found (no run in {out})")
+    try:
+        saved = TrainConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as e:
+        raise TrainingError(f"{what}: {path} is not a run's config: {e}") from e
     free = {"max_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "threads", "out"}
     recipe = {"balance"}  # may change mid-run; each change is recorded in extra["history"] with its step
     clash = sorted(k for k, v in overrides.items() if k not in free | recipe and v != getattr(saved, k))
     if clash:
-        raise TrainingError(f"--resume: these settings differ from the run's config.json: {', '.join(clash)}")
+        raise TrainingError(f"{what}: these settings differ from the run's config.json: {', '.join(clash)}")
     cfg = saved.replace(**{k: v for k, v in overrides.items() if k in free | recipe})
     changes = {k: [getattr(saved, k), v] for k, v in overrides.items() if k in recipe and v != getattr(saved, k)}
     if changes:  # "step" is filled in by the Trainer once it knows which checkpoint it resumed
@@ -353,10 +390,16 @@ def resume_config(out: str | Path, overrides: dict[str, Any]) -> TrainConfig:
 
 def export_run(run: str | Path, out: str | Path, *, dtype: torch.dtype = torch.float16,
                defaults: dict | None = None) -> Path:
-    """A run's latest checkpoint (its EMA weights) → a model directory, while the run may go on."""
-    cfg = resume_config(run, {})
-    trainer = Trainer(cfg, resume=True, quiet=True)
+    """A run's newest good checkpoint (its EMA weights) → a model directory, while the run may go on.  The run
+    is read from `run` itself, never from the path stored in its config.json (a run may be moved or copied)."""
+    run = Path(run)
+    cfg = resume_config(run, {"out": str(run)}, what="export")
+    ck = checkpoint.load_newest(run, log=lambda m: print(f"export: {m}", file=sys.stderr))
+    if ck is None:
+        raise TrainingError(f"export: no complete checkpoint in {run}")
+    trainer = Trainer(cfg, quiet=True)
     try:
+        trainer.restore(ck)
         return trainer.export(Path(out), dtype=dtype, defaults=defaults)
     finally:
         distributed.shutdown(trainer.dist)
