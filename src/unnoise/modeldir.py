@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .errors import UnnoiseError
 from . import schedules
+from .errors import UnnoiseError
 
 META = "unnoise.json"
 FORMAT_VERSION = 1
@@ -60,15 +60,17 @@ def resolve(name_or_dir: str | os.PathLike) -> Path:
         return path
     path = Path(s)
     if not path.exists():
-        raise ModelDirError(f"unknown model {s!r}: not a bundled model ({', '.join(BUNDLED)}) nor an existing directory")
+        raise ModelDirError(
+            f"unknown model {s!r}: not a bundled model ({', '.join(BUNDLED)}) nor an existing directory")
     if not path.is_dir() or not (path / META).exists():
-        raise ModelDirError(f"{path} is not an unnoise model directory (no {META}); a training run exports one to RUN/model")
+        raise ModelDirError(
+            f"{path} is not an unnoise model directory (no {META}); a training run exports one to RUN/model")
     return path
 
 
 def save_model_dir(
     directory: str | os.PathLike,
-    model: torch.nn.Module,
+    model: torch.nn.Module,  # a models.UNet
     *,
     schedule: schedules.Schedule,
     prediction_type: str,
@@ -85,7 +87,7 @@ def save_model_dir(
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, dtype=dtype)
+    model.save_pretrained(tmp, dtype=dtype)  # type: ignore[operator]  # nn.Module's __getattr__ hides UNet's method
     info = {
         "format": FORMAT_VERSION,
         "schedule": schedule.name,
@@ -143,7 +145,9 @@ def load_info(name_or_dir: str | os.PathLike) -> tuple[ModelInfo, Path]:
     return info, path
 
 
-def load_model_dir(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelInfo, Path]:
+def load_model_dir(
+    name_or_dir: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, ModelInfo, Path]:
     """(network in eval mode, float32, on device), its ModelInfo, and the resolved directory."""
     from .models import UNet
 

