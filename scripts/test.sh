@@ -18,4 +18,7 @@ fi
 
 # torch is named in the same pip command so pip takes the CPU build instead of a multi-GB CUDA one.
 python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[test]"
+# Lint and type-check src/ first (settings and the backlog of exempt files: pyproject.toml).
+python -m ruff check src
+python -m mypy
 exec python -m pytest "$@"

@@ -129,9 +129,10 @@ def clean_debris(directory: str | os.PathLike) -> list[str]:
     done = []
     for p in sorted(directory.iterdir()):
         m, legacy = _TMP.match(p.name), _LEGACY_TMP.match(p.name)
-        if not (m or legacy) or _alive(int(m.group(2) if m else legacy.group(1))):
+        pid = m.group(2) if m else legacy.group(1) if legacy else None
+        if pid is None or _alive(int(pid)):
             continue
-        target = directory / p.name[1:].rsplit(".", 1)[0] if m else None
+        target = directory / p.name[1:].rsplit(".", 1)[0]
         if m and m.group(1) == "old" and not target.exists():
             os.rename(p, target)
         elif p.is_dir() and not p.is_symlink():

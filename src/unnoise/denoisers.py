@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UnnoiseError
 from .diffusion import PREDICTION_TYPES, predict_x0
+from .errors import UnnoiseError
 from .schedules import Schedule
 
 

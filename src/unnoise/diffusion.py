@@ -7,15 +7,11 @@ subtracting the very noise it added), and the training targets and loss weights.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from .schedules import Schedule
 
-PredictionType = Literal["epsilon", "v_prediction", "sample"]
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
-LossWeighting = Literal["uniform", "min_snr"]
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

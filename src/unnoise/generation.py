@@ -45,6 +45,7 @@ def generate(
     `guide(denoiser) -> denoiser` replaces the CFG wrapper (the lab's guidance dial: one scale per image).
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
+    guided: Callable[..., torch.Tensor]
     if guide is None and getattr(getattr(model, "config", None), "guidance_embedding", False):
         # A guidance-distilled student (docs/distill.md) takes w as an input: one pass of B, no CFG batch
         # (so no negative prompt or guidance rescale either).

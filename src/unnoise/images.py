@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .errors import UnnoiseError
-
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .errors import UnnoiseError
 
 # Pillow's own decompression-bomb guard (it raises above 2× this many pixels); an explicit, documented cap.
 MAX_IMAGE_PIXELS = 64_000_000

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from . import schedules
 from .atomic import fault_point, fsync_dir, fsync_file, tmp_name
 from .errors import UnnoiseError
-from . import schedules
 
 META = "unnoise.json"
 FORMAT_VERSION = 1
@@ -61,15 +61,17 @@ def resolve(name_or_dir: str | os.PathLike) -> Path:
         return path
     path = Path(s)
     if not path.exists():
-        raise ModelDirError(f"unknown model {s!r}: not a bundled model ({', '.join(BUNDLED)}) nor an existing directory")
+        raise ModelDirError(
+            f"unknown model {s!r}: not a bundled model ({', '.join(BUNDLED)}) nor an existing directory")
     if not path.is_dir() or not (path / META).exists():
-        raise ModelDirError(f"{path} is not an unnoise model directory (no {META}); a training run exports one to RUN/model")
+        raise ModelDirError(
+            f"{path} is not an unnoise model directory (no {META}); a training run exports one to RUN/model")
     return path
 
 
 def save_model_dir(
     directory: str | os.PathLike,
-    model: torch.nn.Module,
+    model: torch.nn.Module,  # a models.UNet
     *,
     schedule: schedules.Schedule,
     prediction_type: str,
@@ -84,7 +86,7 @@ def save_model_dir(
     ({name: source path}) are copied in before the rename, e.g. a teacher's vocabulary.safetensors."""
     directory = Path(directory)
     tmp = tmp_name(directory)
-    model.save_pretrained(tmp, dtype=dtype)
+    model.save_pretrained(tmp, dtype=dtype)  # type: ignore[operator]  # nn.Module's __getattr__ hides UNet's method
     info = {
         "format": FORMAT_VERSION,
         "schedule": schedule.name,
@@ -149,7 +151,9 @@ def load_info(name_or_dir: str | os.PathLike) -> tuple[ModelInfo, Path]:
     return info, path
 
 
-def load_model_dir(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelInfo, Path]:
+def load_model_dir(
+    name_or_dir: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, ModelInfo, Path]:
     """(network in eval mode, float32, on device), its ModelInfo, and the resolved directory."""
     from .models import UNet
 

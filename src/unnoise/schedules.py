@@ -12,13 +12,13 @@ All schedule arithmetic is float64 (improved-diffusion: "use float64 for accurac
 
 from __future__ import annotations
 
-from .errors import UnnoiseError
-
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .errors import UnnoiseError
 
 NAMES = ("linear", "cosine", "sigmoid")
 SPACINGS = ("leading", "linspace", "trailing", "karras", "log_snr", "log_snr_trailing")
@@ -191,10 +191,10 @@ class Schedule:
             ts = np.round(T - np.arange(steps) * (T / steps))[::-1] - 1
         else:
             raise ScheduleError(f"unknown timestep spacing {spacing!r}; choose from leading, linspace, trailing")
-        ts = torch.from_numpy(ts[::-1].copy()).long()
-        if len(ts) != steps or not bool((ts[:-1] > ts[1:]).all()):
+        out = torch.from_numpy(ts[::-1].copy()).long()
+        if len(out) != steps or not bool((out[:-1] > out[1:]).all()):
             raise ScheduleError(f"{spacing!r} spacing cannot place {steps} distinct steps in {T}")
-        return ts
+        return out
 
     def sigmas(self, steps: int, spacing: str | None = None, *, rho: float = 7.0) -> torch.Tensor:
         """Inference noise levels, float64 of shape (steps + 1,), strictly descending, last entry exactly 0."""

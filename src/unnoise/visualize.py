@@ -59,7 +59,7 @@ def plot_schedules(schedules: list[Schedule], out: str | Path, log_snr: bool = T
     return out
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -98,7 +98,8 @@ def noise_frames(
     frames = []
     for t, x in zip(ts.tolist(), xs):
         ab = float(schedule.alphas_cumprod[t])
-        lines = [f"t = {t} / {schedule.num_steps - 1}   ({schedule.name})", f"signal {ab ** 0.5:.3f}   noise {(1 - ab) ** 0.5:.3f}"]
+        lines = [f"t = {t} / {schedule.num_steps - 1}   ({schedule.name})",
+                 f"signal {ab ** 0.5:.3f}   noise {(1 - ab) ** 0.5:.3f}"]
         frames.append(_captioned(images.to_pil(x), lines))
     return frames
 

@@ -8,12 +8,12 @@ and the weights (1 − w, w) sum to 1.  A negative prompt is simply its conditio
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 import math
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import UnnoiseError
 
 
 class GuidanceError(UnnoiseError, ValueError):
@@ -98,7 +98,8 @@ class CFGDenoiser:
         self.scale = _check_number("guidance scale", scale)
         self.rescale = _check_number("guidance rescale", rescale, 0.0, 1.0)
         if rescale_space not in RESCALE_SPACES:
-            raise GuidanceError(f"guidance rescale space must be one of {', '.join(RESCALE_SPACES)}, got {rescale_space!r}")
+            choices = ", ".join(RESCALE_SPACES)
+            raise GuidanceError(f"guidance rescale space must be one of {choices}, got {rescale_space!r}")
         self.rescale_space = rescale_space
 
     def __repr__(self) -> str:
@@ -128,6 +129,7 @@ class CFGDenoiser:
         """Guidance rescale in rescale_space, as a scaling of x̂0's deviation from that space's centre."""
         batch = x.shape[0]
         view = (batch,) + (1,) * (x.ndim - 1)
+        center: torch.Tensor | float
         if self.rescale_space == "x0":
             center = 0.0
         elif self.rescale_space == "eps":

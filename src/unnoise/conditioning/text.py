@@ -221,7 +221,8 @@ class TextEncoder:
 
 def cache_root() -> Path:
     """$UNNOISE_CACHE_DIR, else $XDG_CACHE_HOME/unnoise (~/.cache/unnoise): every unnoise cache lives here."""
-    return Path(os.environ.get("UNNOISE_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "unnoise")
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("UNNOISE_CACHE_DIR") or xdg / "unnoise")
 
 
 def default_cache_dir() -> Path:

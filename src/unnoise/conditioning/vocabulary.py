@@ -15,8 +15,6 @@ captions and the full list of training captions in the metadata), built with
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 import argparse
 import json
 import sys
@@ -24,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..errors import UnnoiseError
 
 FILE = "vocabulary.safetensors"
 THRESHOLD = 0.6  # cosine similarity; paraphrases of emoji names score 0.60–0.95, keyboard mashing ≈ 0.5
@@ -86,7 +86,8 @@ class Vocabulary:
             return cls(json.loads(meta["captions"]), vectors, json.loads(meta.get("known", "[]")),
                        float(meta.get("threshold", THRESHOLD)))
         except (OSError, KeyError, ValueError, SafetensorError) as e:  # JSONDecodeError is a ValueError
-            raise VocabularyError(f"{path} is unreadable ({e}); rebuild it or delete it to paint without snapping") from e
+            raise VocabularyError(
+                f"{path} is unreadable ({e}); rebuild it or delete it to paint without snapping") from e
 
     def snap(self, prompts: list[str], pooled: torch.Tensor) -> list[Snap]:
         """Each prompt's snap, given its pooled text vectors (B, D) from the model's encoder."""

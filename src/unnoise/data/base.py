@@ -14,12 +14,12 @@ Caption sets are stored grouped: many items may share one set (all sevens share 
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset
+
+from ..errors import UnnoiseError
 
 
 class DataError(UnnoiseError, ValueError):

@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,8 @@ def render_all(
     cmap = set(TTFont(str(font_path), lazy=True).getBestCmap())
     one_glyph = font.getlength("\U0001F600")  # 😀, a plain single glyph
     fully_qualified = emoji.STATUS["fully_qualified"]  # skip unqualified duplicates (same glyph twice)
-    records, tiles = [], [[] for _ in sizes]
+    records: list[dict[str, Any]] = []
+    tiles: list[list[np.ndarray]] = [[] for _ in sizes]
     for seq, data in emoji.EMOJI_DATA.items():
         if limit is not None and len(records) >= limit:
             break
@@ -131,7 +133,8 @@ def _versions(font_path: Path) -> dict[str, str]:
             "emoji": emoji.__version__, "pillow": PIL.__version__}
 
 
-def build(out: Path, font_path: Path = FONT_PATH, *, limit: int | None = None, tiles_per_atlas: int = TILES_PER_ATLAS) -> dict:
+def build(out: Path, font_path: Path = FONT_PATH, *, limit: int | None = None,
+          tiles_per_atlas: int = TILES_PER_ATLAS) -> dict:
     """Render the set and write atlas PNGs + emoji.json to `out` (each file written atomically)."""
     from PIL import Image
 
@@ -180,13 +183,14 @@ def _decode_asset(directory: Path, size: int) -> tuple[list[dict], torch.Tensor]
         meta = json.loads(meta_path.read_text())
         per_row, per_atlas = meta["tiles_per_row"], meta["tiles_per_atlas"]
         source = size if str(size) in meta["atlases"] else max(int(s) for s in meta["atlases"])
-        tiles = []
+        tiles: list[torch.Tensor] = []
         for name in meta["atlases"][str(source)]:
             with Image.open(directory / name) as im:
                 sheet = torch.from_numpy(np.asarray(im.convert("RGB")).copy())  # (rows·S, per_row·S, 3)
             rows = sheet.shape[0] // source
             grid = sheet.view(rows, source, per_row, source, 3).permute(0, 2, 4, 1, 3)  # (rows, per_row, 3, S, S)
-            tiles.append(grid.reshape(rows * per_row, 3, source, source)[: min(per_atlas, meta["count"] - len(tiles) * per_atlas)])
+            keep = min(per_atlas, meta["count"] - len(tiles) * per_atlas)
+            tiles.append(grid.reshape(rows * per_row, 3, source, source)[:keep])
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise DataError(f"emoji asset in {directory} is unreadable ({e}); rebuild it: "
                         f"python -m unnoise.data.emoji build --out {directory}") from e

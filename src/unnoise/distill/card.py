@@ -33,7 +33,8 @@ def distill_command(cfg: DistillConfig) -> str:
             continue
         if isinstance(value, (tuple, list)):
             value = ",".join(f"{v:g}" for v in value)
-        parts.append(f"--{name.replace('_', '-')} {value:g}" if isinstance(value, float) else f"--{name.replace('_', '-')} {value}")
+        flag = f"--{name.replace('_', '-')}"
+        parts.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
     return " ".join(parts) + (f"   # config.json also sets {', '.join(hidden)}" if hidden else "")
 
 

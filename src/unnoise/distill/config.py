@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnnoiseError
 from .. import schedules
+from ..errors import UnnoiseError
 
 STUDENT_STEPS = (1, 2, 4)  # the step counts a student is distilled for
 METHODS = ("consistency", "guidance", "trajectory", "progressive")

@@ -58,7 +58,8 @@ def _shift(x: torch.Tensor, g: torch.Generator, pixels: int = 2) -> torch.Tensor
 @torch.inference_mode()
 def accuracy(net: DigitClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     net.eval()
-    correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in zip(images.split(batch_size), labels.split(batch_size)))
+    batches = zip(images.split(batch_size), labels.split(batch_size))
+    correct = sum(int((net(x).argmax(1) == y).sum()) for x, y in batches)
     return correct / len(labels)
 
 
@@ -73,11 +74,12 @@ def train_classifier(out: str | os.PathLike, *, epochs: int = 4, batch_size: int
     from ..models.unet import _atomic_write
 
     train, test = get_dataset("digits", "train"), get_dataset("digits", "test")
+    assert train.labels is not None and test.labels is not None  # digits carry their class labels
     x_train, y_train = to_float(train.images), train.labels
     x_test, y_test = to_float(test.images), test.labels
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = DigitClassifier().to(memory_format=torch.channels_last)
+    net = DigitClassifier().to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     steps = epochs * (len(x_train) // batch_size)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)

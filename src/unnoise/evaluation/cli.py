@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 import json
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from ..errors import UnnoiseError
 
 app = typer.Typer(
     help="Measure a model: Fréchet distances (FD-ENL0, FD-digits), prompt adherence, NFE and guidance sweeps.",
@@ -104,8 +104,8 @@ def sweep(
 ) -> None:
     """Quality against network calls (every sampler) or against the guidance scale: a table and a plot."""
     from ..sampling import SAMPLERS, get_sampler
-    from .quality import DigitsJudge, Setting, evaluate, judge_for, write_table
     from .plots import plot_sweep
+    from .quality import DigitsJudge, Setting, evaluate, judge_for, write_table
 
     if over not in ("nfe", "guidance"):
         raise EvalError(f"--over must be nfe or guidance, got {over!r}")

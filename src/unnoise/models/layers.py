@@ -124,14 +124,14 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
         b, c, h, w = x.shape
-        use_cross = self.cross_attn is not None and context is not None
-        if self.self_attn is None and not use_cross:
+        cross = self.cross_attn if context is not None else None
+        if self.self_attn is None and cross is None:
             return x  # cond=None: cross-attention contributes nothing
         tokens = x.flatten(2).transpose(1, 2)  # (B, N, C); a view under channels_last
         if self.self_attn is not None:
             tokens = self.self_attn(tokens)
-        if use_cross:
-            tokens = self.cross_attn(tokens, context, mask)
+        if cross is not None:
+            tokens = cross(tokens, context, mask)
         out = tokens.transpose(1, 2).reshape(b, c, h, w)  # channels_last strides
         return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 

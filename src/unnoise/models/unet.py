@@ -13,17 +13,18 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_write, tmp_name
-from ..errors import UnnoiseError
 from ..diffusion import PREDICTION_TYPES
+from ..errors import UnnoiseError
 from .layers import AttentionBlock, Downsample, ResBlock, Upsample, timestep_embedding, zero_
 
 CONFIG_NAME = "config.json"
@@ -129,7 +130,7 @@ class UNetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "UNetConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> UNetConfig:
         """Inverse of `to_dict`; unknown keys are an error (they are usually typos)."""
         if not isinstance(data, Mapping):
             raise UNetConfigError(f"UNetConfig.from_dict needs a mapping, got {type(data).__name__}")
@@ -139,7 +140,7 @@ class UNetConfig:
             raise UNetConfigError(f"unknown UNetConfig key(s): {', '.join(unknown)}")
         return cls(**data)
 
-    def replace(self, **changes: Any) -> "UNetConfig":
+    def replace(self, **changes: Any) -> UNetConfig:
         """A copy with some fields changed (validated)."""
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
@@ -148,7 +149,7 @@ class UNetConfig:
 
     # Presets.  Parameter counts, FLOPs and measured speed: docs/model.md.
     @classmethod
-    def tiny(cls) -> "UNetConfig":
+    def tiny(cls) -> UNetConfig:
         """For tests: ~0.1M parameters (mostly the 384-wide text projections), a step in milliseconds."""
         return cls(
             patch_size=1, base_channels=8, channel_mults=(1, 2), attention_levels=(1,),
@@ -156,12 +157,12 @@ class UNetConfig:
         )
 
     @classmethod
-    def small(cls) -> "UNetConfig":
+    def small(cls) -> UNetConfig:
         """The bundled 32×32 models (digits, emoji): the default at half the width, about a quarter of its compute."""
         return cls(base_channels=32, norm_groups=16)
 
     @classmethod
-    def default(cls) -> "UNetConfig":
+    def default(cls) -> UNetConfig:
         """The field defaults: `unnoise train --model-size default` (its default size) and the throughput benchmark."""
         return cls()
 
@@ -262,7 +263,8 @@ class UNet(nn.Module):
         emb = emb + (self.pooled_proj(pooled) if pooled is not None else self.pooled_proj.bias)
         if self.config.guidance_embedding:
             w = self._guidance(cond, b, x.device)  # (B,)
-            emb = emb + self.guidance_mlp(timestep_embedding(w * GUIDANCE_EMBED_SCALE, self.config.base_channels).to(dtype))
+            w_emb = timestep_embedding(w * GUIDANCE_EMBED_SCALE, self.config.base_channels).to(dtype)
+            emb = emb + self.guidance_mlp(w_emb)
         emb = F.silu(emb)  # every ResBlock's projection starts with SiLU; do it once
 
         if self.config.patch_size > 1:
@@ -311,7 +313,8 @@ class UNet(nn.Module):
         if w.ndim == 0:
             w = w.expand(b)
         if w.shape != (b,) or w.is_complex() or w.dtype == torch.bool:
-            raise UNetInputError(f"cond['guidance'] must be a real scalar or shape ({b},), got {w.dtype} {tuple(w.shape)}")
+            raise UNetInputError(
+                f"cond['guidance'] must be a real scalar or shape ({b},), got {w.dtype} {tuple(w.shape)}")
         return w.float()
 
     def _condition(self, cond, b: int, device: torch.device, dtype: torch.dtype):
@@ -378,7 +381,7 @@ class UNet(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> "UNet":
+    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> UNet:
         """Load a directory written by `save_pretrained`; weights are cast to dtype (default float32)."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -400,7 +403,8 @@ class UNet(nn.Module):
         unexpected = sorted(set(state) - set(model.state_dict()))
         if missing or unexpected:
             raise UNetConfigError(
-                f"{directory / WEIGHTS_NAME} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                f"{directory / WEIGHTS_NAME} does not match its config: "
+                f"missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
         try:
             model.load_state_dict(state)  # copies (and casts) into the float32 parameters

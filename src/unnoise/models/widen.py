@@ -94,7 +94,8 @@ class _Copier:
             self.norm(w.norm, n.norm)
             c = n.out.weight.shape[0]
             rows = torch.cat([_dup(c), c + _dup(c), 2 * c + _dup(c)])  # [q | k | v], each duplicated
-            scale = torch.cat([torch.full((2 * c,), q_scale, dtype=torch.float64), torch.ones(4 * c, dtype=torch.float64)])
+            scale = torch.cat([torch.full((2 * c,), q_scale, dtype=torch.float64),
+                               torch.ones(4 * c, dtype=torch.float64)])
             self.linear(w.qkv, n.qkv, rows, None, scale)
             self.conv_dup(w.out, n.out)
         if narrow.cross_attn is not None:
@@ -150,7 +151,8 @@ def widen(net: UNet, *, generator: torch.Generator | None = None) -> UNet:
     c.linear(wide.pooled_proj, narrow.pooled_proj, _dup(emb), torch.arange(narrow.pooled_proj.weight.shape[1]))
     c.linear(wide.conv_in, narrow.conv_in, _dup(narrow.conv_in.weight.shape[0]),
              torch.arange(narrow.conv_in.weight.shape[1]))
-    for w, n in zip(list(wide.down) + list(wide.mid) + list(wide.up), list(narrow.down) + list(narrow.mid) + list(narrow.up)):
+    stages = (list(wide.down) + list(wide.mid) + list(wide.up), list(narrow.down) + list(narrow.mid) + list(narrow.up))
+    for w, n in zip(*stages):
         if isinstance(n, (Downsample, Upsample)):
             c.conv_dup(w.conv, n.conv)
         else:
