@@ -116,6 +116,7 @@ def test_a_process_draws_the_global_batch_but_reads_only_its_rows(tmp_path):
         assert torch.equal(caps_part, caps)  # captions (and dropout) stay those of the global batch
 
 
+@pytest.mark.slow
 def test_memory_does_not_grow_with_the_folder(tmp_path):
     """Peak RSS of decoding and reading 2 000 images is that of 100 (+0.1 MiB; all in RAM, as before: +115 MiB)."""
     script = ("import resource, sys, torch; from unnoise.data.folder import FolderDataset; "

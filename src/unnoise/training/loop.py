@@ -249,7 +249,7 @@ class Trainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             checkpoint.write_json_atomic(self.out / RUN_CONFIG, cfg.to_dict())
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step", dynamic_ncols=True)
+        bar = self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step", dynamic_ncols=True)
         window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
         with _StopFlag() as stop:
             while self.step < cfg.max_steps:
@@ -370,9 +370,13 @@ def export_run(run: str | Path, out: str | Path, *, dtype: torch.dtype = torch.f
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, quiet: bool = False) -> Path:
     info = distributed.init(device)
     advice = f"its last checkpoint in {Path(cfg.out) / 'checkpoints'} is intact: start every torchrun again with --resume"
+    trainer = None
     try:
         with distributed.peer_loss_is_an_error(info, advice):
-            return Trainer(cfg, resume=resume, device=device, quiet=quiet).run()
+            trainer = Trainer(cfg, resume=resume, device=device, quiet=quiet)
+            return trainer.run()
     finally:
+        if getattr(trainer, "bar", None) is not None:
+            trainer.bar.close()  # so that an error message starts on a line of its own
         distributed.shutdown(info)
 
