@@ -23,9 +23,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from unnoise.training import checkpoint
-
-pytestmark = pytest.mark.slow
+from unnoise.training import checkpoint, distributed
 
 COMMON = ["--image-size", "16", "--model-size", "tiny", "--batch-size", "8", "--sample-every", "0",
           "--precision", "fp32", "--threads", "1", "--lr", "1e-3", "--warmup-steps", "2", "--log-every", "1"]
@@ -96,6 +94,31 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def test_dist_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("UNNOISE_DIST_TIMEOUT", raising=False)
+    assert distributed.timeout().total_seconds() == 600
+    monkeypatch.setenv("UNNOISE_DIST_TIMEOUT", "45")
+    assert distributed.timeout().total_seconds() == 45
+    for bad in ("soon", "0", "-3", "inf"):
+        monkeypatch.setenv("UNNOISE_DIST_TIMEOUT", bad)
+        with pytest.raises(distributed.DistributedError, match=f"UNNOISE_DIST_TIMEOUT .*got '{bad}'"):
+            distributed.timeout()
+
+
+def test_only_a_lost_peer_becomes_the_one_line_error():
+    info = distributed.DistInfo(rank=1, world_size=4, local_rank=0, device=torch.device("cpu"))
+    gloo = "[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [10.0.0.2]:41234: Connection reset by peer. This is typically caused by …\nmore"
+    with pytest.raises(distributed.DistributedError) as e:
+        with distributed.peer_loss_is_an_error(info, "resume it"):
+            raise RuntimeError(gloo)
+    assert str(e.value) == ("process 1 of 4: another process of the run stopped or stopped answering "
+                            "(Read error [10.0.0.2]:41234: Connection reset by peer); resume it")
+    with pytest.raises(RuntimeError, match="^mat1 and mat2"):  # a bug stays a bug
+        with distributed.peer_loss_is_an_error(info, "resume it"):
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+
+@pytest.mark.slow
 def test_two_nodes_equal_one_process_and_only_rank_0_writes(squares, tmp_path):
     port = _port()
     args = ["--data", str(squares), "--max-steps", "4", "--checkpoint-every", "2", *COMMON]
@@ -112,6 +135,7 @@ def test_two_nodes_equal_one_process_and_only_rank_0_writes(squares, tmp_path):
     assert (tmp_path / "node0" / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_a_dead_node_stops_the_other_in_one_line_and_the_run_resumes(squares, tmp_path):
     run, port = tmp_path / "run", _port()
     args = ["--data", str(squares), "--checkpoint-every", "2", *COMMON]
