@@ -27,7 +27,10 @@ from unnoise.training import checkpoint, distributed
 
 COMMON = ["--image-size", "16", "--model-size", "tiny", "--batch-size", "8", "--sample-every", "0",
           "--precision", "fp32", "--threads", "1", "--lr", "1e-3", "--warmup-steps", "2", "--log-every", "1"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "UNNOISE_DIST_TIMEOUT": "60"}
+
+
+def _env() -> dict[str, str]:  # at call time: after conftest pointed the folder cache at a temporary folder
+    return {**os.environ, "OMP_NUM_THREADS": "1", "UNNOISE_DIST_TIMEOUT": "60"}
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +58,12 @@ def _node(rank: int, port: int, args: list[str], rdzv: str = "static") -> subpro
     return subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", *how,
          "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "unnoise", "train", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
 
 
 def _one(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "unnoise", "train", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+                            stderr=subprocess.PIPE, text=True, env=_env())
 
 
 def _finish(*procs: subprocess.Popen, timeout: float = 240) -> list[tuple[int, str]]:
@@ -108,14 +111,12 @@ def test_dist_timeout_comes_from_the_environment(monkeypatch):
 def test_only_a_lost_peer_becomes_the_one_line_error():
     info = distributed.DistInfo(rank=1, world_size=4, local_rank=0, device=torch.device("cpu"))
     gloo = "[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [10.0.0.2]:41234: Connection reset by peer. This is typically caused by …\nmore"
-    with pytest.raises(distributed.DistributedError) as e:
-        with distributed.peer_loss_is_an_error(info, "resume it"):
-            raise RuntimeError(gloo)
+    with pytest.raises(distributed.DistributedError) as e, distributed.peer_loss_is_an_error(info, "resume it"):
+        raise RuntimeError(gloo)
     assert str(e.value) == ("process 1 of 4: another process of the run stopped or stopped answering "
                             "(Read error [10.0.0.2]:41234: Connection reset by peer); resume it")
-    with pytest.raises(RuntimeError, match="^mat1 and mat2"):  # a bug stays a bug
-        with distributed.peer_loss_is_an_error(info, "resume it"):
-            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    with pytest.raises(RuntimeError, match="^mat1 and mat2"), distributed.peer_loss_is_an_error(info, "resume it"):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")  # a bug stays a bug
 
 
 @pytest.mark.slow

@@ -138,7 +138,7 @@ class ImageCache:
 
     def __init__(self, path: Path):
         self.path = path
-        self.file = open(path, "rb", buffering=0)
+        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 (held for the dataset's lifetime, closed with it)
         fmt = np.lib.format
         version = fmt.read_magic(self.file)
         read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
@@ -175,9 +175,9 @@ def build_cache(folder: Path, names: list[str], path: Path, image_size: int, cha
     try:
         with open(tmp, "wb") as f:
             np.lib.format.write_array_header_1_0(f, header)
-            for name in tqdm(names, desc=f"decoding {folder} (once, into {path.parent})", unit="img",
-                             disable=None, file=sys.stderr, mininterval=1.0):
-                f.write(load_image(folder / name, image_size, channels, max_pixels).transpose(2, 0, 1).tobytes())
+            bar = tqdm(names, desc=f"decoding {folder} (once, into {path.parent})", unit="img", disable=None,
+                       file=sys.stderr, mininterval=1.0)
+            f.writelines(load_image(folder / n, image_size, channels, max_pixels).transpose(2, 0, 1).tobytes() for n in bar)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

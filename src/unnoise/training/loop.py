@@ -369,7 +369,7 @@ def export_run(run: str | Path, out: str | Path, *, dtype: torch.dtype = torch.f
 
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, quiet: bool = False) -> Path:
     info = distributed.init(device)
-    advice = f"its last checkpoint in {Path(cfg.out) / 'checkpoints'} is intact: start every torchrun again with --resume"
+    advice = f"the checkpoints in {Path(cfg.out) / 'checkpoints'} are intact: start every torchrun again with --resume"
     trainer = None
     try:
         with distributed.peer_loss_is_an_error(info, advice):
