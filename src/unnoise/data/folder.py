@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import warnings
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ def read_metadata(folder: Path) -> list[tuple[int, str, list[str]]]:
         name, text = row["file_name"], row["text"]
         if not isinstance(name, str) or not name:
             raise DataError(f"{where}: 'file_name' must be a non-empty string")
-        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+        if name.startswith("/") or ".." in name.split("/"):
             raise DataError(f"{where}: 'file_name' {name!r} must be a path inside {folder}")
         texts = [text] if isinstance(text, str) else text
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -123,10 +123,10 @@ def cache_dir() -> Path:
 
 def fingerprint(folder: Path, names: list[str], settings: list) -> str:
     """sha256 of every listed file's path, size and mtime plus the decode settings."""
-    stats = []
+    stats, base = [], str(folder)
     for name in names:
         try:
-            st = (folder / name).stat()
+            st = os.stat(os.path.join(base, name))
         except OSError:
             raise DataError(f"image file {folder / name} not found") from None
         stats.append([name, st.st_size, st.st_mtime_ns])
