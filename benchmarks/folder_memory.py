@@ -58,6 +58,8 @@ print(json.dumps({"import_s": t_import - t0, "start_s": t_ready - t_import, "epo
 """
 
 CAPTIONS = ["a red", "a green", "a blue", "a yellow", "a purple", "an orange", "a gray", "a teal"]
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (150, 30, 150), (230, 120, 20),
+           (128, 128, 128), (20, 150, 150)]
 
 
 def make_folder(folder: Path, n: int, size: int) -> None:
@@ -77,8 +79,7 @@ def make_folder(folder: Path, n: int, size: int) -> None:
             k = i % len(CAPTIONS)
             arr = np.broadcast_to(ramp, (size, size, 3)) + rng.normal(0, 6, (size, size, 3))
             x, y, w, h = rng.integers(0, size // 2, 4)
-            arr[y : y + h + 8, x : x + w + 8] += np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30],
-                                                           [150, 30, 150], [230, 120, 20], [128, 128, 128], [20, 150, 150]])[k]
+            arr[y : y + h + 8, x : x + w + 8] += COLOURS[k]
             name = f"{i // 1000:03d}/{i:06d}.png"
             (folder / name).parent.mkdir(exist_ok=True)
             Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(folder / name)
@@ -126,8 +127,8 @@ def main() -> None:
     ram, build, cached = med["ram"], med["build"], med["cached"]
     print(f"ratio: {ram['rss_mib'] / build['rss_mib']:.2f}  peak RSS, in RAM ÷ cache 1st start")
     print(f"ratio: {ram['rss_mib'] / cached['rss_mib']:.2f}  peak RSS, in RAM ÷ cache 2nd start")
-    print(f"ratio: {ram['epoch_s'] / build['epoch_s']:.2f}  time to the end of the 1st epoch, in RAM ÷ cache 1st start")
-    print(f"ratio: {ram['epoch_s'] / cached['epoch_s']:.2f}  time to the end of the 1st epoch, in RAM ÷ cache 2nd start")
+    print(f"ratio: {ram['epoch_s'] / build['epoch_s']:.2f}  to the end of the 1st epoch, in RAM ÷ cache 1st start")
+    print(f"ratio: {ram['epoch_s'] / cached['epoch_s']:.2f}  to the end of the 1st epoch, in RAM ÷ cache 2nd start")
 
 
 if __name__ == "__main__":

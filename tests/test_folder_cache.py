@@ -133,7 +133,8 @@ def test_memory_does_not_grow_with_the_folder(tmp_path):
                 Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.bmp")
                 meta.write(json.dumps({"file_name": f"{i}.bmp", "text": "noise"}) + "\n")
         out = subprocess.run([sys.executable, "-c", script, str(folder), str(tmp_path / "cache")],
-                             capture_output=True, text=True, timeout=300, check=False, env={**os.environ, "PYTHONPATH": SRC})
+                             capture_output=True, text=True, timeout=300, check=False,
+                             env={**os.environ, "PYTHONPATH": SRC})
         assert out.returncode == 0, out.stderr
         rss[n] = int(out.stdout.split()[-1]) / 1024  # MiB
     assert rss[2000] - rss[100] < 15, rss

@@ -110,7 +110,8 @@ def test_dist_timeout_comes_from_the_environment(monkeypatch):
 
 def test_only_a_lost_peer_becomes_the_one_line_error():
     info = distributed.DistInfo(rank=1, world_size=4, local_rank=0, device=torch.device("cpu"))
-    gloo = "[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [10.0.0.2]:41234: Connection reset by peer. This is typically caused by …\nmore"
+    gloo = ("[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [10.0.0.2]:41234: Connection reset "
+            "by peer. This is typically caused by …\nmore")
     with pytest.raises(distributed.DistributedError) as e, distributed.peer_loss_is_an_error(info, "resume it"):
         raise RuntimeError(gloo)
     assert str(e.value) == ("process 1 of 4: another process of the run stopped or stopped answering "

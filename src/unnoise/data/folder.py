@@ -177,7 +177,8 @@ def build_cache(folder: Path, names: list[str], path: Path, image_size: int, cha
             np.lib.format.write_array_header_1_0(f, header)
             bar = tqdm(names, desc=f"decoding {folder} (once, into {path.parent})", unit="img", disable=None,
                        file=sys.stderr, mininterval=1.0)
-            f.writelines(load_image(folder / n, image_size, channels, max_pixels).transpose(2, 0, 1).tobytes() for n in bar)
+            f.writelines(load_image(folder / n, image_size, channels, max_pixels).transpose(2, 0, 1).tobytes()
+                         for n in bar)  # (S, S, C) → (C, S, S) rows
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -210,7 +210,7 @@ class Trainer:
         part = slice(rank * b, (rank + 1) * b)
         x0, captions = self.batches.draw(self.step, cfg.batch_size, cfg.cond_dropout, self.bank.null_index, g, part)
         t = torch.randint(0, self.schedule.num_steps, (cfg.batch_size,), generator=g)
-        noise = torch.randn((cfg.batch_size, *x0.shape[1:]), generator=g)  # the global batch's: same draws at any world size
+        noise = torch.randn((cfg.batch_size, *x0.shape[1:]), generator=g)  # the global batch's, at any world size
         torch.manual_seed(g.initial_seed() + rank)  # dropout layers draw from the global RNG: pin it per step
         captions, t, noise = captions[part], t[part], noise[part]
         x_t = self.schedule.add_noise(x0, noise, t)
@@ -249,7 +249,8 @@ class Trainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             checkpoint.write_json_atomic(self.out / RUN_CONFIG, cfg.to_dict())
-        bar = self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step", dynamic_ncols=True)
+        bar = self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step",
+                              dynamic_ncols=True)
         window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
         with _StopFlag() as stop:
             while self.step < cfg.max_steps:
