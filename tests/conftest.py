@@ -26,3 +26,17 @@ def cli(capsys):
         return CLIResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _folder_cache(tmp_path_factory):
+    """Decoded image folders go to a temporary cache, never the user's ~/.cache (subprocesses inherit it)."""
+    import os
+
+    old = os.environ.get("UNNOISE_FOLDER_CACHE_DIR")
+    os.environ["UNNOISE_FOLDER_CACHE_DIR"] = str(tmp_path_factory.mktemp("folder-cache"))
+    yield
+    if old is None:
+        os.environ.pop("UNNOISE_FOLDER_CACHE_DIR", None)
+    else:
+        os.environ["UNNOISE_FOLDER_CACHE_DIR"] = old

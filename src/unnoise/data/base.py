@@ -103,11 +103,15 @@ class CaptionedImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def get_images(self, items: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, C, H, W) of item indices (B,): only those rows are read (a folder's cache is on disk)."""
+        return self.images[items]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"{self.name}: item {i} out of range for {len(self)} items")
         s = int(self.group[i])
-        return to_float(self.images[i]), int(self.set_flat[self.set_offsets[s]])
+        return to_float(self.get_images(torch.tensor([i % len(self)]))[0]), int(self.set_flat[self.set_offsets[s]])
 
     def caption_choices(self, i: int) -> torch.Tensor:
         """Indices into `captions` of item i's caption set (the first is the default)."""
@@ -133,7 +137,7 @@ class CaptionedImages(Dataset):
         """Images (B, C, H, W) float32 in [-1, 1] and caption indices (B,) for item indices (B,)."""
         if not isinstance(items, torch.Tensor) or items.dtype != torch.int64 or items.ndim != 1:
             raise TypeError("items must be a 1-D int64 tensor of item indices")
-        return to_float(self.images[items]), self.draw_captions(items, generator)
+        return to_float(self.get_images(items)), self.draw_captions(items, generator)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, items={len(self)}, image_size={self.image_size}, "

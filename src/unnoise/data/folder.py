@@ -5,16 +5,26 @@
       cat.png  dog.jpg …
 
 `text` may also be a list of strings: that image's caption set (training draws one per visit).
-Images are decoded once, up front, so a broken file fails at load time with a message naming it:
+Images are decoded once, on first use, so a broken file fails at load time with a message naming it:
 each is checked with Pillow, EXIF-rotated, composited on white if it has transparency, then
 resized (Lanczos) so the shorter side is `image_size` and centre-cropped to a square.
+
+The decoded pixels go to an on-disk cache, not to memory, so a folder larger than RAM can be trained on:
+    $UNNOISE_FOLDER_CACHE_DIR, else $UNNOISE_CACHE_DIR/folders (~/.cache/unnoise/folders)
+      <sha of the folder path>-<fingerprint>.npy      uint8 (N, C, S, S), a plain .npy file
+The fingerprint covers every listed file's path, size and mtime, the size, channels, pixel limit and the
+Pillow version, so a changed folder is decoded again.  It is written image by image to a temporary file
+and renamed (atomic), and batches read just their rows (`os.pread`): peak memory does not grow with N.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import sys
 import warnings
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +33,7 @@ from .base import CaptionedImages, DataError
 
 METADATA = "metadata.jsonl"
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's MAX_IMAGE_PIXELS default (~ 9459×9459), which also still applies
+CACHE_FORMAT = 1  # bump when load_image's output changes for the same file
 
 
 def read_metadata(folder: Path) -> list[tuple[int, str, list[str]]]:
@@ -55,7 +66,7 @@ def read_metadata(folder: Path) -> list[tuple[int, str, list[str]]]:
         name, text = row["file_name"], row["text"]
         if not isinstance(name, str) or not name:
             raise DataError(f"{where}: 'file_name' must be a non-empty string")
-        if PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+        if name.startswith("/") or ".." in name.split("/"):
             raise DataError(f"{where}: 'file_name' {name!r} must be a path inside {folder}")
         texts = [text] if isinstance(text, str) else text
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
@@ -103,10 +114,114 @@ def load_image(path: Path, image_size: int, channels: int, max_pixels: int) -> n
     return np.asarray(im).reshape(image_size, image_size, channels)
 
 
-class FolderDataset(CaptionedImages):
-    """Images listed in `folder/metadata.jsonl`, square, RGB (or gray with channels=1), 32×32 by default."""
+def cache_dir() -> Path:
+    """Where decoded folders are cached: $UNNOISE_FOLDER_CACHE_DIR, else $UNNOISE_CACHE_DIR/folders."""
+    from ..conditioning.text import cache_root
 
-    def __init__(self, folder: str | Path, image_size: int = 32, channels: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS):
+    return Path(os.environ.get("UNNOISE_FOLDER_CACHE_DIR") or cache_root() / "folders")
+
+
+def fingerprint(folder: Path, names: list[str], settings: list) -> str:
+    """sha256 of every listed file's path, size and mtime plus the decode settings."""
+    stats, base = [], str(folder)
+    for name in names:
+        try:
+            st = os.stat(os.path.join(base, name))
+        except OSError:
+            raise DataError(f"image file {folder / name} not found") from None
+        stats.append([name, st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(json.dumps([CACHE_FORMAT, settings, stats]).encode()).hexdigest()
+
+
+class ImageCache:
+    """A uint8 (N, C, S, S) .npy file read row by row with os.pread: nothing is kept in memory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = open(path, "rb", buffering=0)  # noqa: SIM115 (held for the dataset's lifetime, closed with it)
+        fmt = np.lib.format
+        version = fmt.read_magic(self.file)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(self.file)
+        if dtype != np.uint8 or fortran or len(shape) != 4:
+            raise ValueError(f"{path}: not a uint8 (N, C, S, S) array")
+        self.shape = shape
+        self.offset = self.file.tell()
+        self.row_bytes = int(np.prod(shape[1:]))
+        if os.fstat(self.file.fileno()).st_size != self.offset + shape[0] * self.row_bytes:
+            raise ValueError(f"{path}: truncated")
+
+    def read(self, items: np.ndarray) -> np.ndarray:
+        """Rows `items` (B,) → (B, C, S, S) uint8, one pread per row."""
+        if len(items) and not (0 <= items.min() and items.max() < self.shape[0]):
+            raise IndexError(f"{self.path}: rows must be in [0, {self.shape[0]})")
+        out = np.empty((len(items), *self.shape[1:]), np.uint8)
+        fd, flat = self.file.fileno(), out.reshape(len(items), -1)
+        for k, i in enumerate(items.tolist()):
+            flat[k] = np.frombuffer(os.pread(fd, self.row_bytes, self.offset + i * self.row_bytes), np.uint8)
+        return out
+
+    def tensor(self) -> torch.Tensor:
+        """The whole array as a memory-mapped tensor (pages are read only where it is indexed)."""
+        return torch.from_numpy(np.load(self.path, mmap_mode="c"))
+
+
+def build_cache(folder: Path, names: list[str], path: Path, image_size: int, channels: int, max_pixels: int) -> None:
+    """Decode every image into `path` (.npy, uint8 (N, C, S, S)), streaming one image at a time; atomic."""
+    from tqdm import tqdm
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    header = {"descr": "|u1", "fortran_order": False, "shape": (len(names), channels, image_size, image_size)}
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            bar = tqdm(names, desc=f"decoding {folder} (once, into {path.parent})", unit="img", disable=None,
+                       file=sys.stderr, mininterval=1.0)
+            f.writelines(load_image(folder / n, image_size, channels, max_pixels).transpose(2, 0, 1).tobytes()
+                         for n in bar)  # (S, S, C) → (C, S, S) rows
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def open_cache(folder: Path, names: list[str], image_size: int, channels: int, max_pixels: int,
+               root: str | Path | None = None) -> ImageCache:
+    """The folder's decoded cache, built first if it is missing, stale or broken."""
+    from PIL import __version__ as pillow
+
+    root = Path(root) if root is not None else cache_dir()
+    where = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    key = fingerprint(folder, names, [image_size, channels, max_pixels, pillow])
+    path = root / f"{where}-{key[:20]}.npy"
+    if path.is_file():
+        try:
+            cache = ImageCache(path)
+            if cache.shape == (len(names), channels, image_size, image_size):
+                return cache
+        except (OSError, ValueError, SyntaxError):
+            pass  # a broken cache is rebuilt
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        build_cache(folder, names, path, image_size, channels, max_pixels)
+    except OSError as e:
+        raise DataError(f"cannot write the image cache {path} ({e.strerror or e}); set UNNOISE_CACHE_DIR "
+                        "to a writable folder") from e
+    for old in root.glob(f"{where}-*.npy"):  # earlier versions of this folder
+        if old != path:
+            old.unlink(missing_ok=True)
+    return ImageCache(path)
+
+
+class FolderDataset(CaptionedImages):
+    """Images listed in `folder/metadata.jsonl`, square, RGB (or gray with channels=1), 32×32 by default.
+
+    `images` is memory-mapped from the cache; `get_images(items)` (what training uses) reads only those rows.
+    """
+
+    def __init__(self, folder: str | Path, image_size: int = 32, channels: int = 3,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, cache_dir: str | Path | None = None):
         folder = Path(folder)
         if not folder.is_dir():
             raise DataError(f"{folder} is not a folder")
@@ -115,8 +230,10 @@ class FolderDataset(CaptionedImages):
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3, got {channels!r}")
         rows = read_metadata(folder)
-        images = np.stack([load_image(folder / name, image_size, channels, max_pixels) for _, name, _ in rows])
         self.folder = folder
         self.files = [name for _, name, _ in rows]  # file name of each item
-        super().__init__(folder.name or str(folder), torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-                         sets=[texts for _, _, texts in rows])
+        self.cache = open_cache(folder, self.files, image_size, channels, max_pixels, cache_dir)
+        super().__init__(folder.name or str(folder), self.cache.tensor(), sets=[texts for _, _, texts in rows])
+
+    def get_images(self, items: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.cache.read(items.numpy()))

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..atomic import atomic_write, clean_debris, fault_point, write_json_atomic, write_text_atomic
 from ..errors import UnnoiseError
 from .. import __version__, diffusion, schedules
+from ..data.base import to_float
 from . import checkpoint, distributed
 from .card import read_metrics
 from .config import TrainConfig
@@ -75,10 +76,14 @@ class Batches:
         n = len(self)
         return torch.cat([self.perm(int(e))[pos[pos // n == e] % n] for e in torch.unique(pos // n)])
 
-    def draw(self, step: int, batch_size: int, cond_dropout: float, null_index: int, g: torch.Generator):
-        """Global batch of step n: images (B, C, H, W) float in [−1, 1] and caption-bank indices (B,)."""
-        x0, captions = self.dataset.get_batch(self.indices(step, batch_size), generator=g)
+    def draw(self, step: int, batch_size: int, cond_dropout: float, null_index: int, g: torch.Generator,
+             part: slice = slice(None)):
+        """Global batch of step n: images float in [−1, 1] of its rows `part` only (a torchrun process reads
+        just its own slice from disk), (b, C, H, W), and caption-bank indices of the whole batch (B,)."""
+        items = self.indices(step, batch_size)
+        captions = self.dataset.draw_captions(items, generator=g)
         drop = torch.rand(batch_size, generator=g) < cond_dropout
+        x0 = to_float(self.dataset.get_images(items[part]))
         return x0, torch.where(drop, torch.full_like(captions, null_index), captions)
 
 
@@ -133,7 +138,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
 
         self.schedule = schedules.get(cfg.schedule, cfg.num_train_steps)
-        self.dataset = get_dataset(cfg.data, split="train", image_size=cfg.image_size)
+        with distributed.local_main_first(self.dist):  # one process per machine decodes a folder into its cache
+            self.dataset = get_dataset(cfg.data, split="train", image_size=cfg.image_size)
         self.batches = Batches(self.dataset, cfg.seed, self.dataset.sampling_weights(cfg.balance))
         self.encoder = TextEncoder.load()
         self.bank = CaptionBank(self.dataset.captions, self.encoder)  # shared on-disk cache: encode once per machine
@@ -228,14 +234,13 @@ class Trainer:
     def train_step(self) -> tuple[float, float]:
         cfg, rank, world = self.cfg, self.dist.rank, self.dist.world_size
         g = _step_generator(cfg.seed, self.step)
-        x0, captions = self.batches.draw(self.step, cfg.batch_size, cfg.cond_dropout, self.bank.null_index, g)
-        t = torch.randint(0, self.schedule.num_steps, (cfg.batch_size,), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
-        torch.manual_seed(g.initial_seed() + rank)  # dropout layers draw from the global RNG: pin it per step
-
         b = cfg.batch_size // world
         part = slice(rank * b, (rank + 1) * b)
-        x0, captions, t, noise = x0[part], captions[part], t[part], noise[part]
+        x0, captions = self.batches.draw(self.step, cfg.batch_size, cfg.cond_dropout, self.bank.null_index, g, part)
+        t = torch.randint(0, self.schedule.num_steps, (cfg.batch_size,), generator=g)
+        noise = torch.randn((cfg.batch_size, *x0.shape[1:]), generator=g)  # the global batch's, at any world size
+        torch.manual_seed(g.initial_seed() + rank)  # dropout layers draw from the global RNG: pin it per step
+        captions, t, noise = captions[part], t[part], noise[part]
         x_t = self.schedule.add_noise(x0, noise, t)
         target = diffusion.training_target(self.schedule, x0, noise, t, cfg.prediction_type)
         weight = diffusion.loss_weight(self.schedule, t, cfg.prediction_type, cfg.loss_weighting, cfg.min_snr_gamma)
@@ -273,7 +278,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self._tidy()
             write_json_atomic(self.out / RUN_CONFIG, cfg.to_dict())
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step", dynamic_ncols=True)
+        bar = self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step",
+                              dynamic_ncols=True)
         window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
         with _StopFlag() as stop:
             while self.step < cfg.max_steps:
@@ -406,9 +412,15 @@ def export_run(run: str | Path, out: str | Path, *, dtype: torch.dtype = torch.f
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, device: str | None = None, quiet: bool = False) -> Path:
-    trainer = Trainer(cfg, resume=resume, device=device, quiet=quiet)
+    info = distributed.init(device)
+    advice = f"the checkpoints in {Path(cfg.out) / 'checkpoints'} are intact: start every torchrun again with --resume"
+    trainer = None
     try:
-        return trainer.run()
+        with distributed.peer_loss_is_an_error(info, advice):
+            trainer = Trainer(cfg, resume=resume, device=device, quiet=quiet)
+            return trainer.run()
     finally:
-        distributed.shutdown(trainer.dist)
+        if getattr(trainer, "bar", None) is not None:
+            trainer.bar.close()  # so that an error message starts on a line of its own
+        distributed.shutdown(info)
 
