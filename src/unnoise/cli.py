@@ -205,11 +205,11 @@ def lab(
 
 @app.command()
 def samplers() -> None:
-    """List the registered samplers."""
-    from .sampling import SAMPLERS
+    """List the samplers: their other names (A1111, ComfyUI, k-diffusion), order, calls per step."""
+    from .sampling.names import listing
 
-    for name in SAMPLERS:
-        typer.echo(name)
+    for line in listing():
+        typer.echo(line)
 
 
 @app.command()

@@ -123,7 +123,15 @@ class Painter:
         """Fill in defaults (a fresh random seed when none is given; snapping on if the model has a
         vocabulary) and validate."""
         from .sampling import get_sampler
+        from .sampling.names import resolve_sampler, resolve_spacing
 
+        if sampler is not None:  # "Euler a", "DPM++ 2M Karras", k_euler …: the registry's name (+ spacing)
+            sampler, named_spacing = resolve_sampler(sampler)
+            spacing = resolve_spacing(spacing) if spacing is not None else named_spacing
+            if named_spacing is not None and spacing != named_spacing:
+                raise PaintError(f"the sampler name asks for the {named_spacing} spacing, but spacing is {spacing!r}")
+        elif spacing is not None:
+            spacing = resolve_spacing(spacing)
         snap = self.vocabulary is not None if snap is None else bool(snap)
         snapped = self.snap(prompt) if snap and isinstance(prompt, str) else None
 

@@ -104,9 +104,15 @@ def available() -> list[str]:
 
 
 def get_sampler(name: str) -> Sampler:
-    """SAMPLERS[name], or UnknownSamplerError naming the choices."""
+    """SAMPLERS[name], or UnknownSamplerError naming the choices (and the nearest name).  Other names
+    ("Euler a", "DPM++ 2M Karras") are resolved at the edge by names.resolve_sampler, not here."""
     if not isinstance(name, str) or name not in SAMPLERS:
-        raise UnknownSamplerError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+        from .names import resolve_sampler
+
+        canonical, spacing = resolve_sampler(name)  # raises for a name that is nothing known
+        also = f" on the {spacing} spacing" if spacing else ""
+        raise UnknownSamplerError(f"sampler {name!r} is {canonical!r}{also} here (the Painter and the CLI "
+                                  "take its other names)")
     return SAMPLERS[name]
 
 
