@@ -82,3 +82,93 @@ def test_samplers_lists_names_order_and_calls(cli):
     assert '"DPM++ 2M"' in rows["dpmpp_2m"] and "order 2, 1 call a step" in rows["dpmpp_2m"]
     assert '"Euler a"' in rows["euler_ancestral"] and "order 2, 2 calls a step" in rows["heun"]
     assert "LCM" in rows["consistency"] and "uni_pc" in rows["unipc"]
+
+
+# --- the `parameters` text, as AUTOMATIC1111 writes and reads it ------------------------------------------
+
+import json
+import re
+
+from PIL import Image, PngImagePlugin
+
+from unnoise.pipeline import PaintParams
+
+
+def a1111_parse(text):
+    """A reader written to A1111's rules (modules/infotext_utils.py, parse_generation_parameters): prompt
+    lines, then every line from `Negative prompt:` on is negative prompt, except a last line with ≥ 3
+    `Key: value` pairs, the settings; quoted values are JSON; `WxH` values split into key-1, key-2."""
+    re_param = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+    res, prompt, negative, done_with_prompt = {}, "", "", False
+    *lines, lastline = text.strip().split("\n")
+    if len(re_param.findall(lastline)) < 3:
+        lines.append(lastline)
+        lastline = ""
+    for line in lines:
+        line = line.strip()
+        if line.startswith("Negative prompt:"):
+            done_with_prompt, line = True, line[16:].strip()
+        if done_with_prompt:
+            negative += ("" if negative == "" else "\n") + line
+        else:
+            prompt += ("" if prompt == "" else "\n") + line
+    res["Prompt"], res["Negative prompt"] = prompt, negative
+    for k, v in re_param.findall(lastline):
+        if v[:1] == '"' and v[-1:] == '"':
+            v = json.loads(v)
+        m = re.match(r"^(\d+)x(\d+)$", v)
+        if m:
+            res[f"{k}-1"], res[f"{k}-2"] = m.group(1), m.group(2)
+        else:
+            res[k] = v
+    return res
+
+
+@pytest.fixture(scope="module")
+def emoji():
+    return Painter.from_pretrained("emoji")
+
+
+def test_parameters_read_as_a1111_writes_them(emoji, tmp_path, cli):
+    out, init = tmp_path / "heart.png", tmp_path / "red, round: 1.png"  # a value with `,` and `:` is quoted
+    Image.new("RGB", (32, 32), "red").save(init)
+    code, _, err = cli(["paint", "a red heart shape", "--model", "emoji", "--seed", "7", "--steps", "3",
+                        "--sampler", "DPM++ 2M Karras", "--negative-prompt", "blurry, dark", "--out", str(out),
+                        "--init-image", str(init), "--strength", "1"])
+    assert code == 0, err
+    snapped = emoji.params("a red heart shape").conditioned_on
+    got = a1111_parse(Image.open(out).text["parameters"])
+    assert got["Prompt"] == "a red heart shape" and got["Negative prompt"] == "blurry, dark"
+    assert snapped and got["Conditioned on"] == snapped
+    assert got["Init image"] == str(init) and got["Denoising strength"] == "1.0"
+    assert (got["Steps"], got["Sampler"], got["CFG scale"], got["Seed"]) == ("3", "DPM++ 2M Karras", "3.0", "7")
+    assert (got["Size-1"], got["Size-2"], got["Model"]) == ("32", "32", "emoji")
+    assert (got["unnoise sampler"], got["Spacing"], got["Prompt snapping"]) == ("dpmpp_2m", "karras", "on")
+
+
+def test_parameters_text_alone_reads_back_exactly(emoji):
+    im = emoji("a red heart shape", steps=2, seed=11, negative_prompt='say "no": twice\nplease',
+               init_image=Image.new("RGB", (8, 8), "red"), strength=0.5, guidance_rescale=0.25)[0]
+    text = im.info["parameters"]
+    assert a1111_parse(text)["Denoising strength"] == "0.5"
+    assert PaintParams.from_parameters(text) == im.unnoise_params == PaintParams(**json.loads(im.info["unnoise"]))
+
+
+def test_from_reads_old_pngs_and_pngs_with_only_the_text(emoji, tmp_path, cli):
+    im = emoji("cat face", steps=2, seed=5)[0]
+    p = im.unnoise_params
+    old = PngImagePlugin.PngInfo()  # as unnoise 0.1 wrote it: JSON without `size`, its own text layout
+    old.add_text("unnoise", json.dumps({k: v for k, v in json.loads(im.info["unnoise"]).items() if k != "size"}))
+    old.add_text("parameters", f"cat face\nNegative prompt: \nSteps: 2, Sampler: dpmpp_2m, CFG scale: 3.0, Seed: 5, "
+                               "Model: emoji, unnoise 0.1.0")
+    im.save(tmp_path / "old.png", pnginfo=old)
+    assert PaintParams.from_png(tmp_path / "old.png") == p.replace(size=None)
+    text_only = PngImagePlugin.PngInfo()
+    text_only.add_text("parameters", im.info["parameters"])
+    im.save(tmp_path / "text.png", pnginfo=text_only)
+    assert PaintParams.from_png(tmp_path / "text.png") == p
+    for name in ("old.png", "text.png"):
+        again = tmp_path / f"again-{name}"
+        code, _, err = cli(["paint", "--from", str(tmp_path / name), "--out", str(again), "--size", "0"])
+        assert code == 0, err
+        assert np.array_equal(np.asarray(Image.open(again)), np.asarray(im))

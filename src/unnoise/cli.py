@@ -114,7 +114,7 @@ def paint(
 
     from . import images, visualize
     from .modeldir import guidance_range
-    from .pipeline import PaintParams, Painter, check_paint_args, save_png
+    from .pipeline import PaintParams, Painter, check_paint_args, save_image
 
     out = images.check_writable(out, (".png",))
     if animate is not None:
@@ -170,16 +170,13 @@ def paint(
 
     x = painter.paint_tensor(p, num_images, init=init, callback=on_step)
     bar.close()
-    from dataclasses import asdict
-
     paths = []
     for i, xi in enumerate(x):
-        im = images.to_pil(xi)
+        im = p.replace(seed=p.seed + i).attach(images.to_pil(xi))
         if size:
-            im = im.resize((size, size), images.Image.Resampling.NEAREST)
-        im.unnoise_params = PaintParams(**{**asdict(p), "seed": p.seed + i})
+            im = im.resize((size, size), images.Image.Resampling.NEAREST)  # keeps .info, the parameters
         path = out if num_images == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
-        paths.append(save_png(im, path))
+        paths.append(save_image(im, path))
     if grid and num_images > 1:
         tiles = [images.Image.open(q) for q in paths]
         images.grid(tiles).save(out.with_name(f"{out.stem}-grid{out.suffix}"))

@@ -7,6 +7,7 @@ import math
 import os
 import secrets
 from collections.abc import Callable
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from .errors import UnnoiseError
-from . import __version__, images, schedules
+from . import __version__, images, infotext, schedules
 from .generation import generate
 from .sampling import seeded_generators
 from .modeldir import load_model_dir, paint_defaults
@@ -48,34 +49,83 @@ class PaintParams:
     strength: float | None = None
     snap: bool = False  # prompt snapping to the model's vocabulary (conditioning/vocabulary.py) was on
     conditioned_on: str | None = None  # the vocabulary caption the prompt snapped to (None: the prompt itself)
+    size: int | None = None  # side of the painted (square) image in pixels, before any upscaling
+
+    def replace(self, **changes) -> PaintParams:
+        return dataclasses.replace(self, **changes)
 
     @property
     def conditioning_prompt(self) -> str:
         """What the network is conditioned on: the snapped caption, or the prompt as typed."""
         return self.prompt if self.conditioned_on is None else self.conditioned_on
 
+    def settings(self, index: int = 0) -> dict[str, Any]:
+        """The settings line of the A1111 text (infotext.py): A1111's keys first (its sampler display name,
+        with the spacing as A1111 names it), then unnoise's own; None: left out."""
+        from .sampling.names import a1111_name
+
+        return {
+            "Steps": self.steps, "Sampler": a1111_name(self.sampler, self.spacing), "CFG scale": self.guidance,
+            "Seed": self.seed + index, "Size": f"{self.size}x{self.size}" if self.size else None,
+            "Model": self.model, "Denoising strength": self.strength if self.init_image or self.strength else None,
+            "unnoise sampler": self.sampler, "Spacing": self.spacing,
+            "Guidance rescale": self.guidance_rescale or None, "Conditioned on": self.conditioned_on,
+            "Prompt snapping": "on" if self.snap else "off", "Init image": self.init_image,
+            "unnoise version": self.unnoise_version,
+        }
+
+    def to_parameters(self, index: int = 0) -> str:
+        """The A1111 `parameters` text of image `index` of the call (seed + index)."""
+        return infotext.format_text(self.prompt, self.negative_prompt, self.settings(index))
+
     def to_png_info(self, index: int = 0) -> PngImagePlugin.PngInfo:
         info = PngImagePlugin.PngInfo()
-        data = {**asdict(self), "seed": self.seed + index}
-        info.add_text(PNG_KEY, json.dumps(data))
-        snapped = f"Conditioned on: {self.conditioned_on}\n" if self.conditioned_on is not None else ""
-        info.add_text("parameters", f"{self.prompt}\nNegative prompt: {self.negative_prompt}\n{snapped}"
-                      f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance}, "
-                      f"Seed: {self.seed + index}, Model: {self.model}, unnoise {self.unnoise_version}")
+        info.add_text(PNG_KEY, json.dumps({**asdict(self), "seed": self.seed + index}))
+        info.add_text(infotext.PNG_TEXT_KEY, self.to_parameters(index))
         return info
+
+    def attach(self, image: Image.Image) -> Image.Image:
+        """Stamp these parameters on a PIL image: `.info` ("unnoise" JSON, "parameters" text, which
+        `save_image` writes into the file; Pillow's resize and copy keep them) and `.unnoise_params`."""
+        image.info[PNG_KEY] = json.dumps(asdict(self))
+        image.info[infotext.PNG_TEXT_KEY] = self.to_parameters()
+        image.unnoise_params = self
+        return image
+
+    @classmethod
+    def from_parameters(cls, text: str, source: str = "the text") -> PaintParams:
+        """Read back an unnoise A1111 text (its own keys included); PaintError if it is not one."""
+        prompt, negative_prompt, s = infotext.parse_text(text)
+        if "unnoise version" not in s:
+            raise PaintError(f"{source} carries no unnoise parameters (it was not painted by unnoise)")
+        try:
+            strength = s.get("Denoising strength")
+            return cls(
+                prompt=prompt, negative_prompt=negative_prompt, seed=int(s["Seed"]), steps=int(s["Steps"]),
+                sampler=s["unnoise sampler"], guidance=float(s["CFG scale"]),
+                guidance_rescale=float(s.get("Guidance rescale", 0.0)), spacing=s["Spacing"], model=s["Model"],
+                unnoise_version=s["unnoise version"], init_image=s.get("Init image"),
+                strength=None if strength is None else float(strength), snap=s.get("Prompt snapping") == "on",
+                conditioned_on=s.get("Conditioned on"), size=int(s["Size"].split("x")[0]) if "Size" in s else None,
+            )
+        except (KeyError, ValueError) as e:
+            raise PaintError(f"{source}: unreadable unnoise parameters ({type(e).__name__}: {e})") from None
 
     @classmethod
     def from_png(cls, path: str | os.PathLike) -> PaintParams:
+        """The parameters stored in a PNG, JPEG or WebP that unnoise painted (also PNGs of older versions)."""
         images.load_image(path)  # a missing, corrupt or non-image file gets its clear error here
-        with Image.open(path) as raw:
-            text = getattr(raw, "text", {}) or {}
-        if PNG_KEY not in text:
+        json_text, text = infotext.read(path)
+        if json_text is not None:
+            try:
+                return cls(**json.loads(json_text))
+            except (json.JSONDecodeError, TypeError) as e:
+                raise PaintError(f"{path}: unreadable unnoise parameters ({e})") from e
+        if text is None:
             raise PaintError(f"{path} carries no unnoise parameters (it was not painted by unnoise)")
-        try:
-            data = json.loads(text[PNG_KEY])
-            return cls(**data)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise PaintError(f"{path}: unreadable unnoise parameters ({e})") from e
+        return cls.from_parameters(text, str(path))
+
+    from_file = from_png
 
 
 def check_paint_args(prompt: Any, negative_prompt: Any, num_images: Any, steps: Any, guidance: Any,
@@ -144,7 +194,7 @@ class Painter:
             guidance_rescale=float(guidance_rescale),
             spacing=self.defaults["spacing"] if spacing is None else spacing,
             model=self.name, unnoise_version=__version__, init_image=init_image, strength=strength,
-            snap=snap, conditioned_on=snapped.caption if snapped else None,
+            snap=snap, conditioned_on=snapped.caption if snapped else None, size=self.info.image_size,
         )
         check_paint_args(p.prompt, p.negative_prompt, 1, p.steps, p.guidance, p.strength, p.guidance_rescale)
         if isinstance(p.seed, bool) or not isinstance(p.seed, int) or not 0 <= p.seed < 2**63 - MAX_IMAGES:
@@ -197,7 +247,7 @@ class Painter:
                  strength: float | None = None, callback: Callable | None = None,
                  snap: bool | None = None) -> list[Image.Image]:
         """Paint num_images images for a prompt; each PIL image carries its parameters in `.info` and
-        `.unnoise_params` (save with `save_png` to keep them in the file).  `snap` (default: on when the
+        `.unnoise_params` (`unnoise.save_image(image, "x.png" | "x.jpg" | "x.webp")` keeps them in the file).  `snap` (default: on when the
         model has a vocabulary) conditions on the nearest training caption instead of an unknown prompt."""
         init = None
         init_name = None
@@ -209,17 +259,19 @@ class Painter:
                         guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
                         init_image=init_name, strength=strength, snap=snap)
         x = self.paint_tensor(p, num_images, init=init, callback=callback)
-        out = []
-        for i, xi in enumerate(x):
-            im = images.to_pil(xi)
-            im.unnoise_params = PaintParams(**{**asdict(p), "seed": p.seed + i})
-            out.append(im)
-        return out
+        return [p.replace(seed=p.seed + i).attach(images.to_pil(xi)) for i, xi in enumerate(x)]
 
 
-def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Save a painted image with its generation parameters in a PNG text chunk."""
+def save_image(image: Image.Image, path: str | os.PathLike) -> Path:
+    """Save an image as .png, .jpg or .webp with the generation parameters it carries in `.info` (as
+    every image the Painter returns does): in a PNG the `unnoise` JSON and the A1111 `parameters` text,
+    in a JPEG or WebP that text in the EXIF UserComment, as AUTOMATIC1111 writes it.  Atomic."""
     params: PaintParams | None = getattr(image, "unnoise_params", None)
-    path = Path(path)
-    image.save(path, pnginfo=params.to_png_info() if params else None)
-    return path
+    json_text, text = image.info.get(PNG_KEY), image.info.get(infotext.PNG_TEXT_KEY)
+    if params is not None and json_text is None:  # stamped by hand, or by an older unnoise
+        json_text, text = json.dumps(asdict(params)), params.to_parameters()
+    return infotext.save(image, path, text=text if isinstance(text, str) else None,
+                         json_text=json_text if isinstance(json_text, str) else None)
+
+
+save_png = save_image  # its old name
