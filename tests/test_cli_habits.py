@@ -172,3 +172,77 @@ def test_from_reads_old_pngs_and_pngs_with_only_the_text(emoji, tmp_path, cli):
         code, _, err = cli(["paint", "--from", str(tmp_path / name), "--out", str(again), "--size", "0"])
         assert code == 0, err
         assert np.array_equal(np.asarray(Image.open(again)), np.asarray(im))
+
+
+# --- output formats, grids, animations --------------------------------------------------------------------
+
+import struct
+
+
+def exif_user_comment(path):
+    """A JPEG's or WebP's EXIF UserComment, found by walking the TIFF structure by hand and decoded as
+    piexif.helper.UserComment.load does (A1111 reads it so): b"UNICODE\\0" + UTF-16-BE."""
+    data = path.read_bytes()
+    start = data.index(b"Exif\x00\x00") + 6 if data[:2] == b"\xff\xd8" else data.index(b"EXIF") + 8
+    tiff = data[start + 6:] if data[start:start + 6] == b"Exif\x00\x00" else data[start:]
+    e = "<" if tiff[:2] == b"II" else ">"
+
+    def entries(offset):
+        (n,) = struct.unpack(e + "H", tiff[offset:offset + 2])
+        return [struct.unpack(e + "HHI4s", tiff[offset + 2 + 12 * k:offset + 14 + 12 * k]) for k in range(n)]
+
+    (ifd0,) = struct.unpack(e + "I", tiff[4:8])
+    (sub,) = next(struct.unpack(e + "I", v) for tag, _, _, v in entries(ifd0) if tag == 0x8769)
+    _, kind, count, value = next(x for x in entries(sub) if x[0] == 0x9286)
+    assert kind == 7  # UNDEFINED, as the EXIF standard types UserComment
+    raw = tiff[struct.unpack(e + "I", value)[0]:][:count] if count > 4 else value[:count]
+    assert raw[:8] == b"UNICODE\x00"
+    return raw[8:].decode("utf_16_be")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_jpeg_and_webp_keep_the_parameters_and_from_reads_them(tmp_path, cli, suffix):
+    args = ["paint", "cat face", "--model", "digits-fast", "--seed", "3", "--negative-prompt", "ünïcode, σ"]
+    png, other = tmp_path / "a.png", tmp_path / f"a{suffix}"
+    assert cli([*args, "--out", str(png)]).code == 0
+    code, out, err = cli([*args, "--out", str(other)])
+    assert code == 0 and str(other) in out, err
+    text = exif_user_comment(other)
+    assert text == Image.open(png).text["parameters"]
+    got = a1111_parse(text)
+    assert got["Negative prompt"] == "ünïcode, σ" and got["Seed"] == "3" and got["Model"] == "digits-fast"
+    assert PaintParams.from_png(other) == PaintParams.from_png(png)
+    again = tmp_path / "again.png"
+    assert cli(["paint", "--from", str(other), "--out", str(again)]).code == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(png)))
+
+
+def test_grid_is_the_out_file_and_carries_the_parameters(tmp_path, cli):
+    out = tmp_path / "sevens.png"
+    code, stdout, err = cli(["paint", "a handwritten seven", "--model", "digits-1step", "-k", "3", "--grid",
+                             "--seed", "5", "--out", str(out)])
+    assert code == 0, err
+    assert Image.open(out).size == (2 * 256 + 3 * 2, 2 * 256 + 3 * 2)  # 2 × 2 tiles, 2 px apart
+    assert PaintParams.from_png(out).seed == 5 and a1111_parse(Image.open(out).text["parameters"])["Seed"] == "5"
+    assert [PaintParams.from_png(tmp_path / f"sevens-{i}.png").seed for i in (1, 2, 3)] == [5, 6, 7]
+    assert not (tmp_path / "sevens-grid.png").exists()
+
+
+def test_animation_says_where_it_went_and_its_captions_have_their_letters(tmp_path, cli):
+    from PIL import ImageDraw
+
+    from unnoise.visualize import _font
+
+    gif = tmp_path / "steps.gif"
+    code, out, err = cli(["paint", "a handwritten seven", "--model", "digits-fast", "--out", str(tmp_path / "x.png"),
+                          "--animate", str(gif)])
+    assert code == 0 and f"wrote {gif}" in out, err
+
+    def ink(text):
+        im = Image.new("L", (60, 30))
+        ImageDraw.Draw(im).text((2, 2), text, fill=255, font=_font(20))
+        return np.asarray(im)
+
+    missing = ink("\ue000")  # a private-use code point: no font has it, it draws the "missing" box
+    for text in ("σ", "x̂", "ᾱ"):
+        assert ink(text).any() and not np.array_equal(ink(text), missing), text

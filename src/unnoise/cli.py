@@ -96,15 +96,17 @@ def paint(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) (default: dpmpp_2m)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of image 1 (image i uses seed + i − 1) (default: random)."),
     num_images: int = typer.Option(1, "--num-images", "-k", help="How many images to paint."),
-    out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output PNG; with -k > 1: STEM-1.png … STEM-k.png."),
+    out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output .png, .jpg or .webp, each with the "
+                             "parameters; with -k > 1: STEM-1.png … STEM-k.png (and with --grid, OUT is the grid)."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
     guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Guidance rescale φ (Lin et al. 2023), 0 … 1."),
     spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, trailing, leading, linspace, or log_snr@S (log-SNR steps down to a last call at σ = S)."),
-    grid: bool = typer.Option(False, "--grid", help="Also write all images as one grid, STEM-grid.png."),
+    grid: bool = typer.Option(False, "--grid", help="With -k > 1: --out is all images as one grid, beside STEM-1 … STEM-k."),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
     strength: Optional[float] = typer.Option(None, "--strength", help="How far to noise --init-image, (0, 1] (default: 0.6)."),
     animate: Optional[Path] = typer.Option(None, "--animate", help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
-    from_png: Optional[Path] = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise PNG (options given here override it)."),
+    from_png: Optional[Path] = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise .png, .jpg "
+                                            "or .webp (options given here override it)."),
     size: int = typer.Option(256, "--size", help="Upscale the saved images to this side (nearest neighbour); 0: native."),
     snap: Optional[bool] = typer.Option(None, "--snap/--no-snap", help="Condition an unknown prompt on the most similar "
                                         "training caption, if the model has a vocabulary (default: on)."),
@@ -112,11 +114,11 @@ def paint(
     """Paint images from a prompt with a bundled or trained model."""
     from tqdm import tqdm
 
-    from . import images, visualize
+    from . import images, infotext, visualize
     from .modeldir import guidance_range
     from .pipeline import PaintParams, Painter, check_paint_args, save_image
 
-    out = images.check_writable(out, (".png",))
+    out = images.check_writable(out, tuple(infotext.FORMATS))
     if animate is not None:
         images.check_writable(animate, (".gif",))
     if from_png is not None:
@@ -170,18 +172,20 @@ def paint(
 
     x = painter.paint_tensor(p, num_images, init=init, callback=on_step)
     bar.close()
-    paths = []
+    paths, tiles = [], []
     for i, xi in enumerate(x):
         im = p.replace(seed=p.seed + i).attach(images.to_pil(xi))
         if size:
             im = im.resize((size, size), images.Image.Resampling.NEAREST)  # keeps .info, the parameters
         path = out if num_images == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
         paths.append(save_image(im, path))
-    if grid and num_images > 1:
-        tiles = [images.Image.open(q) for q in paths]
-        images.grid(tiles).save(out.with_name(f"{out.stem}-grid{out.suffix}"))
+        tiles.append(im)
+    if grid and num_images > 1:  # the grid carries image 1's parameters, as A1111's grids do
+        paths.insert(0, save_image(p.attach(images.grid(tiles)), out))
     if animate is not None:
-        visualize.save_frames(visualize.denoising_frames(frames, x, size=max(size, 128)), animate, duration_ms=150)
+        gif = visualize.denoising_frames(frames, x, size=max(size, 128))
+        visualize.save_frames(gif, animate, duration_ms=150)
+        typer.echo(f"wrote {animate}  (the denoising of image 1, {len(gif)} frames)")
     shown = ", ".join(str(q) for q in paths[:3]) + (" …" if len(paths) > 3 else "")
     typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} step{'s' * (p.steps != 1)} {p.sampler}, guidance {p.guidance:g}, model {model})")
 

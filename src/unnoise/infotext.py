@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
@@ -99,9 +100,7 @@ def save(image: Image.Image, path: str | os.PathLike, *, text: str | None = None
         options["pnginfo"] = info
     else:
         if text is not None:
-            exif = Image.Exif()
-            exif.get_ifd(EXIF_IFD)[USER_COMMENT] = _UNICODE + text.encode("utf-16-be")
-            options["exif"] = exif
+            options["exif"] = _exif(text)
         # pixel art: a near-lossless JPEG; WebP can be lossless outright
         options.update({"quality": 95} if fmt == "JPEG" else {"lossless": True})
         if image.mode not in ("RGB", "L"):
@@ -113,6 +112,16 @@ def save(image: Image.Image, path: str | os.PathLike, *, text: str | None = None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _exif(text: str) -> bytes:
+    """A minimal big-endian EXIF block, IFD0 → Exif IFD → UserComment typed UNDEFINED (7) as the EXIF
+    standard has it (Pillow would type bytes as BYTE, which piexif, and so A1111, reads as numbers)."""
+    comment = _UNICODE + text.encode("utf-16-be")
+    # offsets from the TIFF header (8 bytes): IFD0 at 8 (2 + 12 + 4 bytes), the Exif IFD at 26, the text at 44
+    ifd0 = struct.pack(">HHHII I", 1, EXIF_IFD, 4, 1, 26, 0)  # one LONG entry: where the Exif IFD is
+    sub = struct.pack(">HHHII I", 1, USER_COMMENT, 7, len(comment), 44, 0)
+    return b"Exif\0\0" + b"MM\0*" + struct.pack(">I", 8) + ifd0 + sub + comment
 
 
 def read(path: str | os.PathLike) -> tuple[str | None, str | None]:
