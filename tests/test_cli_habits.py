@@ -246,3 +246,76 @@ def test_animation_says_where_it_went_and_its_captions_have_their_letters(tmp_pa
     missing = ink("\ue000")  # a private-use code point: no font has it, it draws the "missing" box
     for text in ("σ", "x̂", "ᾱ"):
         assert ink(text).any() and not np.array_equal(ink(text), missing), text
+
+
+# --- batches: prompt files, prompt lists, diffusers' keyword names, images that keep their parameters ---
+
+import torch
+
+import unnoise
+
+
+@pytest.fixture(scope="module")
+def digits_fast():
+    return Painter.from_pretrained("digits-fast")
+
+
+def same(a, b):
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_prompts_file_paints_each_line(tmp_path, cli):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a handwritten seven\n\n  a handwritten three  \n", encoding="utf-8")
+    code, out, err = cli(["paint", "--prompts-file", str(prompts), "--model", "digits-fast", "-k", "2", "--seed", "4",
+                          "--out", str(tmp_path / "d.webp")])
+    assert code == 0, err
+    names = sorted(p.name for p in tmp_path.glob("d*"))
+    assert names == ["d-1-1.webp", "d-1-2.webp", "d-3-1.webp", "d-3-2.webp"]  # STEM-LINE-i, the blank line skipped
+    got = {n: PaintParams.from_png(tmp_path / n) for n in names}
+    assert [(got[n].prompt, got[n].seed) for n in names] == [
+        ("a handwritten seven", 4), ("a handwritten seven", 5), ("a handwritten three", 4), ("a handwritten three", 5)]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["x", "--prompts-file", "{tmp}/p.txt"], "not both"),
+    (["--prompts-file", "{tmp}/missing.txt"], "prompts file not found"),
+    (["--prompts-file", "{tmp}/blank.txt"], "holds no prompt"),
+])
+def test_prompts_file_errors_are_one_line(tmp_path, cli, argv, message):
+    (tmp_path / "p.txt").write_text("a cat\n")
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    argv = ["paint", *[a.format(tmp=tmp_path) for a in argv], "--model", "digits-1step", "--out", str(tmp_path / "o.png")]
+    code, _, err = cli(argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_list_of_prompts_and_diffusers_keyword_names(digits_fast):
+    ours = digits_fast("a handwritten two", num_images=2, seed=3, steps=4, guidance=2.0)
+    theirs = digits_fast(["a handwritten seven", "a handwritten two"], num_images_per_prompt=2, num_inference_steps=4,
+                         guidance_scale=2.0, generator=torch.Generator().manual_seed(3), negative_prompt=["", ""])
+    assert [(im.unnoise_params.prompt, im.unnoise_params.seed) for im in theirs] == [
+        ("a handwritten seven", 3), ("a handwritten seven", 4), ("a handwritten two", 3), ("a handwritten two", 4)]
+    assert same(theirs[2], ours[0]) and same(theirs[3], ours[1])
+    one_each = digits_fast(["a handwritten seven", "a handwritten two"], num_images=2,
+                           generator=[torch.Generator().manual_seed(s) for s in (3, 4, 3, 4)])
+    assert all(same(a, b) for a, b in zip(one_each, theirs))
+    with pytest.raises(PaintError, match="not both"):
+        digits_fast("x", seed=1, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(PaintError, match="num_inference_steps"):
+        digits_fast("x", steps=3, num_inference_steps=4)
+    with pytest.raises(PaintError, match="one per image"):
+        digits_fast(["x", "y"], generator=[torch.Generator()])
+    with pytest.raises(PaintError, match="one per prompt"):
+        digits_fast(["x", "y"], negative_prompt=["z"])
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+def test_every_image_carries_its_parameters_and_save_image_keeps_them(digits_fast, tmp_path, suffix):
+    images = digits_fast(["a handwritten one", "a handwritten nine"], num_images=2, seed=8)
+    for im in images:
+        assert PaintParams.from_parameters(im.info["parameters"]) == im.unnoise_params
+    big = images[3].resize((128, 128), Image.Resampling.NEAREST).copy()  # a user's own edits keep .info
+    path = unnoise.save_image(big, tmp_path / f"nine{suffix}")
+    assert PaintParams.from_png(path) == images[3].unnoise_params
+    assert (images[3].unnoise_params.prompt, images[3].unnoise_params.seed) == ("a handwritten nine", 9)

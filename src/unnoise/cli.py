@@ -110,12 +110,14 @@ def paint(
     size: int = typer.Option(256, "--size", help="Upscale the saved images to this side (nearest neighbour); 0: native."),
     snap: Optional[bool] = typer.Option(None, "--snap/--no-snap", help="Condition an unknown prompt on the most similar "
                                         "training caption, if the model has a vocabulary (default: on)."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="Paint each line of this text file "
+                                                "instead of PROMPT: -k images a line, named STEM-LINE-i.EXT."),
 ) -> None:
-    """Paint images from a prompt with a bundled or trained model."""
+    """Paint images from a prompt (or a file of prompts) with a bundled or trained model."""
     from tqdm import tqdm
 
     from . import images, infotext, visualize
-    from .modeldir import guidance_range
+    from .paint_cli import notes, output_path, read_prompts_file, save_paintings
     from .pipeline import PaintParams, Painter, check_paint_args, save_image
 
     out = images.check_writable(out, tuple(infotext.FORMATS))
@@ -136,57 +138,52 @@ def paint(
             model = stored.model
         if init_image is None and stored.init_image:
             init_image, strength = Path(stored.init_image), stored.strength if strength is None else strength
-    prompt = prompt or ""
-    check_paint_args(prompt, negative_prompt, num_images, steps or 1, 0.0 if guidance is None else guidance,
+    if prompts_file is not None and prompt is not None:
+        raise CLIError("give a PROMPT or --prompts-file, not both")
+    jobs = [(None, prompt or "")] if prompts_file is None else read_prompts_file(prompts_file)
+    check_paint_args(jobs[0][1], negative_prompt, num_images, steps or 1, 0.0 if guidance is None else guidance,
                      strength, guidance_rescale)
     if not 0 <= size <= 2048:
         raise CLIError(f"--size must be from 0 to 2048, got {size}")
     init = images.load_image(init_image) if init_image is not None else None
     painter = Painter.from_pretrained(model)
-    p = painter.params(prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
-                       guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
-                       init_image=str(init_image) if init_image else None,
-                       strength=(0.6 if strength is None else strength) if init is not None else None, snap=snap)
-    if p.conditioned_on is not None:
-        similarity = painter.snap(prompt).similarity
-        typer.echo(f"note: {prompt!r} is not a caption the model knows; painting the nearest one, {p.conditioned_on!r} "
-                   f"(similarity {similarity:.2f}; --no-snap paints it as typed)", err=True)
-    if len(painter.encoder.tokenize([prompt])[0][0]) >= painter.encoder.max_length:
-        typer.echo(f"note: the prompt is longer than {painter.encoder.max_length} tokens; the rest is ignored", err=True)
-    if (learned := guidance_range(painter.info)) is not None:  # a distilled student: w is a network input
-        if not learned[0] <= p.guidance <= learned[1]:
-            typer.echo(f"note: {painter.name} learned guidance from {learned[0]:g} to {learned[1]:g}; at {p.guidance:g} "
-                       "it extrapolates", err=True)
-        if p.negative_prompt or p.guidance_rescale:
-            typer.echo(f"note: {painter.name} takes w as an input and makes no unconditional pass, so "
-                       "--negative-prompt and --guidance-rescale change nothing", err=True)
+    params = [painter.params(text, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
+                             guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
+                             init_image=str(init_image) if init_image else None,
+                             strength=(0.6 if strength is None else strength) if init is not None else None,
+                             snap=snap)
+              for _, text in jobs]
+    seed = params[0].seed  # a random seed is drawn once: image i of every prompt uses seed + i
+    params = [q.replace(seed=seed) for q in params]
+    for q in params:
+        for line in notes(painter, q):
+            typer.echo(line, err=True)
 
-    frames: list = []
-    total = p.steps if init is None else max(1, min(p.steps, round(p.steps * p.strength)))
-    bar = tqdm(total=total, unit="step", desc="painting", leave=False)
+    p, frames = params[0], []
+    per_job = p.steps if init is None else max(1, min(p.steps, round(p.steps * p.strength)))
+    bar = tqdm(total=per_job * len(jobs), unit="step", desc="painting", leave=False)
 
     def on_step(info) -> None:
         bar.update(1)
-        if animate is not None:
+        if animate is not None and len(frames) < per_job:  # image 1 of the first prompt
             frames.append((info.sigma, info.x.clone(), info.denoised.clone()))
 
-    x = painter.paint_tensor(p, num_images, init=init, callback=on_step)
-    bar.close()
     paths, tiles = [], []
-    for i, xi in enumerate(x):
-        im = p.replace(seed=p.seed + i).attach(images.to_pil(xi))
-        if size:
-            im = im.resize((size, size), images.Image.Resampling.NEAREST)  # keeps .info, the parameters
-        path = out if num_images == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
-        paths.append(save_image(im, path))
-        tiles.append(im)
-    if grid and num_images > 1:  # the grid carries image 1's parameters, as A1111's grids do
+    for (line, _), q in zip(jobs, params):
+        x = painter.paint_tensor(q, num_images, init=init, callback=on_step)
+        targets = [output_path(out, num_images, i, line) for i in range(num_images)]
+        tiles += save_paintings(x, q, targets, size)
+        paths += targets
+        if q is p:
+            x_first = x
+    bar.close()
+    if grid and len(tiles) > 1:  # the grid carries image 1's parameters, as A1111's grids do
         paths.insert(0, save_image(p.attach(images.grid(tiles)), out))
     if animate is not None:
-        gif = visualize.denoising_frames(frames, x, size=max(size, 128))
+        gif = visualize.denoising_frames(frames, x_first, size=max(size, 128))
         visualize.save_frames(gif, animate, duration_ms=150)
         typer.echo(f"wrote {animate}  (the denoising of image 1, {len(gif)} frames)")
-    shown = ", ".join(str(q) for q in paths[:3]) + (" …" if len(paths) > 3 else "")
+    shown = ", ".join(str(q) for q in paths[:3]) + (f" … ({len(paths)} files)" if len(paths) > 3 else "")
     typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} step{'s' * (p.steps != 1)} {p.sampler}, guidance {p.guidance:g}, model {model})")
 
 

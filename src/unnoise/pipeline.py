@@ -6,7 +6,7 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -241,25 +241,86 @@ class Painter:
         noise = torch.stack([torch.randn(self.shape, generator=g) for g in seeded_generators(seeds)])
         return x0[None] + float(sigmas[0]) * noise, sigmas
 
-    def __call__(self, prompt: str = "", num_images: int = 1, *, steps: int | None = None, guidance: float | None = None,
-                 sampler: str | None = None, seed: int | None = None, negative_prompt: str = "",
-                 guidance_rescale: float = 0.0, spacing: str | None = None, init_image: str | os.PathLike | Image.Image | None = None,
-                 strength: float | None = None, callback: Callable | None = None,
-                 snap: bool | None = None) -> list[Image.Image]:
-        """Paint num_images images for a prompt; each PIL image carries its parameters in `.info` and
-        `.unnoise_params` (`unnoise.save_image(image, "x.png" | "x.jpg" | "x.webp")` keeps them in the file).  `snap` (default: on when the
-        model has a vocabulary) conditions on the nearest training caption instead of an unknown prompt."""
-        init = None
-        init_name = None
+    def __call__(self, prompt: str | Sequence[str] = "", num_images: int = 1, *, steps: int | None = None,
+                 guidance: float | None = None, sampler: str | None = None, seed: int | None = None,
+                 negative_prompt: str | Sequence[str] = "", guidance_rescale: float = 0.0, spacing: str | None = None,
+                 init_image: str | os.PathLike | Image.Image | None = None, strength: float | None = None,
+                 callback: Callable | None = None, snap: bool | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 num_images_per_prompt: int | None = None,
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> list[Image.Image]:
+        """Paint num_images images for a prompt, or for each prompt of a list (one flat list, prompt by prompt;
+        image i of every prompt uses seed + i, a negative prompt may be a list too).  Each PIL image carries
+        its parameters in `.info` and `.unnoise_params`; `unnoise.save_image(image, "x.png" | "x.jpg" |
+        "x.webp")` keeps them in the file.  `snap` (default: on when the model has a vocabulary) conditions
+        on the nearest training caption instead of an unknown prompt.
+
+        diffusers' names work as well: num_inference_steps (= steps), guidance_scale (= guidance),
+        num_images_per_prompt (= num_images), generator: a torch.Generator, whose initial_seed() is the
+        seed (torch.Generator().manual_seed(s) paints what seed=s paints), or a list of one per image."""
+        steps = _either("steps", steps, "num_inference_steps", num_inference_steps)
+        guidance = _either("guidance", guidance, "guidance_scale", guidance_scale)
+        if num_images_per_prompt is not None:
+            num_images = _either("num_images", None if num_images == 1 else num_images, "num_images_per_prompt",
+                                 num_images_per_prompt)
+        prompts, negatives = _prompt_list(prompt, negative_prompt)
+        check_paint_args(prompts[0], negatives[0], num_images, 1, 0.0)
+        seed, seeds = _generator_seeds(generator, seed, len(prompts) * num_images)
+        seed = secrets.randbelow(2**31) if seed is None and seeds is None else seed  # one draw for all prompts
+        init = init_name = None
         if init_image is not None:
             init = init_image if isinstance(init_image, Image.Image) else images.load_image(init_image)
             init_name = None if isinstance(init_image, Image.Image) else str(init_image)
             strength = 0.6 if strength is None else strength
-        p = self.params(prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
-                        guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
-                        init_image=init_name, strength=strength, snap=snap)
-        x = self.paint_tensor(p, num_images, init=init, callback=callback)
-        return [p.replace(seed=p.seed + i).attach(images.to_pil(xi)) for i, xi in enumerate(x)]
+        jobs = ([(t, n, seed, num_images) for t, n in zip(prompts, negatives)] if seeds is None else
+                [(t, n, seeds[j * num_images + i], 1) for j, (t, n) in enumerate(zip(prompts, negatives))
+                 for i in range(num_images)])
+        out = []
+        for text, negative, s, k in jobs:
+            p = self.params(text, negative_prompt=negative, seed=s, steps=steps, sampler=sampler, guidance=guidance,
+                            guidance_rescale=guidance_rescale, spacing=spacing, init_image=init_name,
+                            strength=strength, snap=snap)
+            x = self.paint_tensor(p, k, init=init, callback=callback)
+            out += [p.replace(seed=p.seed + i).attach(images.to_pil(xi)) for i, xi in enumerate(x)]
+        return out
+
+
+def _either(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """The value given under our name or its diffusers alias; PaintError if both differ."""
+    if alias_value is None:
+        return value
+    if value is not None and value != alias_value:
+        raise PaintError(f"give {name} or its diffusers name {alias}, not both ({value!r} and {alias_value!r})")
+    return alias_value
+
+
+def _prompt_list(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
+    """Prompts and negative prompts as two lists of strings of the same length."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else []
+    if not prompts or not all(isinstance(t, str) for t in prompts):
+        raise PaintError(f"prompt must be a string or a non-empty list of strings, got {prompt!r:.80}")
+    if isinstance(negative_prompt, str):
+        return prompts, [negative_prompt] * len(prompts)
+    negatives = list(negative_prompt) if isinstance(negative_prompt, (list, tuple)) else []
+    if len(negatives) != len(prompts) or not all(isinstance(t, str) for t in negatives):
+        raise PaintError(f"negative_prompt must be a string or a list of {len(prompts)} strings, one per prompt")
+    return prompts, negatives
+
+
+def _generator_seeds(generator: Any, seed: int | None, count: int) -> tuple[int | None, list[int] | None]:
+    """(seed, None) for no generator or one; (None, one seed per image) for a list of `count` generators."""
+    if generator is None:
+        return seed, None
+    if seed is not None:
+        raise PaintError("give seed or generator, not both")
+    if isinstance(generator, torch.Generator):
+        return generator.initial_seed(), None
+    gens = list(generator) if isinstance(generator, (list, tuple)) else []
+    if not gens or not all(isinstance(g, torch.Generator) for g in gens):
+        raise PaintError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
+    if len(gens) != count:
+        raise PaintError(f"a list of generators needs one per image ({count}), got {len(gens)}")
+    return None, [g.initial_seed() for g in gens]
 
 
 def save_image(image: Image.Image, path: str | os.PathLike) -> Path:
