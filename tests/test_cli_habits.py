@@ -319,3 +319,55 @@ def test_every_image_carries_its_parameters_and_save_image_keeps_them(digits_fas
     path = unnoise.save_image(big, tmp_path / f"nine{suffix}")
     assert PaintParams.from_png(path) == images[3].unnoise_params
     assert (images[3].unnoise_params.prompt, images[3].unnoise_params.seed) == ("a handwritten nine", 9)
+
+
+# --- --device -----------------------------------------------------------------------------------------------
+
+AVAILABLE = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+
+
+@pytest.mark.parametrize("command", [["paint", "x"], ["train", "--data", "digits", "--out", "{tmp}/run"], ["lab"]])
+@pytest.mark.parametrize("device", ["cuda", "mps", "gpu"])
+def test_an_unavailable_device_is_one_clear_line(tmp_path, cli, command, device):
+    if AVAILABLE.get(device):
+        pytest.skip(f"{device} is available here")
+    code, _, err = cli([*(a.format(tmp=tmp_path) for a in command), "--device", device])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("not available" in err) if device != "gpu" else "did you mean 'cuda'?" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_device_cpu_paints_what_the_default_paints(tmp_path, cli):
+    for name, extra in (("a.png", []), ("b.png", ["--device", "CPU"])):
+        assert cli(["paint", "a handwritten two", "--model", "digits-1step", "--seed", "2", "--out",
+                    str(tmp_path / name), *extra]).code == 0
+    assert same(Image.open(tmp_path / "a.png"), Image.open(tmp_path / "b.png"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_paints_what_the_cpu_paints(tmp_path, cli):
+    init = Image.new("RGB", (32, 32), "red")
+    for model in ("digits", "emoji-fast"):
+        for kw in ({}, {"init_image": init, "strength": 0.5}):
+            cpu = Painter.from_pretrained(model)("a handwritten two", seed=2, steps=4, **kw)[0]
+            gpu = Painter.from_pretrained(model, device="cuda")("a handwritten two", seed=2, steps=4, **kw)[0]
+            assert np.abs(np.asarray(cpu, np.int16) - np.asarray(gpu, np.int16)).max() <= 8, (model, kw)
+    code, _, err = cli(["paint", "red heart", "--device", "cuda", "-k", "2", "--seed", "1", "--out", str(tmp_path / "h.jpg")])
+    assert code == 0, err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_lab_paints_on_cuda():
+    from fastapi.testclient import TestClient
+
+    from test_lab_api import decode_png, sse_events
+    from unnoise.lab.app import create_app
+    from unnoise.lab.learned import PainterFactory
+    from unnoise.modeldir import resolve
+
+    query = {"prompt": "a handwritten two", "model": "digits-fast", "seed": 3}
+    done = {}
+    for device in ("cpu", "cuda"):
+        with TestClient(create_app(generate=PainterFactory({"digits-fast": resolve("digits-fast")}, device))) as c:
+            done[device] = decode_png(sse_events(c.get("/api/generate", params=query).text)[-1][1]["image"])
+    assert np.abs(done["cpu"].astype(np.int16) - done["cuda"].astype(np.int16)).max() <= 8

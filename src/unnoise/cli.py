@@ -112,6 +112,7 @@ def paint(
                                         "training caption, if the model has a vocabulary (default: on)."),
     prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="Paint each line of this text file "
                                                 "instead of PROMPT: -k images a line, named STEM-LINE-i.EXT."),
+    device: str = typer.Option("cpu", "--device", help="Where to paint: cpu, cuda (cuda:N) or mps."),
 ) -> None:
     """Paint images from a prompt (or a file of prompts) with a bundled or trained model."""
     from tqdm import tqdm
@@ -146,7 +147,7 @@ def paint(
     if not 0 <= size <= 2048:
         raise CLIError(f"--size must be from 0 to 2048, got {size}")
     init = images.load_image(init_image) if init_image is not None else None
-    painter = Painter.from_pretrained(model)
+    painter = Painter.from_pretrained(model, device=device)
     params = [painter.params(text, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
                              guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
                              init_image=str(init_image) if init_image else None,
@@ -191,14 +192,17 @@ def paint(
 def lab(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
     port: int = typer.Option(7860, "--port", help="Port to serve on."),
+    device: str = typer.Option("cpu", "--device", help="Where the models paint: cpu, cuda (cuda:N) or mps."),
 ) -> None:
     """Open the lab: watch the forward process, the schedule and the real learned reverse in the browser."""
     from .lab.app import run
     from .lab.learned import PainterFactory
 
+    from .devices import check_device
+
     if not 1 <= port <= 65535:
         raise CLIError(f"--port must be from 1 to 65535, got {port}")
-    run(host=host, port=port, generate=PainterFactory.bundled())
+    run(host=host, port=port, generate=PainterFactory.bundled(str(check_device(device))))
 
 
 @app.command()
@@ -237,12 +241,19 @@ def train(
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or mps (default: cuda if there is one, "
+                                         "else cpu; under torchrun each process takes GPU LOCAL_RANK)."),
 ) -> None:
     """Train a text-conditioned denoiser.  Multi-process: torchrun --nproc_per_node N -m unnoise train …"""
 
+    from .devices import check_device
     from .training.config import TrainConfig
     from .training.loop import resume_config
     from .training.loop import train as run_training
+
+    if device is not None and check_device(device).index is not None:
+        raise CLIError(f"--device {device}: train takes cuda without an index (each torchrun process uses GPU "
+                       "LOCAL_RANK; CUDA_VISIBLE_DEVICES picks the GPUs)")
 
     names = {
         "data": data, "out": str(out), "max_steps": max_steps, "batch_size": batch_size, "seed": seed, "lr": lr,
@@ -261,7 +272,7 @@ def train(
         return
     if not resume and (out / "checkpoints").exists():
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    model_dir = run_training(cfg, resume=resume)
+    model_dir = run_training(cfg, resume=resume, device=device)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"done: model in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
 

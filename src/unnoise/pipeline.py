@@ -158,9 +158,14 @@ class Painter:
         self.defaults = paint_defaults(info)
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike = "emoji", device: str = "cpu") -> Painter:
+    def from_pretrained(cls, name_or_dir: str | os.PathLike = "emoji", device: str | torch.device = "cpu") -> Painter:
+        """A bundled model's name or a model directory, on device "cpu", "cuda", "cuda:N" or "mps" (DeviceError,
+        one line, if this machine has none)."""
+        from .devices import check_device
+
+        device = check_device(device)
         model, info, path = load_model_dir(name_or_dir, device)
-        return cls(model, info, path, str(name_or_dir), torch.device(device))
+        return cls(model, info, path, str(name_or_dir), device)
 
     @property
     def shape(self) -> tuple[int, int, int]:
