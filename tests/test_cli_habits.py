@@ -371,3 +371,36 @@ def test_the_lab_paints_on_cuda():
         with TestClient(create_app(generate=PainterFactory({"digits-fast": resolve("digits-fast")}, device))) as c:
             done[device] = decode_png(sse_events(c.get("/api/generate", params=query).text)[-1][1]["image"])
     assert np.abs(done["cpu"].astype(np.int16) - done["cuda"].astype(np.int16)).max() <= 8
+
+
+# --- --help ---------------------------------------------------------------------------------------------------
+
+
+def help_text(cli, *command):
+    code, out, err = cli([*command, "--help"])
+    assert code == 0, err
+    return " ".join(out.replace("│", " ").split())  # one line, whatever the terminal's width
+
+
+def test_help_defaults_are_each_models_own(cli):
+    from unnoise.cli_help import bundled_defaults
+    from unnoise.modeldir import BUNDLED, load_info, paint_defaults
+
+    assert bundled_defaults() == {name: paint_defaults(load_info(name)[0]) for name in BUNDLED}
+    text = help_text(cli, "paint")
+    assert "20 for emoji and digits, 4 for emoji-fast and digits-fast, 1 for digits-1step" in text
+    assert "dpmpp_2m for emoji and digits, ddim for emoji-fast, digits-fast and digits-1step" in text
+    assert "dpmpp_2m)" not in text and "the model's, 20" not in text  # the old, wrong-for-students wording
+
+
+@pytest.mark.parametrize("command", [[], ["paint"], ["train"], ["lab"], ["noise"], ["schedule"], ["eval", "quality"]])
+def test_flags_are_not_labelled_bool(cli, command):
+    text = help_text(cli, *command)
+    assert "--help" in text and "<bool>" not in text
+
+
+def test_seed_wording_agrees_between_paint_and_eval(cli):
+    from unnoise.cli_help import SEED_HELP
+
+    for command in (["paint"], ["eval", "quality"], ["eval", "sweep"]):
+        assert " ".join(SEED_HELP.split()) in help_text(cli, *command), command

@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from .cli_help import SEED_HELP, hide_flag_types, model_default
 from .errors import UnnoiseError
 
 app = typer.Typer(
@@ -23,6 +24,8 @@ app = typer.Typer(
 
 
 from .evaluation.cli import app as _eval_app  # noqa: E402  (light: typer only)
+
+hide_flag_types()
 
 app.add_typer(_eval_app, name="eval")
 
@@ -91,16 +94,20 @@ def noise(
 def paint(
     prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
     model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the model's, 20)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (default: the model's)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) (default: dpmpp_2m)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of image 1 (image i uses seed + i − 1) (default: random)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Sampler steps ({model_default('steps')})."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale "
+                                             f"({model_default('guidance')})."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler, by our name or A1111's, e.g. "
+                                          f"\"DPM++ 2M Karras\" (`unnoise samplers`) ({model_default('sampler')})."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"{SEED_HELP} (default: random)."),
     num_images: int = typer.Option(1, "--num-images", "-k", help="How many images to paint."),
     out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output .png, .jpg or .webp, each with the "
                              "parameters; with -k > 1: STEM-1.png … STEM-k.png (and with --grid, OUT is the grid)."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
     guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Guidance rescale φ (Lin et al. 2023), 0 … 1."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, trailing, leading, linspace, or log_snr@S (log-SNR steps down to a last call at σ = S)."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, "
+                                          "trailing, leading, linspace, or log_snr@S (log-SNR steps down to a last call at "
+                                          f"σ = S) ({model_default('spacing')})."),
     grid: bool = typer.Option(False, "--grid", help="With -k > 1: --out is all images as one grid, beside STEM-1 … STEM-k."),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
     strength: Optional[float] = typer.Option(None, "--strength", help="How far to noise --init-image, (0, 1] (default: 0.6)."),

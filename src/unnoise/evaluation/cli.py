@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..cli_help import SEED_HELP, model_default
 from ..errors import UnnoiseError
 
 import json
@@ -61,10 +62,10 @@ def _setup(model: str, threads: Optional[int], num_images: int):
 def quality(
     model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
     num_images: int = typer.Option(500, "--num-images", "-n", help="Images to generate (prompts cycle over the judge's list)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler (default: the model's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Steps (default: the model's)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Guidance scale (default: the model's)."),
-    seed: int = typer.Option(0, "--seed", help="Image i uses seed + i."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Sampler ({model_default('sampler')})."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Steps ({model_default('steps')})."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help=f"Guidance scale ({model_default('guidance')})."),
+    seed: int = typer.Option(0, "--seed", help=f"{SEED_HELP}."),
     out: Path = typer.Option(Path("evals/quality"), "--out", "-o", help="Directory for results.json / results.md."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
 ) -> None:
@@ -98,7 +99,7 @@ def sweep(
     steps: Optional[str] = typer.Option(None, "--steps", help="Step counts for --over nfe (default: 5,10,20,50); for guidance one count (default: the model's)."),
     scales: str = typer.Option("0,1,2,3,5,7,12", "--scales", help="Guidance scales for --over guidance."),
     num_images: int = typer.Option(200, "--num-images", "-n", help="Images per point."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help=f"{SEED_HELP}, at every point."),
     out: Path = typer.Option(Path("evals/sweep"), "--out", "-o", help="Directory for results and plot.png."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
 ) -> None:
