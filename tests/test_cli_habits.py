@@ -404,3 +404,28 @@ def test_seed_wording_agrees_between_paint_and_eval(cli):
 
     for command in (["paint"], ["eval", "quality"], ["eval", "sweep"]):
         assert " ".join(SEED_HELP.split()) in help_text(cli, *command), command
+
+
+# --- train says what it is doing; eval checks its optional packages first ---------------------------------
+
+
+def test_train_says_what_it_is_doing_before_the_first_step(tmp_path, cli):
+    code, out, err = cli(["train", "--data", "digits", "--out", str(tmp_path / "run"), "--max-steps", "1",
+                          "--batch-size", "4", "--model-size", "tiny", "--sample-every", "0", "--threads", "1"])
+    assert code == 0, err
+    said = [line.strip() for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    stages = ["unnoise train: starting the run in", "loading the data: digits", "60,000 images of 32×32",
+              "encoding the captions", "captions ready", "building the network (tiny) on cpu", "M parameters"]
+    where = [next(i for i, line in enumerate(said) if stage in line) for stage in stages]
+    assert where == sorted(where), said
+    assert "done: model in" in out
+
+
+def test_eval_checks_its_optional_packages_before_painting(tmp_path, cli, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # Python's way of "not installed"
+    code, _, err = cli(["eval", "quality", "--model", "digits-1step", "-n", "2", "--out", str(tmp_path / "q")])
+    assert code == 2 and "efficientnet-lite-pytorch" in err and "nothing was painted" in err
+    assert err.count("\n") == 1 and "\r" not in err  # one line, and no painting progress bar before it
+    assert not (tmp_path / "q").exists()

@@ -279,6 +279,8 @@ def train(
         return
     if not resume and (out / "checkpoints").exists():
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"unnoise train: {'resuming' if resume else 'starting'} the run in {out}", err=True)
     model_dir = run_training(cfg, resume=resume, device=device)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"done: model in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")

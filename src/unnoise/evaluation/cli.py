@@ -58,6 +58,15 @@ def _setup(model: str, threads: Optional[int], num_images: int):
     return Painter.from_pretrained(model)
 
 
+def _check_dependencies(judge) -> None:
+    """The optional packages this judge needs, checked before anything is painted (not after minutes of it)."""
+    from .features import check_enl0
+    from .quality import EmojiJudge
+
+    if isinstance(judge, EmojiJudge) or getattr(judge, "fd_enl0", False):
+        check_enl0()
+
+
 @app.command()
 def quality(
     model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
@@ -76,6 +85,7 @@ def quality(
     p = painter.params("", seed=0, steps=steps, sampler=sampler, guidance=guidance)
     setting = Setting(p.sampler, p.steps, p.guidance, p.spacing)
     judge = judge_for(painter)
+    _check_dependencies(judge)
     report = evaluate(painter, judge, setting, num_images, seed=seed)
     rows = [report.row()]
     write_table(rows, out, f"unnoise eval quality — {model}")
@@ -116,6 +126,7 @@ def sweep(
     step_list = _ints(steps, "--steps") if steps else None
     painter = _setup(model, threads, num_images)
     judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
+    _check_dependencies(judge)
     d = painter.params("")
     if over == "nfe":
         settings = [Setting(n, k, d.guidance, d.spacing) for n in names for k in step_list or (5, 10, 20, 50)]
@@ -189,6 +200,7 @@ def distill(
         raise EvalError(f"--reference-nfe {reference_nfe} is not one of --teacher-nfe {teacher_nfe}")
     painter = _setup(teacher, threads, num_images)
     judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
+    _check_dependencies(judge)
     prompts, targets = judge.distinct_prompts()
     per = max(1, num_images // len(prompts))
     labels = targets.repeat_interleave(per)
