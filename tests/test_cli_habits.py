@@ -429,3 +429,12 @@ def test_eval_checks_its_optional_packages_before_painting(tmp_path, cli, monkey
     assert code == 2 and "efficientnet-lite-pytorch" in err and "nothing was painted" in err
     assert err.count("\n") == 1 and "\r" not in err  # one line, and no painting progress bar before it
     assert not (tmp_path / "q").exists()
+
+
+def test_eval_sweep_takes_the_other_sampler_names(tmp_path, cli):
+    code, out, err = cli(["eval", "sweep", "--model", "digits-1step", "-n", "2", "--steps", "1",
+                          "--samplers", "Euler a,DPM++ 2M Karras", "--out", str(tmp_path)])
+    assert code == 0, err
+    rows = [line.split(" | ")[:4] for line in (tmp_path / "results.md").read_text().splitlines() if line[:2] == "| "]
+    assert [r[0].strip("| ") for r in rows[1:]] == ["euler_ancestral", "dpmpp_2m"]
+    assert [r[3] for r in rows[1:]] == ["log_snr_trailing", "karras"]  # the model's own spacing, or the name's

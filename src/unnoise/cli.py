@@ -391,7 +391,7 @@ def export(
 
     from . import schedules
     from .pipeline import check_paint_args
-    from .sampling import get_sampler
+    from .sampling.names import resolve_sampler, resolve_spacing
     from .training.loop import export_run
 
     defaults = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("sampler", sampler), ("spacing", spacing)) if v is not None}
@@ -411,9 +411,13 @@ def export(
         typer.echo(f"exported the student of {run} → {path} ({size:.1f} MiB)")
         return
     check_paint_args("", "", 1, defaults.get("steps", 20), defaults.get("guidance", 3.0))
-    if sampler is not None:
-        get_sampler(sampler)
+    if sampler is not None:  # A1111's, ComfyUI's names too: the registry's is stored, "… Karras" sets the spacing
+        defaults["sampler"], named = resolve_sampler(sampler)
+        if named is not None and spacing is not None and resolve_spacing(spacing) != named:
+            raise CLIError(f"--sampler {sampler!r} asks for the {named} spacing, but --spacing is {spacing!r}")
+        spacing = spacing if named is None else named
     if spacing is not None:
+        spacing = defaults["spacing"] = resolve_spacing(spacing)
         try:
             schedules.check_spacing(spacing)
         except schedules.ScheduleError as e:

@@ -114,25 +114,27 @@ def sweep(
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
 ) -> None:
     """Quality against network calls (every sampler) or against the guidance scale: a table and a plot."""
-    from ..sampling import SAMPLERS, get_sampler
+    from ..sampling import SAMPLERS
+    from ..sampling.names import resolve_sampler
     from .quality import DigitsJudge, Setting, evaluate, judge_for, write_table
     from .plots import plot_sweep
 
     if over not in ("nfe", "guidance"):
         raise EvalError(f"--over must be nfe or guidance, got {over!r}")
     names = [s.strip() for s in samplers.split(",")] if samplers else [n for n, s in SAMPLERS.items() if getattr(s, "model", "denoiser") == "denoiser"]
-    for n in names:
-        get_sampler(n)
+    resolved = [resolve_sampler(n) for n in names]  # "DPM++ 2M Karras" → dpmpp_2m on the karras spacing
     step_list = _ints(steps, "--steps") if steps else None
     painter = _setup(model, threads, num_images)
     judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
     _check_dependencies(judge)
     d = painter.params("")
     if over == "nfe":
-        settings = [Setting(n, k, d.guidance, d.spacing) for n in names for k in step_list or (5, 10, 20, 50)]
+        settings = [Setting(n, k, d.guidance, named or d.spacing) for n, named in resolved
+                    for k in step_list or (5, 10, 20, 50)]
     else:
-        sampler = names[0] if samplers else d.sampler
-        settings = [Setting(sampler, step_list[0] if step_list else d.steps, g, d.spacing) for g in _floats(scales, "--scales")]
+        sampler, named = resolved[0] if samplers else (d.sampler, None)
+        settings = [Setting(sampler, step_list[0] if step_list else d.steps, g, named or d.spacing)
+                    for g in _floats(scales, "--scales")]
     rows = []
     for s in settings:
         r = evaluate(painter, judge, s, num_images, seed=seed)

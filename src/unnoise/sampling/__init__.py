@@ -111,8 +111,7 @@ def get_sampler(name: str) -> Sampler:
 
         canonical, spacing = resolve_sampler(name)  # raises for a name that is nothing known
         also = f" on the {spacing} spacing" if spacing else ""
-        raise UnknownSamplerError(f"sampler {name!r} is {canonical!r}{also} here (the Painter and the CLI "
-                                  "take its other names)")
+        raise UnknownSamplerError(f"sampler {name!r} goes by {canonical!r}{also} in the registry")
     return SAMPLERS[name]
 
 
