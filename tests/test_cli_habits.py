@@ -1,10 +1,22 @@
 """Habits diffusers and AUTOMATIC1111 users bring (issue 30): --version, sampler names, A1111 `parameters`
 text, output formats, prompt files, --device, --help.  Paints with the real bundled models."""
 
+import json
+import re
+import struct
 from importlib.metadata import version
 
-import unnoise
+import numpy as np
+import pytest
+import torch
+from PIL import Image, PngImagePlugin
 
+import unnoise
+from unnoise.pipeline import Painter, PaintError, PaintParams
+from unnoise.sampling import SAMPLERS
+from unnoise.sampling.names import resolve_sampler
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny images: one thread is fastest
 
 def test_version_is_the_package_version(cli):
     code, out, err = cli(["--version"])
@@ -13,24 +25,6 @@ def test_version_is_the_package_version(cli):
 
 
 # --- sampler names people already use -------------------------------------------------------------------
-
-import numpy as np
-import pytest
-
-from unnoise.pipeline import Painter, PaintError
-from unnoise.sampling import SAMPLERS
-from unnoise.sampling.names import resolve_sampler
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These paint tiny images: one torch thread is fastest, and a busy machine can't oversubscribe it."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +79,6 @@ def test_samplers_lists_names_order_and_calls(cli):
 
 
 # --- the `parameters` text, as AUTOMATIC1111 writes and reads it ------------------------------------------
-
-import json
-import re
-
-from PIL import Image, PngImagePlugin
-
-from unnoise.pipeline import PaintParams
 
 
 def a1111_parse(text):
@@ -159,7 +146,7 @@ def test_from_reads_old_pngs_and_pngs_with_only_the_text(emoji, tmp_path, cli):
     p = im.unnoise_params
     old = PngImagePlugin.PngInfo()  # as unnoise 0.1 wrote it: JSON without `size`, its own text layout
     old.add_text("unnoise", json.dumps({k: v for k, v in json.loads(im.info["unnoise"]).items() if k != "size"}))
-    old.add_text("parameters", f"cat face\nNegative prompt: \nSteps: 2, Sampler: dpmpp_2m, CFG scale: 3.0, Seed: 5, "
+    old.add_text("parameters", "cat face\nNegative prompt: \nSteps: 2, Sampler: dpmpp_2m, CFG scale: 3.0, Seed: 5, "
                                "Model: emoji, unnoise 0.1.0")
     im.save(tmp_path / "old.png", pnginfo=old)
     assert PaintParams.from_png(tmp_path / "old.png") == p.replace(size=None)
@@ -175,8 +162,6 @@ def test_from_reads_old_pngs_and_pngs_with_only_the_text(emoji, tmp_path, cli):
 
 
 # --- output formats, grids, animations --------------------------------------------------------------------
-
-import struct
 
 
 def exif_user_comment(path):
@@ -219,8 +204,8 @@ def test_jpeg_and_webp_keep_the_parameters_and_from_reads_them(tmp_path, cli, su
 
 def test_grid_is_the_out_file_and_carries_the_parameters(tmp_path, cli):
     out = tmp_path / "sevens.png"
-    code, stdout, err = cli(["paint", "a handwritten seven", "--model", "digits-1step", "-k", "3", "--grid",
-                             "--seed", "5", "--out", str(out)])
+    code, _, err = cli(["paint", "a handwritten seven", "--model", "digits-1step", "-k", "3", "--grid",
+                        "--seed", "5", "--out", str(out)])
     assert code == 0, err
     assert Image.open(out).size == (2 * 256 + 3 * 2, 2 * 256 + 3 * 2)  # 2 × 2 tiles, 2 px apart
     assert PaintParams.from_png(out).seed == 5 and a1111_parse(Image.open(out).text["parameters"])["Seed"] == "5"
@@ -250,10 +235,6 @@ def test_animation_says_where_it_went_and_its_captions_have_their_letters(tmp_pa
 
 # --- batches: prompt files, prompt lists, diffusers' keyword names, images that keep their parameters ---
 
-import torch
-
-import unnoise
-
 
 @pytest.fixture(scope="module")
 def digits_fast():
@@ -267,7 +248,7 @@ def same(a, b):
 def test_prompts_file_paints_each_line(tmp_path, cli):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a handwritten seven\n\n  a handwritten three  \n", encoding="utf-8")
-    code, out, err = cli(["paint", "--prompts-file", str(prompts), "--model", "digits-fast", "-k", "2", "--seed", "4",
+    code, _, err = cli(["paint", "--prompts-file", str(prompts), "--model", "digits-fast", "-k", "2", "--seed", "4",
                           "--out", str(tmp_path / "d.webp")])
     assert code == 0, err
     names = sorted(p.name for p in tmp_path.glob("d*"))
@@ -359,8 +340,8 @@ def test_cuda_paints_what_the_cpu_paints(tmp_path, cli):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_lab_paints_on_cuda():
     from fastapi.testclient import TestClient
-
     from test_lab_api import decode_png, sse_events
+
     from unnoise.lab.app import create_app
     from unnoise.lab.learned import PainterFactory
     from unnoise.modeldir import resolve
@@ -432,7 +413,7 @@ def test_eval_checks_its_optional_packages_before_painting(tmp_path, cli, monkey
 
 
 def test_eval_sweep_takes_the_other_sampler_names(tmp_path, cli):
-    code, out, err = cli(["eval", "sweep", "--model", "digits-1step", "-n", "2", "--steps", "1",
+    code, _, err = cli(["eval", "sweep", "--model", "digits-1step", "-n", "2", "--steps", "1",
                           "--samplers", "Euler a,DPM++ 2M Karras", "--out", str(tmp_path)])
     assert code == 0, err
     rows = [line.split(" | ")[:4] for line in (tmp_path / "results.md").read_text().splitlines() if line[:2] == "| "]

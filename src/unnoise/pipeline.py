@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import secrets
 from collections.abc import Callable, Sequence
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
