@@ -419,3 +419,15 @@ def test_eval_sweep_takes_the_other_sampler_names(tmp_path, cli):
     rows = [line.split(" | ")[:4] for line in (tmp_path / "results.md").read_text().splitlines() if line[:2] == "| "]
     assert [r[0].strip("| ") for r in rows[1:]] == ["euler_ancestral", "dpmpp_2m"]
     assert [r[3] for r in rows[1:]] == ["log_snr_trailing", "karras"]  # the model's own spacing, or the name's
+
+
+def test_parameters_too_long_for_a_jpeg_are_a_clear_error_and_leave_no_file(tmp_path):
+    from unnoise.infotext import InfotextError
+
+    im = Image.new("RGB", (8, 8))
+    im.info["parameters"] = "a very long prompt " * 2000  # 38 000 characters: 76 kB in UTF-16, over one APP1
+    with pytest.raises(InfotextError, match="too long for a JPEG's EXIF; save it as .png or .webp"):
+        unnoise.save_image(im, tmp_path / "long.jpg")
+    assert list(tmp_path.iterdir()) == []
+    unnoise.save_image(im, tmp_path / "long.webp")  # WebP's EXIF chunk has room
+    assert exif_user_comment(tmp_path / "long.webp") == im.info["parameters"]

@@ -33,6 +33,7 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # w
 PNG_JSON_KEY = "unnoise"  # PNG text chunk: unnoise's own parameters as JSON (exact)
 PNG_TEXT_KEY = "parameters"  # PNG text chunk: the A1111 text
 EXIF_IFD, USER_COMMENT = 0x8769, 0x9286  # EXIF's sub-IFD pointer and its UserComment tag
+JPEG_EXIF_MAX = 65_533  # bytes: a JPEG keeps EXIF in one APP1 segment, whose length field counts itself
 _UNICODE, _ASCII = b"UNICODE\0", b"ASCII\0\0\0"  # EXIF character-code prefixes (8 bytes)
 # A1111's settings-line pattern (modules/infotext_utils.py, re_param_code)
 PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -101,6 +102,9 @@ def save(image: Image.Image, path: str | os.PathLike, *, text: str | None = None
     else:
         if text is not None:
             options["exif"] = _exif(text)
+            if fmt == "JPEG" and len(options["exif"]) > JPEG_EXIF_MAX:  # one APP1 segment
+                raise InfotextError(f"{path.name}: the parameters ({len(text):,} characters) are too long for a "
+                                    "JPEG's EXIF; save it as .png or .webp")
         # pixel art: a near-lossless JPEG; WebP can be lossless outright
         options.update({"quality": 95} if fmt == "JPEG" else {"lossless": True})
         if image.mode not in ("RGB", "L"):
