@@ -431,3 +431,15 @@ def test_parameters_too_long_for_a_jpeg_are_a_clear_error_and_leave_no_file(tmp_
     assert list(tmp_path.iterdir()) == []
     unnoise.save_image(im, tmp_path / "long.webp")  # WebP's EXIF chunk has room
     assert exif_user_comment(tmp_path / "long.webp") == im.info["parameters"]
+
+
+def test_prompts_file_with_from_takes_the_settings_and_the_files_prompts(tmp_path, cli):
+    first = tmp_path / "first.png"
+    assert cli(["paint", "a handwritten one", "--model", "digits-fast", "--seed", "6", "--steps", "2",
+                "--out", str(first)]).code == 0
+    (tmp_path / "p.txt").write_text("a handwritten eight\n")
+    code, _, err = cli(["paint", "--from", str(first), "--prompts-file", str(tmp_path / "p.txt"),
+                        "--out", str(tmp_path / "b.png")])
+    assert code == 0, err
+    got = PaintParams.from_png(tmp_path / "b-1-1.png")
+    assert (got.prompt, got.seed, got.steps, got.model) == ("a handwritten eight", 6, 2, "digits-fast")

@@ -133,7 +133,7 @@ def paint(
         images.check_writable(animate, (".gif",))
     if from_png is not None:
         stored = PaintParams.from_png(from_png)
-        prompt = stored.prompt if prompt is None else prompt
+        prompt = stored.prompt if prompt is None and prompts_file is None else prompt
         negative_prompt = negative_prompt or stored.negative_prompt
         steps = stored.steps if steps is None else steps
         guidance = stored.guidance if guidance is None else guidance
