@@ -61,8 +61,10 @@ def resolve(name_or_dir: str | os.PathLike) -> Path:
         return path
     path = Path(s)
     if not path.exists():
-        raise ModelDirError(
-            f"unknown model {s!r}: not a bundled model ({', '.join(BUNDLED)}) nor an existing directory")
+        from .suggest import did_you_mean
+
+        raise ModelDirError(f"unknown model {s!r}{did_you_mean(s, BUNDLED)} (not a bundled model: "
+                            f"{', '.join(BUNDLED)}; nor an existing directory)")
     if not path.is_dir() or not (path / META).exists():
         raise ModelDirError(
             f"{path} is not an unnoise model directory (no {META}); a training run exports one to RUN/model")
