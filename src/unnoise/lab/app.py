@@ -76,6 +76,7 @@ class LabConfig:
     max_jobs: int = 2  # streamed runs at once (the machine has few cores)
     max_waiting: int = 4  # runs that may queue for a slot; beyond that, 429
     wait_timeout: float = 10.0  # seconds a queued run waits before 429
+    stall_timeout: float = 20.0  # seconds a stream may wait for its client to take the next event; then it ends, freeing its slot
     retry_after: int = 5  # the Retry-After a 429 carries, seconds
     store_capacity: int = 32  # uploads kept (small copies, least recently used dropped)
     decode_concurrency: int = 2  # uploads decoded at once
@@ -148,8 +149,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy) -> JSONResponse:
-        message = f"the lab is busy ({gate.max_jobs} runs going, {gate.max_waiting} waiting); try again shortly"
-        return _error(429, message, {"Retry-After": str(exc.retry_after)})
+        return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(ValueError)
     async def _value(request: Request, exc: ValueError) -> JSONResponse:
@@ -283,7 +283,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         start = {"kind": "replay", "image": picture.id, "schedule": s.name, "seed": seed, "steps": len(ts),
                  "ts": ts.tolist(), "width": picture.width, "height": picture.height}
         slot = await gate.acquire()
-        return JobResponse(Job(slot, source, start))
+        return JobResponse(Job(slot, source, start), config.stall_timeout)
 
     @app.get("/api/generate", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def generate_stream(
@@ -303,7 +303,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         request = GenerateRequest(prompt, model, sampler, steps, guidance, seed, num_images)
         source, start = generate(request)  # ValueError (unknown model, sampler) → 422
         slot = await gate.acquire()
-        return JobResponse(Job(slot, source, {"kind": "generate", **asdict(request), **start}))
+        return JobResponse(Job(slot, source, {"kind": "generate", **asdict(request), **start}), config.stall_timeout)
 
     def learned_part(name: str, what: str) -> Callable[[Any], tuple[Source, dict[str, Any]]]:
         if generate is None:
@@ -334,7 +334,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         source, start = method(request)
         slot = await gate.acquire()
         info = {k: v for k, v in asdict(request).items() if k != "picture"}
-        return JobResponse(Job(slot, source, {"kind": "img2img", **info, **start}))
+        return JobResponse(Job(slot, source, {"kind": "img2img", **info, **start}), config.stall_timeout)
 
     @app.get("/api/guidance", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def dial_stream(
@@ -353,7 +353,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         request = DialRequest(prompt, model, sampler, steps, seed, tuple(scale))
         source, start = method(request)
         slot = await gate.acquire()
-        return JobResponse(Job(slot, source, {"kind": "dial", **asdict(request), **start}))
+        return JobResponse(Job(slot, source, {"kind": "dial", **asdict(request), **start}), config.stall_timeout)
 
     @app.get("/api/spacings/run", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def spacings_stream(
@@ -372,7 +372,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         request = SpacingsRequest(prompt, model, sampler, steps, guidance, seed, _unique(spacing))
         source, start = method(request)  # a spacing that cannot place the steps → 422
         slot = await gate.acquire()
-        return JobResponse(Job(slot, source, {"kind": "spacings", **asdict(request), **start}))
+        return JobResponse(Job(slot, source, {"kind": "spacings", **asdict(request), **start}), config.stall_timeout)
 
     return app
 
