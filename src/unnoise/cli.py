@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -56,7 +57,7 @@ def noise(
     image: Optional[Path] = typer.Argument(None, help="Image to dissolve (default: the cat from scikit-image)."),
     out: Path = typer.Option(Path("noise.gif"), "--out", "-o", help="Output: .gif animation or .png strip."),
     schedule_name: str = typer.Option("linear", "--schedule", "-s", help="Noise schedule."),
-    frames: Optional[int] = typer.Option(None, "--frames", "-k", help="Number of frames (default: 40 for .gif, 8 for .png)."),
+    frames: Optional[int] = typer.Option(None, "--frames", "-k", help="Number of frames, 2 … 1000 (default: 40 for .gif, 8 for .png)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the one noise draw used for every frame."),
     num_steps: int = typer.Option(1000, "--num-steps", help="Training steps T of the schedule."),
 ) -> None:
@@ -64,9 +65,13 @@ def noise(
     from . import images, schedules, visualize
 
     out = images.check_writable(out, (".gif", ".png"))
+    if not 0 <= seed < 2**63:  # as paint refuses it (torch would take −1 and wrap it around)
+        raise CLIError(f"seed must be a non-negative integer, got {seed}")
     sched = schedules.get(schedule_name, num_steps)
     picture = images.load_image(image) if image is not None else images.default_cat()
     k = frames if frames is not None else (40 if out.suffix.lower() == ".gif" else 8)
+    if not 2 <= k <= 1000:
+        raise CLIError(f"--frames must be from 2 to 1000, got {k}")
     visualize.save_frames(visualize.noise_frames(sched, picture, k, seed=seed), out)
     typer.echo(f"wrote {out} ({k} frames, t = 0 … {sched.num_steps - 1}, {sched.name} schedule)")
 
@@ -74,7 +79,8 @@ def noise(
 @app.command()
 def paint(
     prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
-    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, "
+                                        "digits-1step) or a model directory (default: emoji, or --from's bundled model)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the model's, 20)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (default: the model's)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) (default: dpmpp_2m)."),
@@ -114,10 +120,15 @@ def paint(
         spacing = stored.spacing if spacing is None else spacing
         guidance_rescale = guidance_rescale or stored.guidance_rescale
         snap = stored.snap if snap is None else snap
-        if model == "emoji" and stored.model != "emoji":
-            model = stored.model
-        if init_image is None and stored.init_image:
-            init_image, strength = Path(stored.init_image), stored.strength if strength is None else strength
+        model = model if model is not None else _stored_model(from_png, stored.model)
+        if stored.init_image and init_image is None:  # a path from someone else's file is never opened unasked
+            raise CLIError(f"{from_png} was painted from the picture {stored.init_image!r} (image to image); pass "
+                           "--init-image PATH to paint from it again (a PNG's stored paths are not opened)")
+        if stored.init_image and strength is None:
+            strength = stored.strength
+    model = model if model is not None else "emoji"
+    if strength is not None and init_image is None:
+        raise CLIError("--strength needs --init-image: it says how far to noise that picture")
     prompt = prompt or ""
     check_paint_args(prompt, negative_prompt, num_images, steps or 1, 0.0 if guidance is None else guidance,
                      strength, guidance_rescale)
@@ -171,6 +182,17 @@ def paint(
         visualize.save_frames(visualize.denoising_frames(frames, x, size=max(size, 128)), animate, duration_ms=150)
     shown = ", ".join(str(q) for q in paths[:3]) + (" …" if len(paths) > 3 else "")
     typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} step{'s' * (p.steps != 1)} {p.sampler}, guidance {p.guidance:g}, model {model})")
+
+
+def _stored_model(png: Path, stored: str) -> str:
+    """The model a PNG names, if it is a bundled one; a stored directory path is refused (it could point
+    anywhere on this machine), with the line to pass it explicitly."""
+    from .modeldir import BUNDLED
+
+    if stored in BUNDLED:
+        return stored
+    raise CLIError(f"{png} was painted with the model {stored!r}, not a bundled one; pass --model {stored} to use "
+                   "it (a PNG's stored paths are not opened)")
 
 
 @app.command()
@@ -241,6 +263,7 @@ def train(
     # compared by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
     explicit = {k: v for k, v in names.items()
                 if getattr(ctx.get_parameter_source(params.get(k, k)), "name", None) == "COMMANDLINE"}
+    _check_run_dir(out)
     cfg = resume_config(out, explicit) if resume else TrainConfig(**names)
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
@@ -329,6 +352,7 @@ def distill(
     explicit = {k: v for k, v in names.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if method not in ("consistency", "guidance", "trajectory"):  # progressive stays a Python-API experiment
         raise CLIError(f"--method must be consistency, guidance or trajectory, got {method!r}")
+    _check_run_dir(out)
     cfg = resume_config(out, explicit) if resume else DistillConfig(**names)
     if dry_run:
         typer.echo(json.dumps(resolve(cfg).to_dict(), indent=2))
@@ -337,6 +361,12 @@ def distill(
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     model_dir = run_distill(cfg, resume=resume)
     typer.echo(f"done: student in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
+
+
+def _check_run_dir(out: Path) -> None:
+    """--out of train or distill: a run directory, existing or to be made (not a file)."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; a run needs a directory (an existing run's, or a new one)")
 
 
 @app.command()
@@ -349,7 +379,8 @@ def export(
     spacing: Optional[str] = typer.Option(None, "--spacing", help="The model's default noise-level spacing."),
     fp32: bool = typer.Option(False, "--fp32", help="Keep float32 weights (default: float16, half the size)."),
     card: Optional[str] = typer.Option(None, "--card", help="Also write MODEL.md + loss.png for a model of this name."),
-    notes: Optional[Path] = typer.Option(None, "--notes", help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
+    notes: Optional[Path] = typer.Option(None, "--notes", exists=True, dir_okay=False, readable=True,
+                                         help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
 ) -> None:
     """Export a run's latest checkpoint (EMA weights) as a model directory, e.g. to bundle it.  A distillation
     run (from `unnoise distill --out`) exports its student, with the teacher's vocabulary and a student's card."""
@@ -401,11 +432,17 @@ def _is_distill_run(run: Path) -> bool:
         return False  # export_run reports a missing or broken run
 
 
+# Errors of the user's machine rather than of unnoise: one line, like an UnnoiseError, never "please report".
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    """Entry point.  An `UnnoiseError` (the user's to fix: a bad value, a missing or broken file) becomes one
+    line on stderr and exit code 2, as do usage errors (typer) and a full disk or a denied permission; anything
+    else is a bug and says so: its traceback, a one-line "please report", exit code 1."""
     try:
         app(args=argv, prog_name="unnoise")
-    except (CLIError, ValueError, TypeError, OSError, RuntimeError) as e:
+    except UnnoiseError as e:
         if os.environ.get("UNNOISE_DEBUG"):
             raise
         typer.echo(f"error: {e}", err=True)
@@ -413,6 +450,24 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            _crashed(e)
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 — the one place a bug is caught, to be reported as one
+        _crashed(e)
+
+
+def _crashed(e: BaseException) -> None:
+    """A bug: the traceback, then one line saying so (the last line a user sees), exit code 1."""
+    import traceback
+
+    traceback.print_exception(e, file=sys.stderr)
+    message = str(e).splitlines()[0] if str(e) else ""
+    typer.echo(f"unnoise crashed (bug): {type(e).__name__}: {message} — please report it with the command you ran",
+               err=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

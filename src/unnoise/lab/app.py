@@ -27,6 +27,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__, schedules
+from ..errors import UnnoiseError
 from ..sampling import SAMPLERS
 from ..schedules import Schedule
 from .messages import (
@@ -151,15 +152,17 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     async def _busy(request: Request, exc: Busy) -> JSONResponse:
         return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
 
-    @app.exception_handler(ValueError)
-    async def _value(request: Request, exc: ValueError) -> JSONResponse:
-        # unnoise's own argument checks (ScheduleError, a factory's unknown model, …) raise ValueError subclasses
-        return _error(422, str(exc))
+    @app.exception_handler(UnnoiseError)
+    async def _refused(request: Request, exc: UnnoiseError) -> JSONResponse:
+        # unnoise's own checks (PaintError, ScheduleError, a factory's unknown model, …): the request's values
+        # are at fault; an error that knows its HTTP status (UploadError: 413, 415) keeps it
+        return _error(getattr(exc, "status", 422), str(exc))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        # Not the request's fault: a bug.  Still JSON, and the server lives on; the fuzz test hunts these.
-        log.exception("lab: unexpected error")
+        # Not the request's fault: a bug.  Logged with its traceback; the answer is JSON naming only the
+        # exception's type (no message, no traceback), and the server lives on.  The fuzz test hunts these.
+        log.error("lab: unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, f"internal error: {type(exc).__name__}")
 
     def picture_or_404(image: str) -> Picture:
@@ -301,7 +304,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         if generate is None:
             raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to generate with")
         request = GenerateRequest(prompt, model, sampler, steps, guidance, seed, num_images)
-        source, start = generate(request)  # ValueError (unknown model, sampler) → 422
+        source, start = generate(request)  # an UnnoiseError (unknown model, sampler) → 422
         slot = await gate.acquire()
         return JobResponse(Job(slot, source, {"kind": "generate", **asdict(request), **start}), config.stall_timeout)
 

@@ -28,6 +28,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from .. import diffusion
+from ..errors import UnnoiseError
 from ..schedules import Schedule
 from .uploads import png_data_url
 
@@ -235,9 +236,11 @@ class Job:
                     post("done", done_data(final))
             except Cancelled:
                 pass
-            except Exception as e:  # a bug in a source: report it to the page, keep the server alive
+            except UnnoiseError as e:  # a value the run refused: the page shows the one line
+                post("error", {"error": f"the run failed: {e}"})
+            except Exception as e:  # a bug in a source: logged; the page learns only its type; the server lives on
                 log.exception("lab job failed")
-                post("error", {"error": f"the run failed: {type(e).__name__}: {e}"})
+                post("error", {"error": f"the run failed: internal error ({type(e).__name__}); the server's log has the details"})
             finally:
                 self._slot.release()  # only now is the work really over
 
