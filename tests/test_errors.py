@@ -174,3 +174,19 @@ def test_a_painter_factorys_unknown_model_is_an_unnoise_error():
 
     with pytest.raises(UnnoiseError, match="unknown model 'flowers'"):
         PainterFactory({"digits": bundled_root() / "digits"}).painter("flowers")
+
+
+def test_broken_run_and_model_files_are_one_line(cli, model_dir, tmp_path):
+    """Files a user can break by hand: a run's config.json (resume, export), a model's config.json."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{")
+    one_line_exit_2(cli(["train", "--data", "digits", "--out", str(run), "--resume"]), str(run / "config.json"))
+    one_line_exit_2(cli(["export", str(run), "--out", str(tmp_path / "m")]), str(run / "config.json"), "not valid JSON")
+    (run / "config.json").write_text("[1]")
+    one_line_exit_2(cli(["export", str(run), "--out", str(tmp_path / "m")]), str(run / "config.json"), "JSON object")
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    (broken / "config.json").unlink()
+    one_line_exit_2(cli(["paint", "x", "--model", str(broken), "--out", str(tmp_path / "o.png")]),
+                    str(broken / "config.json"), "not found")
