@@ -453,6 +453,8 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         if e.errno not in _ENVIRONMENT_ERRNOS:
             _crashed(e)
+        if os.environ.get("UNNOISE_DEBUG"):
+            raise
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
     except Exception as e:  # noqa: BLE001 — the one place a bug is caught, to be reported as one
