@@ -271,7 +271,7 @@ class JobResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, job: Job, stall_timeout: float = 20.0) -> None:
+    def __init__(self, job: Job, stall_timeout: float) -> None:
         super().__init__(job.events(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
         self._job, self._stall_timeout = job, stall_timeout
 
