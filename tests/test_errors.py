@@ -177,14 +177,15 @@ def test_a_painter_factorys_unknown_model_is_an_unnoise_error():
 
 
 def test_broken_run_and_model_files_are_one_line(cli, model_dir, tmp_path):
-    """Files a user can break by hand: a run's config.json (resume, export), a model's config.json."""
+    """Files a user can break by hand: a distillation run's config.json, a model's config.json.  (A training
+    run's config.json on --resume and export is the crash-consistency work's: tests/test_crash.py.)"""
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text("{")
-    one_line_exit_2(cli(["train", "--data", "digits", "--out", str(run), "--resume"]), str(run / "config.json"))
-    one_line_exit_2(cli(["export", str(run), "--out", str(tmp_path / "m")]), str(run / "config.json"), "not valid JSON")
+    resume = ["distill", "--teacher", "digits", "--out", str(run), "--resume", "--dry-run"]
+    one_line_exit_2(cli(resume), str(run / "config.json"), "not valid JSON")
     (run / "config.json").write_text("[1]")
-    one_line_exit_2(cli(["export", str(run), "--out", str(tmp_path / "m")]), str(run / "config.json"), "JSON object")
+    one_line_exit_2(cli(resume), str(run / "config.json"), "JSON object")
     broken = tmp_path / "model"
     shutil.copytree(model_dir, broken)
     (broken / "config.json").unlink()

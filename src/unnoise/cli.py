@@ -259,11 +259,11 @@ def train(
         "balance": balance, "precision": precision, "compile": compile_model, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
         "log_every": log_every, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "threads": threads,
     }
+    _check_run_dir(out)
     params = {"schedule": "schedule_name", "compile": "compile_model"}
     # compared by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
     explicit = {k: v for k, v in names.items()
                 if getattr(ctx.get_parameter_source(params.get(k, k)), "name", None) == "COMMANDLINE"}
-    _check_run_dir(out)
     cfg = resume_config(out, explicit) if resume else TrainConfig(**names)
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))

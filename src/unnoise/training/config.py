@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import schedules
@@ -109,17 +107,6 @@ class TrainConfig:
         if "adam_betas" in d:
             d["adam_betas"] = tuple(d["adam_betas"])
         return cls(**d)
-
-    @classmethod
-    def from_file(cls, path: Path) -> TrainConfig:
-        """A run's config.json, with one line naming the file when it is not one."""
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TrainConfigError(f"{path} is not valid JSON ({e}); is it a run's config.json?") from None
-        if not isinstance(d, dict):
-            raise TrainConfigError(f"{path} must hold a JSON object, got a {type(d).__name__}")
-        return cls.from_dict(d)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -338,7 +338,7 @@ def resume_config(out: str | Path, overrides: dict[str, Any]) -> TrainConfig:
     path = Path(out) / RUN_CONFIG
     if not path.exists():
         raise TrainingError(f"--resume: {path} not found (nothing to resume in {out})")
-    saved = TrainConfig.from_file(path)
+    saved = TrainConfig.from_dict(json.loads(path.read_text()))
     free = {"max_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "threads", "out"}
     recipe = {"balance"}  # may change mid-run; each change is recorded in extra["history"] with its step
     clash = sorted(k for k, v in overrides.items() if k not in free | recipe and v != getattr(saved, k))
