@@ -79,8 +79,7 @@ def noise(
 @app.command()
 def paint(
     prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, "
-                                        "digits-1step) or a model directory (default: emoji, or --from's bundled model)."),
+    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the model's, 20)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (default: the model's)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) (default: dpmpp_2m)."),
@@ -120,13 +119,13 @@ def paint(
         spacing = stored.spacing if spacing is None else spacing
         guidance_rescale = guidance_rescale or stored.guidance_rescale
         snap = stored.snap if snap is None else snap
-        model = model if model is not None else _stored_model(from_png, stored.model)
+        if model == "emoji" and stored.model != "emoji":
+            model = _stored_model(from_png, stored.model)
         if stored.init_image and init_image is None:  # a path from someone else's file is never opened unasked
             raise CLIError(f"{from_png} was painted from the picture {stored.init_image!r} (image to image); pass "
                            "--init-image PATH to paint from it again (a PNG's stored paths are not opened)")
         if stored.init_image and strength is None:
             strength = stored.strength
-    model = model if model is not None else "emoji"
     if strength is not None and init_image is None:
         raise CLIError("--strength needs --init-image: it says how far to noise that picture")
     prompt = prompt or ""
