@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from unnoise import schedules
 from unnoise.distill import DistillConfig, DistillError, Distiller, compare_samples, distill
 from unnoise.distill.config import resume_config
+from unnoise.distill.loop import progressive_spacing
 from unnoise.distill.measure import errors, student_samples
 from unnoise.models import UNet, UNetConfig, UNetInputError
 from unnoise.pipeline import Painter
@@ -479,6 +481,32 @@ def test_progressive_rounds_halve_the_steps(teacher, squares, tmp_path):
     assert d.rounds == 2 and d.grid_steps() == 2
     d.run()
     assert d.grid_steps() == 1 and (tmp_path / "pd" / "round-teacher.safetensors").exists()
+
+
+def test_progressive_student_paints_on_the_nested_grid_it_trained_on(teacher, squares, tmp_path):
+    d = Distiller(config(teacher, squares, tmp_path / "pd", method="progressive", steps=4, ode_steps=32, max_steps=3,
+                         spacing="log_snr", checkpoint_every=3), quiet=True)
+    nested = d.sigmas[::8]  # the last round's grid: every 8th point of the 32-step teacher grid
+    torch.testing.assert_close(nested, torch.tensor([157.4, 13.0, 1.07, 0.089, 0.0], dtype=torch.float64), rtol=5e-3, atol=0)
+    model_dir = d.run()
+    defaults = json.loads((model_dir / "unnoise.json").read_text())["defaults"]
+    assert defaults["steps"] == 4 and defaults["spacing"].startswith("log_snr@0.088")
+    seen = []
+    Painter.from_pretrained(model_dir)("a red square", seed=1, callback=lambda info: seen.append(info.sigma))
+    torch.testing.assert_close(torch.tensor(seen, dtype=torch.float64), nested[:-1], rtol=1e-6, atol=0)
+
+
+def test_progressive_spacing_keeps_a_nesting_spacing_and_refuses_the_others():
+    linear = schedules.get("linear")
+    for spacing in ("log_snr_trailing", "trailing"):
+        assert progressive_spacing(linear, spacing, 32, 4) == spacing
+    assert progressive_spacing(linear, "karras", 32, 1) == "karras"  # one step nests in anything: [σ_max, 0]
+    stored = progressive_spacing(linear, "log_snr@0.5", 16, 2)
+    torch.testing.assert_close(linear.sigmas(2, stored), linear.sigmas(16, "log_snr@0.5")[::8], rtol=1e-12, atol=0)
+    for spacing in ("karras", "leading", "linspace"):
+        with pytest.raises(DistillError, match=f"--spacing {spacing}: progressive") as err:
+            progressive_spacing(linear, spacing, 32, 4)
+        assert "\n" not in str(err.value)
 
 
 def test_guidance_embedding_is_optional_and_starts_as_the_teacher():

@@ -151,6 +151,78 @@ def test_rescale_leaves_a_constant_prediction_alone():
     assert torch.equal(out, torch.full_like(x, 3.5))
 
 
+# --- rescale in ε or v space (Lin et al. 2023 apply it to the network's output) --------------------
+def to_space(space, x0, x, sigma):
+    """The papers' forms, written out: x̂0, ε̂ = (x − x̂0)/σ, or v̂ = α·ε̂ − sqrt(1 − ᾱ)·x̂0 (DDPM view)."""
+    s = sigma.view(-1, 1, 1, 1)
+    alpha, noise = 1 / (1 + s**2).sqrt(), s / (1 + s**2).sqrt()  # sqrt(ᾱ), sqrt(1 − ᾱ)
+    eps = (x - x0) / s
+    return {"x0": x0, "eps": eps, "v": alpha * eps - noise * x0}[space]
+
+
+def from_space(space, out, x, sigma):
+    s = sigma.view(-1, 1, 1, 1)
+    alpha, noise = 1 / (1 + s**2).sqrt(), s / (1 + s**2).sqrt()
+    x_t = alpha * x
+    return {"x0": out, "eps": x - s * out, "v": alpha * x_t - noise * out}[space]  # x̂0 = sqrt(ᾱ)·x_t − sqrt(1−ᾱ)·v̂
+
+
+@pytest.mark.parametrize("space", ["x0", "eps", "v"])
+@pytest.mark.parametrize("phi", [0.3, 1.0])
+def test_rescale_in_each_space_matches_diffusers_rescale_noise_cfg(space, phi):
+    pytest.importorskip("diffusers")
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+    cond, uncond = CONDS["dict"]
+    x, sigma = inputs(5)
+    net, w = TextDenoiser(), 7.0
+    c, u = (to_space(space, net(x, sigma, k), x, sigma) for k in (cond, uncond))
+    expected = from_space(space, rescale_noise_cfg(u + w * (c - u), c, guidance_rescale=phi), x, sigma)
+    ours = CFGDenoiser(net, cond, uncond, w, rescale=phi, rescale_space=space)(x, sigma)
+    torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_rescale_spaces_agree_where_x_is_constant_and_differ_elsewhere():
+    # closed form: x̂0_c = x + u, x̂0_u = x (u has mean 0, std 1), w = 3, φ = 1.  Guided: x + 3u.
+    u = torch.randn(B, 2, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    u = (u - u.mean(dim=(1, 2, 3), keepdim=True)) / u.std(dim=(1, 2, 3), keepdim=True, correction=0)
+    net = lambda x, sigma, cond: x + (u if cond is not None else 0)  # noqa: E731
+    sigma = torch.full((B,), 2.0, dtype=torch.float64)
+
+    def run(space, x):
+        return CFGDenoiser(net, torch.ones(B, 1), None, 3.0, rescale=1.0, rescale_space=space)(x, sigma)
+
+    # eps: ε̂ ∝ x − x̂0 = −(w·u): std ratio 1/3 → x̂0 = x + u exactly, whatever x is
+    x = torch.randn(B, 2, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(run("eps", x), x + u, rtol=1e-12, atol=1e-12)
+    # x = 0: every centre (0, x, ᾱ·x) is 0, so the three spaces are one: x̂0 = u
+    zero = torch.zeros_like(u)
+    for space in ("x0", "eps", "v"):
+        torch.testing.assert_close(run(space, zero), u, rtol=1e-12, atol=1e-12)
+    # x = 0.7 everywhere: the same pattern u, shifted by (1 − k)·(centre − centre') with k = 1/3
+    flat = torch.full_like(u, 0.7)
+    torch.testing.assert_close(run("x0", flat), flat + u - (1 - 1 / 3) * 0.7, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(run("v", flat), flat + u - (1 - 1 / 3) * 0.7 * (1 - 1 / 5), rtol=1e-12, atol=1e-12)
+    # a structured x: x0 and v see x's pattern in x̂0 and rescale it too, eps does not
+    assert (run("x0", x) - run("eps", x)).abs().max() > 0.1
+    assert (run("v", x) - run("eps", x)).abs().max() > 0.1
+
+
+def test_v_rescale_tends_to_x0_at_high_noise_and_to_eps_at_low_noise():
+    cond, uncond = CONDS["tensor"]
+    x, _ = inputs(3)
+    net = TextDenoiser()
+
+    def run(space, level):
+        return CFGDenoiser(net, cond, uncond, 5.0, rescale=0.7, rescale_space=space)(x, torch.full((B,), level,
+                                                                                                dtype=torch.float64))
+
+    assert (run("v", 1e4) - run("x0", 1e4)).abs().max() < 1e-6 < (run("v", 1.0) - run("x0", 1.0)).abs().max()
+    assert (run("v", 1e-4) - run("eps", 1e-4)).abs().max() < 1e-6 < (run("v", 1.0) - run("eps", 1.0)).abs().max()
+    with pytest.raises(GuidanceError, match="rescale space"):
+        CFGDenoiser(net, cond, uncond, 5.0, rescale_space="epsilon")
+
+
 def test_samplers_run_guided_denoisers_unchanged():
     cond, uncond = CONDS["dict"]
     guided = CFGDenoiser(TextDenoiser(), cond, uncond, 6.0, rescale=0.5)

@@ -89,7 +89,7 @@ def test_guidance_dial_paints_every_scale_side_by_side(page):
     page.fill("#dial-scales", "2, 40")  # beyond the dial's range: the server says why
     page.click("#dial-run")
     page.wait_for_selector("#dial-error:not([hidden])", timeout=10_000)
-    assert "scale" in page.inner_text("#dial-error")
+    assert page.inner_text("#dial-error") == "The second guidance value can be at most 30."
     page.lab_errors.clear()
 
 
@@ -108,7 +108,8 @@ def test_the_steps_chart_and_the_comparison(page):
     lines = page.eval_on_selector_all("#steps-tiles figcaption span", "s => s.map(x => x.textContent)")
     assert all(line.startswith("shapes off ") for line in lines[:6]) and "50 steps" in lines[6]
     verdict = page.inner_text("#steps-verdict")
-    assert verdict.startswith("In this run ") and "So " in verdict  # a verdict from the numbers, whichever it is
+    assert "folklore" in page.inner_text("#steps-verdict strong")  # a verdict from the numbers, whichever it is
+    assert "How it was judged: each picture against a 50-step reference." in verdict
     page.locator("#steps").screenshot(path=ARTIFACTS / "steps.png")
     page.set_viewport_size({"width": 400, "height": 900})  # a phone: parts 5–7 still fit
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
@@ -125,12 +126,23 @@ def test_the_verdict_follows_the_numbers(page):
     verdict = "(args) => import('/static/parts.js').then(m => m.stepsVerdict(...args))"
     holds = [{"shape_error": 0.2, "detail_ratio": 1.0}, {"shape_error": 0.05, "detail_ratio": 0.6},
              {"shape_error": 0.04, "detail_ratio": 0.95}]
-    text = page.evaluate(verdict, [chart, holds, start])
-    assert text.startswith("In this run a gives the noisy end the fewest steps (3 of 8")
-    assert "b gives the clean end the fewest (1 of 8" in text and "mushier than the reference" in text
-    assert text.endswith("So here the claim holds on both counts.")
+    said = page.evaluate(verdict, [chart, holds, start])
+    assert said["headline"] == ("The folklore held up in this run: a, which spends the fewest steps where the picture is "
+                                "still mostly noise, got the big shapes most wrong, and b, which spends the fewest steps "
+                                "on the last fine touches, left the fine detail mushiest.")
+    assert "a, with 3 of 8 steps in the noisy half (σ > 1), came out the furthest off of 3" in said["details"]
+    assert "b, with 1 of 8 steps in the clean half, kept 0.60× the reference's, mushier than the reference" in said["details"]
+    half = [{"shape_error": 0.2, "detail_ratio": 1.0}, {"shape_error": 0.05, "detail_ratio": 0.97},
+            {"shape_error": 0.04, "detail_ratio": 0.95}]
+    assert page.evaluate(verdict, [chart, half, start])["headline"].startswith(
+        "Half of the folklore held up in this run: a, which spends the fewest steps where the picture is still mostly "
+        "noise, got the big shapes most wrong, but b, which spends the fewest steps on the last fine touches, kept about "
+        "as much fine detail as the reference.")
     fails = [{"shape_error": 0.01, "detail_ratio": 1.0}, {"shape_error": 0.05, "detail_ratio": 0.97},
              {"shape_error": 0.04, "detail_ratio": 0.95}]
-    text = page.evaluate(verdict, [chart, fails, {**start, "stochastic": True}])
-    assert "the third furthest of 3" in text and "about as much as the reference" in text
-    assert "does not bear the claim out" in text and "luck" in text
+    said = page.evaluate(verdict, [chart, fails, {**start, "stochastic": True}])
+    assert said["headline"].startswith("The folklore did not hold up in this run: a, ")
+    assert said["headline"].endswith("b, which spends the fewest steps on the last fine touches, kept about as much "
+                                     "fine detail as the reference.")
+    assert "the third furthest off of 3" in said["details"] and "about as much as the reference" in said["details"]
+    assert "luck" in said["details"] and "σ" not in said["headline"]  # the headline is in plain words

@@ -251,3 +251,36 @@ def test_per_image_guidance_input_is_the_students_own_call_row_by_row():
     assert torch.allclose(out, x * torch.tensor([1.0, 2.0, 4.0]).view(-1, 1, 1, 1) + 1)
     with pytest.raises(ValueError, match="needs 2 scales"):
         PerImageGuidanceInput(denoiser, cond, [1.0, 2.0, 4.0])(x[:2], torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("model", ["grey", "colour"])
+def test_the_replay_with_a_model_starts_from_img2imgs_very_static(client, model):
+    """Part 4: /api/replay?model= and /api/img2img at strength 1 (same seed, steps) start from the same noisy
+    picture at the model's size and pass the same noise levels; only the replay lands on the picture."""
+    common = {"model": model, "seed": 5, "steps": 6}
+    replay = sse_events(client.get("/api/replay", params=common).text)
+    learned = sse_events(client.get("/api/img2img", params={**common, "strength": 1, "prompt": "a square"}).text)
+    (_, r_start), *r_steps, (_, r_done) = replay
+    (_, l_start), *l_steps, _ = learned
+    assert (r_start["width"], r_start["height"], r_start["steps"]) == (16, 16, 6) and len(r_steps) == len(l_steps) == 6
+    assert [s["t"] for _, s in r_steps] == pytest.approx([s["t"] for _, s in l_steps], abs=1e-6)
+    first_r, first_l = decode_png(r_steps[0][1]["x_t"]), decode_png(l_steps[0][1]["x_t"])
+    assert np.abs(first_r.astype(int) - first_l.astype(int)).max() <= 1  # the very same static (8-bit rounding)
+    assert r_steps[0][1]["signal"] == pytest.approx(l_steps[0][1]["signal"])
+    assert r_steps[0][1]["signal"] < 0.01
+    init = decode_png(l_start["init"])
+    assert np.abs(decode_png(r_done["image"]).astype(int) - init.astype(int)).max() <= 1  # it cheats: exactly back
+    other = sse_events(client.get("/api/replay", params={**common, "seed": 6}).text)
+    assert np.abs(decode_png(other[1][1]["x_t"]).astype(int) - first_r.astype(int)).mean() > 10  # the seed is the static
+
+
+def test_the_strength_ladder_repaints_at_each_strength_in_turn(client):
+    r = client.get("/api/img2img/ladder", params={"model": "colour", "steps": 10, "strength": [0.2, 0.5, 1]})
+    events = sse_events(r.text)
+    start, steps, done = events[0][1], [e for k, e in events if k == "step"], events[-1][1]
+    assert start["runs"] == [2, 5, 10] and start["total"] == len(steps) == 17
+    assert [t["tile"] for s in steps for t in s["tiles"]] == [0] * 2 + [1] * 5 + [2] * 10
+    assert done["strengths"] == [0.2, 0.5, 1] and len(done["images"]) == 3
+    single = sse_events(client.get("/api/img2img", params={"model": "colour", "steps": 10, "strength": 0.5}).text)
+    assert decode_png(done["images"][1]).tolist() == decode_png(single[-1][1]["image"]).tolist()  # img2img's own path
+    assert "at most 6" in assert_json_error(client.get("/api/img2img/ladder", params={"strength": [0.1] * 7}), 422)

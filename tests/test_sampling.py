@@ -138,6 +138,48 @@ def test_stochastic_samplers_with_ode_options_are_deterministic(name):
     assert torch.equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("variant", [None, "bh1", "bh2"])
+def test_unipc_variants_each_converge_at_order_three(variant):
+    # None solves every order condition (B(h) cancels); bh1/bh2 take the reference's ½ for UniP-2 and
+    # UniC-1, which is the solved weight's h → 0 limit: a different method of the same order
+    x = start_noise((1, 32)) * 80
+    exact = DATA.flow_endpoint(x, 80.0)
+    steps = np.array([32, 64, 128])
+    outs = {n: SAMPLERS["unipc"](DATA.denoiser, x, edm_sigmas(int(n)), variant=variant) for n in steps}
+    errors = np.array([float((outs[n] - exact).abs().max()) for n in steps])
+    slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    assert abs(slope - 3) < 0.3, f"unipc variant={variant}: measured order {slope:.2f}, errors {errors}"
+    if variant is not None:  # and the variant changes the numbers (it did nothing before: 3e-15)
+        solved = SAMPLERS["unipc"](DATA.denoiser, x, edm_sigmas(32))
+        assert float((outs[32] - solved).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("spacing", ["log_snr", "karras"])
+def test_dpmpp_3m_sde_keeps_the_spread_at_ten_steps(spacing):
+    # the exact answer's std is the data's; order 3 on h ≈ 1–2 steps gave 1.64× (log_snr) and 2.30× (karras)
+    sig = LINEAR.sigmas(10, spacing)
+    ratios = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(1, 4096, generator=g, dtype=torch.float64) * float(sig[0])
+        ratios.append(float(SAMPLERS["dpmpp_3m_sde"](DATA.denoiser, x, sig, generator=g).std()) / DATA.std)
+    assert abs(np.median(ratios) - 1) < 0.1, ratios
+
+
+def test_dpmpp_3m_sde_falls_back_only_on_long_steps():
+    x = start_noise((2, 16)) * 80
+    sig = edm_sigmas(64)  # every h ≤ 0.64: the fallback never triggers
+    fn, g = SAMPLERS["dpmpp_3m_sde"], lambda: torch.Generator().manual_seed(2)
+    assert torch.equal(fn(DATA.denoiser, x, sig, generator=g()),
+                       fn(DATA.denoiser, x, sig, generator=g(), order3_max_h=math.inf))
+    # and where it does (h ≥ 1 everywhere), order 3 falls back to exactly dpmpp_2m_sde's step
+    sig = LINEAR.sigmas(8, "log_snr")
+    torch.testing.assert_close(fn(DATA.denoiser, x, sig, generator=g()),
+                               SAMPLERS["dpmpp_2m_sde"](DATA.denoiser, x, sig, generator=g()), rtol=1e-12, atol=1e-12)
+    with pytest.raises(SamplingError, match="order3_max_h"):
+        fn(DATA.denoiser, x, sig, order3_max_h=0)
+
+
 # --- identities between samplers (facts from the papers) ----------------------------------------
 def test_ddpm_is_ddim_with_eta_one_and_euler_ancestral():
     x = start_noise((2, 10)) * 80
@@ -228,6 +270,8 @@ def test_bad_arguments_are_refused():
         SAMPLERS["ddim"](DATA.denoiser, x, [1.0, 0.0], eta=-0.5)
     with pytest.raises(SamplingError, match="order"):
         SAMPLERS["unipc"](DATA.denoiser, x, [1.0, 0.0], order=4)
+    with pytest.raises(SamplingError, match="variant 'bh3'"):
+        SAMPLERS["unipc"](DATA.denoiser, x, [1.0, 0.0], variant="bh3")
     with pytest.raises(TypeError):
         SAMPLERS["euler"](DATA.denoiser, x, [1.0, 0.0], not_an_option=1)
     with pytest.raises(TypeError, match="floating"):

@@ -32,6 +32,22 @@ class CLIError(UnnoiseError):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"unnoise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the package version and exit."),
+) -> None:
+    """Paint images out of pure noise — and watch how it's done."""
+
+
 @app.command()
 def schedule(
     name: List[str] = typer.Option(

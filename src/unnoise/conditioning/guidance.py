@@ -20,6 +20,9 @@ class GuidanceError(UnnoiseError, ValueError):
     """Classifier-free guidance was set up with bad arguments."""
 
 
+RESCALE_SPACES = ("x0", "eps", "v")  # where guidance rescale matches std: x̂0, ε̂ or v̂ (CFGDenoiser)
+
+
 def _check_number(name: str, value, low: float = -math.inf, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -71,18 +74,22 @@ class CFGDenoiser:
 
     ``scale`` w: 1 returns the conditional prediction exactly (one pass of B); 0 with no rescale returns
     the unconditional one exactly (one pass).  ``rescale`` φ ∈ [0, 1] is guidance rescale (Lin et al.
-    2023, §3.4, Algorithm 2): x̂0 ← φ·x̂0·std(x̂0_c)/std(x̂0) + (1 − φ)·x̂0, std per sample over all
-    non-batch dims.  It is applied to x̂0, not to the network's ε or v: its purpose is to stop large w
-    from inflating the contrast of the predicted image, which is std(x̂0) itself; the paper's v-space
-    version matches it where that contrast is decided (at high noise v ≈ −x0), and at low noise
-    x̂0_c ≈ x̂0_u so it fades out instead of rescaling ε̂ (which would move x̂0 = x − σ·ε̂ off the data).
-    A constant guided prediction (std 0) is left unscaled.
+    2023, §3.4, Algorithm 2): out ← φ·out·std(out_c)/std(out) + (1 − φ)·out, std per sample over all
+    non-batch dims, where out is the prediction in ``rescale_space``:
+      "x0"  (default) x̂0 itself: it keeps large w from inflating the predicted image's contrast;
+      "eps" ε̂ = (x − x̂0)/σ, the form diffusers' pipelines apply to an ε-network's output;
+      "v"   v̂ = α·ε̂ − σ·α·x̂0 (α = 1/sqrt(1 + σ²), the DDPM view), the paper's own space.
+    Each is an affine map of x̂0 with coefficients of (x, σ) only, out = −k·(x̂0 − c), so rescaling out
+    scales x̂0's deviation from the centre c: 0 (x0), x (eps), ᾱ·x = x/(1 + σ²) (v).  So the three
+    agree exactly where the centres do: at x = 0, v = x0 at σ = ∞ (zero terminal SNR, where v = −x0:
+    the paper's case) and v = eps as σ → 0; with x constant per sample they differ by a per-sample
+    offset only.  A constant guided prediction (std 0) is left unscaled.
 
     If exactly one of cond/uncond is None they cannot share a batch (the model alone knows what None
     means), so the two passes run separately.
     """
 
-    def __init__(self, denoiser, cond, uncond, scale: float, rescale: float = 0.0):
+    def __init__(self, denoiser, cond, uncond, scale: float, rescale: float = 0.0, rescale_space: str = "x0"):
         if not callable(denoiser):
             raise TypeError("denoiser must be callable as denoiser(x, sigma, cond)")
         self.denoiser = denoiser
@@ -90,9 +97,12 @@ class CFGDenoiser:
         self.uncond = uncond
         self.scale = _check_number("guidance scale", scale)
         self.rescale = _check_number("guidance rescale", rescale, 0.0, 1.0)
+        if rescale_space not in RESCALE_SPACES:
+            raise GuidanceError(f"guidance rescale space must be one of {', '.join(RESCALE_SPACES)}, got {rescale_space!r}")
+        self.rescale_space = rescale_space
 
     def __repr__(self) -> str:
-        return f"CFGDenoiser(scale={self.scale}, rescale={self.rescale})"
+        return f"CFGDenoiser(scale={self.scale}, rescale={self.rescale}, rescale_space={self.rescale_space!r})"
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
@@ -111,9 +121,21 @@ class CFGDenoiser:
             cond_x0, uncond_x0 = both[:batch], both[batch:]
         guided = uncond_x0 + self.scale * (cond_x0 - uncond_x0)
         if self.rescale > 0.0:
-            view = (batch,) + (1,) * (x.ndim - 1)
-            std_cond = cond_x0.reshape(batch, -1).std(dim=1, correction=0).view(view)
-            std_guided = guided.reshape(batch, -1).std(dim=1, correction=0).view(view)
-            ratio = torch.where(std_guided > 0, std_cond / std_guided, torch.ones_like(std_guided))
-            guided = self.rescale * (guided * ratio) + (1.0 - self.rescale) * guided
+            guided = self._rescaled(x, sigma, cond_x0, guided)
         return guided
+
+    def _rescaled(self, x: torch.Tensor, sigma: torch.Tensor, cond_x0: torch.Tensor, guided: torch.Tensor):
+        """Guidance rescale in rescale_space, as a scaling of x̂0's deviation from that space's centre."""
+        batch = x.shape[0]
+        view = (batch,) + (1,) * (x.ndim - 1)
+        if self.rescale_space == "x0":
+            center = 0.0
+        elif self.rescale_space == "eps":
+            center = x  # ε̂ = −(x̂0 − x)/σ
+        else:
+            center = x / (1.0 + sigma.to(x.dtype).view(view) ** 2)  # v̂ = −α(1 + σ²)/σ·(x̂0 − ᾱ·x)
+        cond_dev, guided_dev = cond_x0 - center, guided - center
+        std_cond = cond_dev.reshape(batch, -1).std(dim=1, correction=0).view(view)
+        std_guided = guided_dev.reshape(batch, -1).std(dim=1, correction=0).view(view)
+        ratio = torch.where(std_guided > 0, std_cond / std_guided, torch.ones_like(std_guided))
+        return center + (self.rescale * (guided_dev * ratio) + (1.0 - self.rescale) * guided_dev)

@@ -124,6 +124,23 @@ def student_teacher_segments(schedule, steps: int, spacing: str, teacher_steps: 
     return [fine[a:b + 1] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
+def progressive_spacing(schedule, spacing: str, ode_steps: int, steps: int) -> str:
+    """The spacing a progressive student paints with: its K-step grid must be the one its last round trained
+    on, every (N/K)-th point of the N-step grid.  The spacing itself where it nests (log_snr_trailing,
+    trailing, anything at K = 1); for log_snr and log_snr@S the nested grid is still uniform in log σ from
+    σ_max, but its last call is σ_{N−N/K}, not S: stored as "log_snr@σ_{N−N/K}".  Other spacings: DistillError."""
+    nested = schedule.sigmas(ode_steps, spacing)[:: ode_steps // steps]  # (K + 1,) σ_0 > σ_s > … > 0
+    candidates = [spacing]
+    if spacing == "log_snr" or schedules.last_sigma(spacing) is not None:
+        candidates.append(f"{schedules.LAST_SIGMA_SPACING}{float(nested[-2])!r}")
+    for candidate in candidates:
+        if torch.allclose(schedule.sigmas(steps, candidate), nested, rtol=1e-9, atol=0.0):
+            return candidate
+    raise DistillError(f"--spacing {spacing}: progressive distillation needs a {steps}-step grid that is every "
+                       f"{ode_steps // steps}-th point of the {ode_steps}-step one, and {spacing}'s is not; use log_snr, "
+                       "log_snr@S, log_snr_trailing or trailing")
+
+
 def chain_wall_s(training: dict) -> float:
     """A student's distillation wall time with its whole chain (unnoise.json's `training`)."""
     return float(training.get("wall_s_total") or training.get("wall_s") or 0.0)
@@ -158,6 +175,9 @@ class Distiller:
         spacing = cfg.spacing
         if self.student_teacher:
             self._check_student_teacher(cfg)
+        # the spacing its exported defaults paint with (progressive: the nested grid it trained on)
+        self.paint_spacing = (progressive_spacing(self.schedule, spacing, cfg.ode_steps, cfg.steps)
+                              if cfg.method == "progressive" else spacing)
 
         data = cfg.data or self.info.dataset
         try:
@@ -572,7 +592,7 @@ class Distiller:
         return save_model_dir(
             directory, self.ema_student(), schedule=self.schedule, prediction_type=self.prediction_type, dataset=meta,
             text_encoder=self.info.text_encoder, dtype=dtype,
-            defaults={"steps": cfg.steps, "guidance": cfg.guidance, "sampler": sampler, "spacing": cfg.spacing},
+            defaults={"steps": cfg.steps, "guidance": cfg.guidance, "sampler": sampler, "spacing": self.paint_spacing},
             # the student reads prompts as its teacher does: the same vocabulary for prompt snapping
             extra_files={VOCABULARY: vocabulary} if (vocabulary := self.teacher_path / VOCABULARY).exists() else None,
             # a bundled teacher by name (portable: the path differs on every install), else its directory

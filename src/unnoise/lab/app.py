@@ -38,8 +38,11 @@ from .messages import (
     GenerateFactory,
     GenerateRequest,
     Img2ImgRequest,
+    LADDER_STRENGTHS,
     LEARNED_PARTS,
+    LadderRequest,
     PictureInfo,
+    ReplayRequest,
     SamplerInfo,
     SamplerList,
     ScheduleCurves,
@@ -186,6 +189,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         parts = [name for name in LEARNED_PARTS if callable(getattr(generate, name, None))]
         defaults = getattr(generate, "model_defaults", None)
         return Status(version=__version__, learned=generate is not None, models=known, parts=parts,
+                      default_model=default_model if known else "",
                       model_defaults=defaults() if callable(defaults) else {},
                       running=gate.running, waiting=gate.waiting, limits=limits)
 
@@ -274,12 +278,20 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         schedule: ScheduleName = "linear",
         steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 50,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+        model: Annotated[ModelName | None, model_query()] = None,
     ) -> JobResponse:
         """The fake reverse, streamed: from the static at t = T−1, subtract the known noise, step by step.
 
+        With `model`, it runs on the picture as that model sees it (its size), on the model's own schedule
+        and σ grid, from the very noisy picture /api/img2img starts from at strength 1 with the same seed
+        and steps (`schedule` is then the model's): part 4's two sides start from the same static.
         Events: `start` (the run), `step` ×K ({index, total, t, signal, noise, x_t, eps, x0} with
         PNG data URLs), then `done` ({image}) or `error` ({error})."""
         picture = picture_or_404(image)
+        if model is not None:
+            source, info = learned_part("replay", "replay at a model's size")(ReplayRequest(model, seed, steps, picture.id, picture))
+            slot = await gate.acquire()
+            return JobResponse(Job(slot, source, {"kind": "replay", "image": picture.id, "seed": seed, "model": model, **info}))
         s = scheds[schedule]
         ts = replay_timesteps(s, steps)
         source = replay_source(s, picture.tensor(), _noise(picture, seed), ts)
@@ -338,6 +350,28 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         slot = await gate.acquire()
         info = {k: v for k, v in asdict(request).items() if k != "picture"}
         return JobResponse(Job(slot, source, {"kind": "img2img", **info, **start}), config.stall_timeout)
+
+    @app.get("/api/img2img/ladder", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+    async def ladder_stream(
+        image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
+        strength: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Query(min_length=1, max_length=config.max_tiles)] = list(LADDER_STRENGTHS),
+        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
+        model: Annotated[ModelName, model_query()] = default_model,
+        sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
+        steps: Annotated[int | None, Query(ge=1, le=config.max_sweep_steps, description=MODEL_DEFAULT)] = None,
+        guidance: Annotated[float | None, Query(ge=0, le=30, description=MODEL_DEFAULT)] = None,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+    ) -> JobResponse:
+        """The strength ladder (part 5): the picture re-painted at each strength (default 0.2 … 1), one run
+        after another from the same seed, streamed like /api/spacings/run (each run's x̂0 per step as its
+        tile); `done` has {images, strengths}, the start event the picture as the model sees it (`init`)."""
+        method = learned_part("ladder", "re-paint a picture")
+        picture = picture_or_404(image)
+        request = LadderRequest(prompt, model, sampler, steps, guidance, seed, tuple(strength), picture.id, picture)
+        source, start = method(request)
+        slot = await gate.acquire()
+        info = {k: v for k, v in asdict(request).items() if k != "picture"}
+        return JobResponse(Job(slot, source, {"kind": "ladder", **info, **start}))
 
     @app.get("/api/guidance", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def dial_stream(

@@ -1,7 +1,8 @@
 """The learned reverse for the lab: a GenerateFactory backed by real Painters, one per model name.
 
-Parts 3 and 5 stream one run (x_t, ε̂, x̂0 per step); parts 6 and 7 stream several runs side by side
-(each run's x̂0 per step).  Everything paints through the Painter and `generation.generate`, so the lab
+Parts 3 and 5 stream one run (x_t, ε̂, x̂0 per step); parts 5 (the strength ladder), 6 and 7 stream
+several runs side by side (each run's x̂0 per step); part 4's replay runs at a model's size from the very
+noisy picture its image to image starts from.  Everything paints through the Painter and `generation.generate`, so the lab
 shows exactly what `unnoise paint` makes.
 """
 
@@ -19,11 +20,11 @@ from .. import images
 from ..generation import generate
 from ..modeldir import BUNDLED, ModelDirError, guidance_range, load_info, paint_defaults, resolve
 from ..pipeline import Painter
-from ..sampling import SAMPLERS
-from .messages import DialRequest, GenerateRequest, Img2ImgRequest, SpacingsRequest
+from ..sampling import SAMPLERS, seeded_generators
+from .messages import DialRequest, GenerateRequest, Img2ImgRequest, LadderRequest, ReplayRequest, SpacingsRequest
 from .streams import Emit, Frame, Source, Tile, TilesFrame
 from .sweeps import PerImageCFG, PerImageGuidanceInput, compare_to_reference, reference_steps, spacing_chart
-from .uploads import png_data_url
+from .uploads import Picture, png_data_url
 
 Result = tuple[Source, dict[str, Any]]
 
@@ -93,13 +94,40 @@ class PainterFactory:
         p = painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler, guidance=req.guidance,
                            init_image=req.image, strength=req.strength)
         init = Image.fromarray(req.picture.pixels)
-        mode = "L" if painter.info.channels == 1 else "RGB"
-        seen = images.to_tensor(images.fit(init.convert(mode), painter.info.image_size))  # what the model starts from
 
         def run(emit: Emit) -> torch.Tensor:
             return _rgb(painter.paint_tensor(p, 1, init=init, callback=_frames(painter, emit))[0])
 
-        return run, {**_size(painter), **_used(p), "init": png_data_url(_rgb(seen))}
+        return run, {**_size(painter), **_used(p), "init": png_data_url(_rgb(_seen(painter, req.picture)))}
+
+    def ladder(self, req: LadderRequest) -> Result:
+        """The picture re-painted at each strength in turn (the Painter's SDEdit path, as img2img), all from
+        the same seed: what strength does, side by side."""
+        painter = self.painter(req.model)
+        runs = [painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler, guidance=req.guidance,
+                               init_image=req.image, strength=s) for s in req.strengths]
+        counts = [max(1, min(p.steps, round(p.steps * p.strength))) for p in runs]  # as Painter._img2img_start
+        init = Image.fromarray(req.picture.pixels)
+
+        def run(emit: Emit) -> dict[str, Any]:
+            return {"images": _in_turn(painter, runs, emit, sum(counts), init=init), "strengths": list(req.strengths)}
+
+        return run, {**_size(painter), **_used(runs[0]), "init": png_data_url(_rgb(_seen(painter, req.picture))),
+                     "total": sum(counts), "runs": counts}
+
+    # --- part 4: the replay beside the learned reverse ---------------------------------------------------
+    def replay(self, req: ReplayRequest) -> Result:
+        """The fake reverse on the picture as the model sees it, from the very noisy picture x0 + σ_0·ε that
+        image to image at strength 1 starts from with the same seed and steps (the same noise draw, on the
+        model's own σ grid), so both sides of part 4 start from the same static and pass the same noise levels."""
+        painter = self.painter(req.model)
+        p = painter.params(seed=req.seed, steps=req.steps)
+        sigmas = painter.schedule.sigmas(p.steps, p.spacing)
+        noise = torch.randn(painter.shape, generator=seeded_generators([p.seed])[0])  # as Painter._img2img_start
+        source = _replay(painter, _seen(painter, req.picture), noise, sigmas)
+        ts = [_t(painter, float(s)) for s in sigmas[:-1]]
+        return source, {**_size(painter), "schedule": painter.info.schedule, "steps": p.steps, "spacing": p.spacing,
+                        "ts": ts, "sigma": float(sigmas[0]), "signal": (1.0 + float(sigmas[0]) ** 2) ** -0.5}
 
     # --- part 6: the guidance dial -----------------------------------------------------------------------
     def dial(self, req: DialRequest) -> Result:
@@ -143,20 +171,53 @@ class PainterFactory:
         total = sum(p.steps for p in runs) + ref.steps
 
         def run(emit: Emit) -> dict[str, Any]:
-            count = itertools.count()
-            finals = []
-            for k, p in enumerate([*runs, ref]):
-                def on_step(info, k=k) -> None:
-                    tile = Tile(k, info.i, info.steps, _t(painter, info.sigma), float(info.sigma), _rgb(info.denoised[0]))
-                    emit(TilesFrame(next(count), total, (tile,)))
-
-                finals.append(_rgb(painter.paint_tensor(p, 1, callback=on_step)[0]))
-            *pictures, reference = finals
+            *pictures, reference = _in_turn(painter, [*runs, ref], emit, total)
             return {"images": pictures, "reference": reference,
                     "metrics": [compare_to_reference(x, reference) for x in pictures]}
 
         return run, {**_size(painter), "chart": chart, "total": total, "reference_steps": ref.steps,
                      "reference_spacing": ref.spacing, "stochastic": SAMPLERS[req.sampler].stochastic}
+
+
+def _in_turn(painter: Painter, runs: list, emit: Emit, total: int, init: Image.Image | None = None) -> list[torch.Tensor]:
+    """Paint each run's image 0 in turn, streaming every step's x̂0 as tile k of a side-by-side request of
+    `total` events; the final pictures (3, H, W)."""
+    count = itertools.count()
+    finals = []
+    for k, p in enumerate(runs):
+        def on_step(info, k=k) -> None:
+            tile = Tile(k, info.i, info.steps, _t(painter, info.sigma), float(info.sigma), _rgb(info.denoised[0]))
+            emit(TilesFrame(next(count), total, (tile,)))
+
+        finals.append(_rgb(painter.paint_tensor(p, 1, init=init, callback=on_step)[0]))
+    return finals
+
+
+def _replay(painter: Painter, x0: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor) -> Source:
+    """The fake reverse in the σ view, as a Source: x = x0 + σ·ε at each σ of the grid, ε the known noise.
+
+    x0, noise: (C, H, W).  Frame k shows x_t = x/sqrt(1 + σ_k²) (the DDPM scale, as the learned frames);
+    x̂0 is the picture recovered from the static by taking out σ_0·ε: it cheats."""
+    x0_64, noise_64, sig = x0.double(), noise.double(), sigmas.double().tolist()
+    x_start = x0_64 + sig[0] * noise_64  # (C, H, W): the static both sides of part 4 start from
+    recovered = x_start - sig[0] * noise_64
+    eps, x0_shown = _rgb(noise_64), _rgb(recovered)  # the same tensors every frame: sent once
+
+    def run(emit: Emit) -> torch.Tensor:
+        for k, sigma in enumerate(sig[:-1]):
+            x = x_start if k == 0 else recovered + sigma * noise_64
+            scale = (1.0 + sigma**2) ** -0.5  # sqrt(ᾱ) at σ
+            emit(Frame(k, len(sig) - 1, _t(painter, sigma), scale, x_t=_rgb(x * scale), eps=eps, x0=x0_shown))
+        return x0_shown
+
+    return run
+
+
+def _seen(painter: Painter, picture: Picture) -> torch.Tensor:
+    """(C, H, W): the picture as the model sees it (centre square at its size, grey for a grey model), as
+    the Painter's image to image starts from it."""
+    mode = "L" if painter.info.channels == 1 else "RGB"
+    return images.to_tensor(images.fit(Image.fromarray(picture.pixels).convert(mode), painter.info.image_size))
 
 
 def _frames(painter: Painter, emit: Emit):

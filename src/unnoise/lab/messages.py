@@ -42,6 +42,33 @@ class Img2ImgRequest:
 
 
 @dataclass(frozen=True)
+class LadderRequest:
+    """Part 5's strength ladder: one picture re-painted at several strengths, one run after another."""
+
+    prompt: str
+    model: str
+    sampler: str | None  # None: the model's own default (as steps and guidance)
+    steps: int | None
+    guidance: float | None
+    seed: int
+    strengths: tuple[float, ...]  # each in (0, 1]
+    image: str  # the picture's id ("cat" or an upload's)
+    picture: Picture = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """Part 4 with a model: the replay on the picture as the model sees it, from the very noisy picture
+    that image to image at strength 1 starts from (same seed, steps and σ grid)."""
+
+    model: str
+    seed: int
+    steps: int
+    image: str  # the picture's id ("cat" or an upload's)
+    picture: Picture = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class DialRequest:
     """Part 6: one prompt and seed at several guidance scales, side by side."""
 
@@ -69,10 +96,12 @@ class SpacingsRequest:
 # Turns a request into (source, start-event data); raises an unnoise.UnnoiseError (→ 422) for an unknown
 # model or sampler; any other exception is a bug (a logged 500).
 # The factory may also offer parts 5–7 as methods of the same shape: .img2img(Img2ImgRequest),
-# .dial(DialRequest) and .spacings(SpacingsRequest); a part whose method is missing answers 404.
+# .dial(DialRequest), .spacings(SpacingsRequest), .replay(ReplayRequest) and .ladder(LadderRequest); a part
+# whose method is missing answers 404.
 GenerateFactory = Callable[[GenerateRequest], tuple[Source, dict[str, Any]]]
-LEARNED_PARTS = ("img2img", "dial", "spacings")
+LEARNED_PARTS = ("img2img", "dial", "spacings", "replay", "ladder")
 DIAL_SCALES = (0.0, 1.0, 3.0, 7.0, 12.0)  # from "ignores the prompt" to "overcooked"
+LADDER_STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)  # from "a light touch-up" to "pure static"
 
 
 class ErrorBody(BaseModel):
@@ -111,7 +140,8 @@ class Status(BaseModel):
     version: str
     learned: bool  # whether /api/generate has a trained model behind it
     models: list[str] = []  # the model names /api/generate knows (empty when unknown or none)
-    parts: list[str] = []  # which of img2img, dial, spacings the model source offers
+    default_model: str = ""  # the model a request that names none gets (emoji when the lab has it)
+    parts: list[str] = []  # which of img2img, dial, spacings, replay, ladder the model source offers
     # per model: its default steps, guidance, sampler and spacing (+ guidance_range for a distilled student)
     model_defaults: dict[str, dict[str, Any]] = {}
     running: int

@@ -91,7 +91,7 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("dpmpp_2m", dpmpp_2m, 2, False, 1, _DPMPP + ", Algorithm 2 (2M)"),
         Sampler("dpmpp_2m_sde", dpmpp_2m_sde, 2, True, 1, _DPMPP + ", §5 (SDE-DPM-Solver++ 2M)", {"eta": 0.0}),
         Sampler("dpmpp_3m_sde", dpmpp_3m_sde, 3, True, 1, _DPMPP + ", App. B (3M), SDE form", {"eta": 0.0}),
-        Sampler("unipc", unipc, 3, False, 1, "Zhao et al. 2023, UniPC (UniP-2 + UniC, B(h) = e^h − 1)"),
+        Sampler("unipc", unipc, 3, False, 1, "Zhao et al. 2023, UniPC (UniP-2 + UniC)"),
         # no ODE form (each step re-noises), so no order to measure; 1 is the registry's floor
         Sampler("consistency", consistency, 1, True, 1, "Song et al. 2023, Consistency Models, Algorithm 1 (multistep)",
                 ode_options=None, model="consistency"),

@@ -15,12 +15,21 @@ import math
 
 import torch
 
-from .core import check_eta, lambdas, phi_functions, start, toward
+from .core import SamplingError, check_eta, lambdas, phi_functions, start, toward
+
+# dpmpp_3m_sde takes its order-3 step only where h = λ_{i+1} − λ_i ≤ this, dpmpp_2m's midpoint step
+# elsewhere.  Few-step σ lists (10 steps over 157 → 0.01: h ≈ 0.6–2.0) put the 3-step extrapolation of
+# x̂0 far outside its history and inflated the output's spread by 64–130 % (docs/samplers.md,
+# benchmarks/numerics.py sde3); from 64 steps on the EDM ladder every h ≤ 0.64 and nothing changes.
+ORDER_3_MAX_H = 1.0
 
 
-def _dpm_solver_pp(denoiser, x, sigmas, generator, callback, *, order: int, eta: float) -> torch.Tensor:
-    """The shared loop of DPM-Solver++(2M), (2M) SDE and (3M) SDE."""
+def _dpm_solver_pp(denoiser, x, sigmas, generator, callback, *, order: int, eta: float,
+                   order3_max_h: float = math.inf) -> torch.Tensor:
+    """The shared loop of DPM-Solver++(2M), (2M) SDE and (3M) SDE; order 3 only where h ≤ order3_max_h."""
     eta = check_eta(eta)
+    if isinstance(order3_max_h, bool) or not isinstance(order3_max_h, (int, float)) or not order3_max_h > 0:
+        raise SamplingError(f"order3_max_h must be a number > 0 (inf: never fall back), got {order3_max_h!r}")
     run = start(denoiser, x, sigmas, generator, callback)
     lam = lambdas(run.sigmas)
     history: list[tuple[float, torch.Tensor]] = []  # (λ_j, x̂0_j) of the last order−1 steps, newest last
@@ -41,12 +50,16 @@ def _dpm_solver_pp(denoiser, x, sigmas, generator, callback, *, order: int, eta:
         x_next = toward(m0, x, math.exp(-big_h))
         # 2. multistep corrections, limited by the history and lowered at the end (p ≤ steps − i)
         p = min(order, len(history) + 1, run.steps - i)
+        if p == 3 and h > order3_max_h:
+            p = 2  # a long step: dpmpp_2m's midpoint step, not a far extrapolation of x̂0
         if p >= 2:
             lam1, m1 = history[-1]
             r0 = (lam[i] - lam1) / h
             d1_0 = (m0 - m1) / r0  # ≈ h·x̂0'(λ_i) to first order
-            if p == 2 and order == 2:
-                # "midpoint" weight ½·(1 − e^{−H}) (Lu et al. 2022, Algorithm 2: D = (1 + 1/(2r))·m0 − 1/(2r)·m1)
+            if p == 2 and (order == 2 or h > order3_max_h):
+                # "midpoint" weight ½·(1 − e^{−H}) (Lu et al. 2022, Algorithm 2: D = (1 + 1/(2r))·m0 − 1/(2r)·m1);
+                # also 3M's long-step fallback: the φ₂ weight H·φ₂(−H) → 1 for large H (midpoint → ½) passes on
+                # twice the noise the SDE's fresh draws put into d1_0 (10 steps, log_snr: std 1.24× vs 1.01×)
                 x_next = x_next + 0.5 * big_h * phi_1 * d1_0
             elif p == 2:
                 x_next = x_next + big_h * phi_2 * d1_0
@@ -80,7 +93,9 @@ def dpmpp_2m_sde(
 
 
 def dpmpp_3m_sde(
-    denoiser, x: torch.Tensor, sigmas, *, generator=None, callback=None, eta: float = 1.0
+    denoiser, x: torch.Tensor, sigmas, *, generator=None, callback=None, eta: float = 1.0,
+    order3_max_h: float = ORDER_3_MAX_H,
 ) -> torch.Tensor:
-    """DPM-Solver++(3M) SDE: 3rd-order multistep exponential integrator (Lu et al. 2022, App. B)."""
-    return _dpm_solver_pp(denoiser, x, sigmas, generator, callback, order=3, eta=eta)
+    """DPM-Solver++(3M) SDE: 3rd-order multistep exponential integrator (Lu et al. 2022, App. B), order 2
+    on steps with h > order3_max_h (math.inf: order 3 wherever the history allows)."""
+    return _dpm_solver_pp(denoiser, x, sigmas, generator, callback, order=3, eta=eta, order3_max_h=order3_max_h)

@@ -4,6 +4,12 @@ Each step predicts x_{i+1} with UniP-p from the x̂0 history, evaluates the netw
 call of the step), and uses that value to correct x_{i+1} with UniC-p before moving on; the corrected
 point keeps the value evaluated at the predicted one, so the correction costs no extra call and
 raises the order from p to p + 1 (Zhao et al. 2023, Theorem 3.3).
+
+``variant=None`` (the default) solves every order condition exactly; B(h) then cancels out of the
+update, so it needs no name.  ``variant="bh1"`` (B(h) = h) or ``"bh2"`` (B(h) = e^h − 1) is the
+reference code's update (Zhao et al.'s repository, as diffusers' UniPCMultistepScheduler runs it):
+the one-weight systems, UniP-2's and UniC-1's, use the constant ½ instead of their solved value, so
+B(h) no longer cancels there and the two variants differ at O(h³) per step.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 from .core import SamplingError, lambdas, phi_functions, start, toward
 
 UNIPC_VARIANTS = ("bh1", "bh2")
+REFERENCE_WEIGHT = [0.5]  # the reference's a_1 for UniP-2 and UniC-1: the h → 0 limit of the solved one
 
 
 def _weights(rks: list[float], b: list[float]) -> list[float]:
@@ -34,13 +41,15 @@ def _combine(base: torch.Tensor, b_h: float, weights: list[float], diffs: list[t
 
 
 def unipc(denoiser, x: torch.Tensor, sigmas, *, generator=None, callback=None, order: int = 2,
-          variant: str = "bh2", corrector: bool = True) -> torch.Tensor:
-    """UniPC-p (Zhao et al. 2023, Algorithms 1–3, B(h) = e^h − 1 "bh2" or h "bh1"); order p + 1 with
-    the corrector.  Lower order at the start (history) and the end (p ≤ steps − i)."""
+          variant: str | None = None, corrector: bool = True) -> torch.Tensor:
+    """UniPC-p (Zhao et al. 2023, Algorithms 1–3); order p + 1 with the corrector.  ``variant``: None
+    solves the order conditions exactly, "bh1" (B(h) = h) / "bh2" (B(h) = e^h − 1) use the reference's
+    constant ½ for UniP-2 and UniC-1.  Lower order at the start (history) and the end (p ≤ steps − i)."""
     if isinstance(order, bool) or order not in (1, 2, 3):
         raise SamplingError(f"unipc order must be 1, 2 or 3, got {order!r}")
-    if variant not in UNIPC_VARIANTS:
-        raise SamplingError(f"unknown unipc variant {variant!r}; choose from {', '.join(UNIPC_VARIANTS)}")
+    if variant is not None and variant not in UNIPC_VARIANTS:
+        raise SamplingError(f"unknown unipc variant {variant!r}; choose from None, {', '.join(UNIPC_VARIANTS)}")
+    reference = variant is not None
     run = start(denoiser, x, sigmas, generator, callback)
     lam = lambdas(run.sigmas)
     history: list[tuple[float, torch.Tensor]] = []  # (λ_j, x̂0_j) of earlier steps, newest last
@@ -53,7 +62,7 @@ def unipc(denoiser, x: torch.Tensor, sigmas, *, generator=None, callback=None, o
         # 1. UniC: correct x_i with the value just computed (D_t = m_t − m0_prev with r = 1)
         if pending is not None and corrector:
             base, b_h, rks, b, diffs, m_prev = pending
-            weights = _weights(rks + [1.0], b)
+            weights = REFERENCE_WEIGHT if reference and not rks else _weights(rks + [1.0], b)
             x = _combine(base, b_h, weights, diffs + [m0 - m_prev])
         run.report(i, x, m0)
         history = (history + [(lam[i], m0)])[-order:]
@@ -70,6 +79,7 @@ def unipc(denoiser, x: torch.Tensor, sigmas, *, generator=None, callback=None, o
         rks = [(lam_k - lam[i]) / h for lam_k, _ in history[-2::-1][: p - 1]]
         diffs = [(m_k - m0) / r for (_, m_k), r in zip(history[-2::-1], rks)]
         base = toward(m0, x, math.exp(-h))
-        x = _combine(base, b_h, _weights(rks, b), diffs)
+        weights = REFERENCE_WEIGHT if reference and len(rks) == 1 else _weights(rks, b)
+        x = _combine(base, b_h, weights, diffs)
         pending = (base, b_h, rks, b, diffs, m0)
     return x

@@ -15,9 +15,95 @@ window.lab = state; // for the browser tests and the curious
 export async function errorText(response) {
   try {
     const body = await response.json();
+    if (body && body.detail && body.detail.length) return friendly(body.detail[0]);
     if (body && body.error) return body.error;
   } catch (_) { /* not JSON */ }
   return `the server answered ${response.status} ${response.statusText}`;
+}
+
+// --- a refused request in the page's own words -------------------------------------------------
+// A 422 from the request's checks carries detail [{loc, msg}] in the validator's wording ("List should have
+// at most 6 items after validation"); the page says it as a person would ("Pick at most 6 guidance values").
+const FIELDS = { // query name → [what one is called, what several are called]
+  scale: ["guidance value", "guidance values"], strength: ["strength", "strengths"], spacing: ["spacing", "spacings"],
+  steps: ["steps"], guidance: ["guidance"], seed: ["the seed"], prompt: ["the prompt"], model: ["the model"],
+  sampler: ["the sampler"], schedule: ["the schedule"], image: ["the picture"], num_images: ["the number of images"],
+};
+const ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"];
+const upper = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+
+/** @param {{loc: string[], msg: string}} detail one entry of a 422's detail list @returns {string} */
+export function friendly({ loc = [], msg = "" }) {
+  const path = loc.filter((p) => !["query", "path", "body"].includes(p));
+  const [one, many = one] = FIELDS[path[0]] || [path[0] || "the request"];
+  let m;
+  if ((m = msg.match(/^List should have at most (\d+) items?/))) return `Pick at most ${m[1]} ${+m[1] === 1 ? one : many}.`;
+  if ((m = msg.match(/^List should have at least (\d+) items?/))) return `Pick at least ${m[1]} ${+m[1] === 1 ? one : many}.`;
+  const item = path.length > 1 && /^\d+$/.test(path[1]) ? `the ${ORDINALS[+path[1]] ?? `${+path[1] + 1}th`} ${one}` : one;
+  const rules = [
+    [/^Input should be greater than or equal to (\S+)/, (n) => `must be at least ${n}`],
+    [/^Input should be less than or equal to (\S+)/, (n) => `can be at most ${n}`],
+    [/^Input should be greater than (\S+)/, (n) => `must be more than ${n}`],
+    [/^Input should be less than (\S+)/, (n) => `must be less than ${n}`],
+    [/^Input should be a valid integer/, () => "must be a whole number"],
+    [/^Input should be a valid number/, () => "must be a number"],
+    [/^String should have at most (\d+) characters?/, (n) => `can be at most ${n} characters long`],
+    [/^String should match pattern/, () => "is not one this lab knows: pick it again"],
+    [/^Input should be (.+)$/, (list) => `must be one of ${list.replaceAll("'", "")}`],
+    [/^Field required/, () => "is missing"],
+  ];
+  for (const [pattern, say] of rules) {
+    if ((m = msg.match(pattern))) return `${upper(item)} ${say(m[1])}.`;
+  }
+  return `${upper(item)}: ${msg}`;
+}
+
+// --- a part at work: a progress bar and a Stop button; its run buttons off until it ends ---------
+export class Work {
+  /** @param {string} prefix the part's id prefix ({prefix}-error marks where the bar goes) @param {string[]} buttons */
+  constructor(prefix, buttons) {
+    Object.assign(this, { p: prefix, buttons, controllers: [], counts: [] });
+    const box = document.createElement("div");
+    box.className = "working"; box.id = `${prefix}-working`; box.hidden = true; box.setAttribute("role", "status");
+    box.innerHTML = `<span class="spinner" aria-hidden="true"></span><div class="progress" id="${prefix}-progress">`
+      + `<i></i></div><span class="mono working-text"></span><button type="button" class="stop" id="${prefix}-stop">■ Stop</button>`;
+    const controls = $(`${prefix}-controls`); // right under the part's controls, else above its error line
+    if (controls) controls.after(box); else $(`${prefix}-error`).before(box);
+    Object.assign(this, { box, bar: box.querySelector(".progress"), text: box.querySelector(".working-text") });
+    $(`${prefix}-stop`).addEventListener("click", () => { for (const c of this.controllers) c.abort(); });
+  }
+
+  get busy() { return this.controllers.length > 0; }
+
+  /** Runs tasks side by side, each `(signal, progress(done, total)) => Promise`, until all end or Stop. */
+  async run(...tasks) {
+    if (this.busy) return;
+    this.controllers = tasks.map(() => new AbortController());
+    this.counts = tasks.map(() => [0, 0]);
+    this.show(true);
+    try {
+      await Promise.all(tasks.map((task, k) => task(this.controllers[k].signal, (done, total) => this.progress(k, done, total))));
+    } finally {
+      this.controllers = [];
+      this.show(false);
+    }
+  }
+
+  progress(k, done, total) {
+    this.counts[k] = [done, total];
+    const [d, t] = this.counts.reduce(([a, b], [c, e]) => [a + c, b + e], [0, 0]);
+    const known = this.counts.every(([, e]) => e > 0);
+    this.bar.classList.toggle("indeterminate", !known);
+    this.bar.firstChild.style.width = known ? `${(100 * Math.min(d, t)) / t}%` : "";
+    this.text.textContent = known ? `${Math.min(d, t)} of ${t} steps` : "working… (waiting for the server)";
+  }
+
+  show(on) {
+    this.box.hidden = !on;
+    $(`${this.p}-error`).closest("section").setAttribute("aria-busy", String(on));
+    for (const id of this.buttons) $(id).disabled = on;
+    if (on) for (let k = 0; k < this.counts.length; k++) this.progress(k, 0, 0);
+  }
 }
 
 export async function getJSON(path, options) {
@@ -63,41 +149,39 @@ export async function* events(response) {
 }
 
 export class Player {
-  // Buffers a run's steps; plays, pauses and scrubs over the ones that have arrived.
-  // `mirror` names a second set of images ({mirror}-xt, -eps, -x0) that shows the same frame.
-  constructor(prefix, mirror = null) {
-    this.p = prefix; this.mirror = mirror; this.frames = []; this.shown = -1; this.playing = true; this.timer = null;
-    this.controller = null; this.total = 0; this.finished = false;
+  // Buffers a run's steps; plays, pauses and scrubs over the ones that have arrived.  Scrubbing also
+  // moves the players in `linked` (part 4's two sides pass the same noise levels, step for step).
+  constructor(prefix) {
+    this.p = prefix; this.frames = []; this.shown = -1; this.playing = true; this.timer = null;
+    this.total = 0; this.finished = false; this.linked = [];
     $(`${prefix}-play`).addEventListener("click", () => this.setPlaying(!this.playing));
-    for (const p of mirror ? [prefix, mirror] : [prefix]) {
-      for (const part of ["xt", "eps", "x0"]) {
-        const img = $(`${p}-${part}`);
-        img.addEventListener("load", () => img.classList.toggle("pixelated", img.naturalWidth < img.clientWidth));
-      }
-    }
-    $(`${prefix}-scrub`).addEventListener("input", (e) => { this.setPlaying(false); this.show(+e.target.value); });
+    for (const part of ["xt", "eps", "x0"]) crisp($(`${prefix}-${part}`));
+    $(`${prefix}-scrub`).addEventListener("input", (e) => {
+      for (const p of [this, ...this.linked]) { p.setPlaying(false); p.show(Math.min(+e.target.value, p.frames.length - 1)); }
+    });
   }
 
-  async run(url, onStart = null) {
-    if (this.controller) this.controller.abort();
-    const controller = (this.controller = new AbortController());
-    Object.assign(this, { frames: [], shown: -1, total: 0, finished: false });
+  // Streams url until it ends or `signal` aborts; progress(done, total) after every event.
+  async run(url, { onStart = null, signal = undefined, progress = () => {} } = {}) {
+    Object.assign(this, { frames: [], shown: -1, total: 0, finished: false, stopped: false });
     showError(`${this.p}-error`, "");
     $(`${this.p}-readout`).textContent = "starting…";
     this.setPlaying(true);
     try {
-      const response = await fetch(url, { signal: controller.signal });
+      const response = await fetch(url, { signal });
       if (!response.ok) throw new Error(await errorText(response));
       for await (const [name, data] of events(response)) {
         if (name === "start") { this.total = data.steps; if (onStart) onStart(data); }
         else if (name === "step") this.add(data);
         else if (name === "error") throw new Error(data.error);
         else if (name === "done") { this.add({ final: true, x_t: data.image, eps: null, x0: data.image }); this.finished = true; this.readout(); }
+        progress(Math.min(this.frames.length, this.total), this.total);
       }
     } catch (e) {
-      if (e.name !== "AbortError") { showError(`${this.p}-error`, e.message); $(`${this.p}-readout`).textContent = "stopped"; }
-    } finally {
-      if (this.controller === controller) this.controller = null;
+      this.stopped = true;
+      this.setPlaying(false); // the steps that arrived stay to scrub; the readout says why it ended
+      $(`${this.p}-readout`).textContent = e.name === "AbortError" ? "stopped: you pressed Stop" : "stopped";
+      if (e.name !== "AbortError") showError(`${this.p}-error`, e.message);
     }
   }
 
@@ -126,9 +210,7 @@ export class Player {
     const f = this.frames[k];
     if (!f) return;
     this.shown = k;
-    for (const p of this.mirror ? [this.p, this.mirror] : [this.p]) {
-      $(`${p}-xt`).src = f.x_t; $(`${p}-eps`).src = f.eps; $(`${p}-x0`).src = f.x0;
-    }
+    $(`${this.p}-xt`).src = f.x_t; $(`${this.p}-eps`).src = f.eps; $(`${this.p}-x0`).src = f.x0;
     $(`${this.p}-scrub`).value = k;
     this.readout();
   }
@@ -136,7 +218,7 @@ export class Player {
   readout() {
     const f = this.frames[this.shown];
     if (!f) return;
-    const more = this.finished ? "" : ` (${this.frames.length}/${this.total} in)`;
+    const more = this.finished ? "" : this.stopped ? " (stopped)" : ` (${this.frames.length}/${this.total} in)`;
     $(`${this.p}-readout`).textContent = f.final
       ? `the finished picture, after ${this.total} steps`
       : `step ${f.index + 1}/${f.total} · t = ${Math.round(f.t)} · signal ${f.signal.toFixed(3)}${more}`;
@@ -148,6 +230,14 @@ export class Player {
     if (on && this.finished && this.shown >= this.frames.length - 1) this.shown = -1; // replay from the start
     if (on && !this.timer) this.schedule();
   }
+}
+
+// Small pictures (a model's 32 × 32) shown large: crisp pixels, not blur; the tile takes the picture's shape.
+export function crisp(img) {
+  img.addEventListener("load", () => {
+    img.classList.toggle("pixelated", img.naturalWidth < img.clientWidth);
+    img.parentElement.style.aspectRatio = `${img.naturalWidth} / ${img.naturalHeight}`;
+  });
 }
 
 // The request of a part from its controls ({prefix}-{name}); an empty model means "the server's default".

@@ -3,7 +3,7 @@
 // The forward process is composed here, exactly: the server sends the picture x0 (uint8), one
 // noise draw ε (float32) and each schedule's ᾱ list (float64 in JSON); a slider move is then
 // x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε per pixel, with no round trip.
-import { $, Player, bytes, getJSON, query, showError, state } from "./common.js";
+import { $, Player, Work, bytes, getJSON, query, showError, state } from "./common.js";
 import { fillSelects, wireDial, wireImg2img, wireSteps } from "./parts.js";
 
 const COLORS = {
@@ -261,27 +261,52 @@ function wireSchedule() {
   noteCrossing();
 }
 
-function wireReplay() {
-  const player = new Player("replay");
-  window.lab.replay = player;
+// --- part 4: the replay, and beside it (with a model) the learned reverse from the very same static --------
+function wireReplay(status) {
+  const withModel = status.learned && (status.parts || []).includes("replay") && (status.parts || []).includes("img2img");
+  const replay = new Player("replay"), versus = new Player("versus"), work = new Work("replay", ["replay-run"]);
+  Object.assign(window.lab, { replay, versus });
+  $("versus-controls").disabled = !withModel;
+  $("versus-needs").hidden = withModel; $("versus-player").hidden = !withModel;
+  $("replay-caption-model").hidden = !withModel; $("replay-caption-alone").hidden = withModel;
+  if (withModel) {
+    $("replay-run").textContent = "Run both";
+    replay.linked = [versus]; versus.linked = [replay];
+  }
   $("replay-run").addEventListener("click", () => {
-    const q = new URLSearchParams({ image: state.image, schedule: state.schedule, steps: $("replay-steps").value, seed: state.seed });
-    player.run(`/api/replay?${q}`);
+    $("replay-images").classList.remove("placeholder"); $("learned-side").classList.remove("placeholder");
+    const steps = $("replay-steps").value, seed = state.seed, image = state.image;
+    if (!withModel) {
+      const q = new URLSearchParams({ image, schedule: state.schedule, steps, seed });
+      work.run((signal, progress) => replay.run(`/api/replay?${q}`, { signal, progress }));
+      return;
+    }
+    const model = $("versus-model").value, prompt = $("versus-prompt").value;
+    const onStart = (start) => {
+      $("replay-note").textContent = `Both sides: ${start.width} × ${start.height} (the ${model} model's size), seed ${seed}, `
+        + `${start.steps} steps on its ${start.schedule} schedule (${start.spacing} spacing), starting at σ = ${start.sigma.toFixed(1)}, `
+        + `where √ᾱ = ${start.signal.toFixed(4)} of the picture is left (“new noise” in part 1 draws another seed).`;
+    };
+    work.run(
+      (signal, progress) => replay.run(`/api/replay?${new URLSearchParams({ image, steps, seed, model })}`, { signal, progress, onStart }),
+      (signal, progress) => versus.run(`/api/img2img?${new URLSearchParams({ image, steps, seed, model, prompt, strength: 1 })}`, { signal, progress }),
+    );
   });
 }
 
-// --- part 3: the learned reverse (same player; part 4's learned side mirrors it) ---------------
+// --- part 3: the learned reverse ---------------------------------------------------------------
 function wireLearned(status) {
   const learned = status.learned;
   $("learn-controls").disabled = !learned;
-  $("learn-needs").hidden = learned; $("versus-needs").hidden = learned;
+  $("learn-needs").hidden = learned;
   if (!learned) return;
-  $("learn-player").hidden = false; $("versus-note").hidden = false;
-  $("learn-images").classList.remove("placeholder"); $("learned-side").classList.remove("placeholder");
-  const player = new Player("learn", "versus");
+  $("learn-player").hidden = false;
+  const player = new Player("learn"), work = new Work("learn", ["learn-run"]);
   window.lab.learned = player;
   $("learn-run").addEventListener("click", () => {
-    player.run(`/api/generate?${query("learn", ["prompt", "model", "sampler", "steps", "guidance", "seed"])}`);
+    $("learn-images").classList.remove("placeholder");
+    const url = `/api/generate?${query("learn", ["prompt", "model", "sampler", "steps", "guidance", "seed"])}`;
+    work.run((signal, progress) => player.run(url, { signal, progress }));
   });
 }
 
@@ -295,14 +320,14 @@ async function main() {
   $("t-slider").max = state.schedules.get(state.schedule).ab.length - 1;
   wireSchedule();
   wireForward();
-  wireReplay();
   await loadPicture("cat", 0);
   const [status, samplers] = await Promise.all([getJSON("/api/status"), getJSON("/api/samplers")]);
-  fillSelects(status.models || [], samplers, status.model_defaults || {});
+  fillSelects(status.models || [], samplers, status.model_defaults || {}, status.default_model || "");
   const chip = $("model-status");
   chip.textContent = status.learned ? "a trained model is loaded" : "no trained model loaded yet: parts 3, 5, 6 and 7 are waiting for one";
   chip.classList.toggle("ready", status.learned);
   wireLearned(status);
+  wireReplay(status);
   wireImg2img(status);
   wireDial(status);
   await wireSteps(status);

@@ -1,10 +1,12 @@
 // unnoise lab, parts 5–7: image to image, the guidance dial, where the steps go.
-import { $, Player, errorText, events, getJSON, query, showError, state } from "./common.js";
+import { $, Player, Work, crisp, errorText, events, getJSON, query, showError, state } from "./common.js";
 
 // Model and sampler pickers: the server's own lists (/api/status, /api/samplers), never the page's guesses.
 // Picking a model fills its part's sampler, steps and guidance with that model's own defaults
 // (status.model_defaults): a 4-call distilled student and a 20-step teacher want different settings.
-export function fillSelects(models, samplers, defaults = {}) {
+// Every model menu starts on the server's default model (emoji when the lab has it: a reader who types
+// "a red heart" should get a heart, not a digit).
+export function fillSelects(models, samplers, defaults = {}, defaultModel = "") {
   for (const select of document.querySelectorAll(".sampler-select")) {
     select.replaceChildren(...samplers.samplers.map((s) => {
       const o = new Option(s.name, s.name, s.name === samplers.default, s.name === samplers.default);
@@ -13,7 +15,8 @@ export function fillSelects(models, samplers, defaults = {}) {
     }));
   }
   for (const select of document.querySelectorAll(".model-select")) {
-    const options = models.length ? models.map((m, i) => new Option(m, m, i === 0, i === 0)) : [new Option("default", "", true, true)];
+    const first = models.includes(defaultModel) ? defaultModel : models[0];
+    const options = models.length ? models.map((m) => new Option(m, m, m === first, m === first)) : [new Option("default", "", true, true)];
     select.replaceChildren(...options);
     const prefix = select.id.replace(/-model$/, "");
     const apply = () => applyModelDefaults(prefix, defaults[select.value]);
@@ -50,11 +53,12 @@ function enablePart(status, part, prefix) {
   return on;
 }
 
-function crisp(img) {
-  img.addEventListener("load", () => img.classList.toggle("pixelated", img.naturalWidth < img.clientWidth));
+// --- part 5: image to image (the part 3 player, plus the picture it starts from), and the strength ladder ----
+// What a strength did, in facts: how many of the steps re-painted the picture.
+function strengthWords(s, run, steps) {
+  return s >= 1 ? `all ${steps} steps, from pure static` : `the last ${run} of ${steps} steps re-painted`;
 }
 
-// --- part 5: image to image (the part 3 player, plus the picture it starts from) ----------------------------
 export function wireImg2img(status) {
   const strength = $("i2i-strength");
   const showStrength = () => { $("i2i-strength-value").textContent = (+strength.value).toFixed(2); };
@@ -62,42 +66,74 @@ export function wireImg2img(status) {
   showStrength();
   if (!enablePart(status, "img2img", "i2i")) return;
   $("i2i-player").hidden = false;
-  $("i2i-images").classList.remove("placeholder");
-  const player = new Player("i2i");
+  const player = new Player("i2i"), work = new Work("i2i", ["i2i-run", "i2i-ladder-run"]);
   window.lab.img2img = player;
   const init = $("i2i-init");
   crisp(init);
+  const controls = ["prompt", "model", "sampler", "steps", "guidance", "seed"];
   $("i2i-run").addEventListener("click", () => {
-    const q = query("i2i", ["prompt", "strength", "model", "sampler", "steps", "guidance", "seed"], { image: state.image });
-    player.run(`/api/img2img?${q}`, (start) => { init.src = start.init; });
+    const q = query("i2i", [...controls, "strength"], { image: state.image });
+    $("i2i-images").classList.remove("placeholder");
+    work.run((signal, progress) => player.run(`/api/img2img?${q}`, { signal, progress, onStart: (start) => { init.src = start.init; } }));
+  });
+  if (!(status.parts || []).includes("ladder")) { $("i2i-ladder-run").disabled = true; return; }
+  const ladder = new TileRun("i2i", null);
+  window.lab.ladder = ladder;
+  $("i2i-ladder-run").addEventListener("click", () => {
+    const strengths = $("i2i-strengths").value.split(/[\s,;]+/).filter(Boolean);
+    const q = query("i2i", controls, { image: state.image, strength: strengths });
+    let imgs = [], lines = [];
+    const box = $("i2i-ladder"), note = $("i2i-ladder-note");
+    box.hidden = false; note.hidden = true;
+    work.run((signal, progress) => ladder.run(`/api/img2img/ladder?${q}`, {
+      signal, progress,
+      onStart: (start) => {
+        [imgs, lines] = makeTiles(box, [["the picture", "as the model sees it"],
+          ...start.strengths.map((s) => [`strength ${s}`, "waiting"])]);
+        imgs[0].src = start.init;
+      },
+      onStep: (step) => {
+        for (const tile of step.tiles) { imgs[tile.tile + 1].src = tile.x0; lines[tile.tile + 1].textContent = `step ${tile.step + 1}/${tile.steps}`; }
+      },
+      onDone: (done) => {
+        const { runs, steps } = ladder.start;
+        done.images.forEach((src, k) => { imgs[k + 1].src = src; lines[k + 1].textContent = strengthWords(done.strengths[k], runs[k], steps); });
+        note.textContent = `Each picture is part 1's picture noised “strength” of the way up the schedule, then painted back `
+          + `under the prompt for that share of the ${ladder.start.steps} steps, from seed ${ladder.start.seed}. `
+          + "The lower the strength, the more of the original survives; at 1 it starts from pure static.";
+        note.hidden = false;
+      },
+    }));
   });
 }
 
 // --- tiles: several runs side by side (parts 6 and 7) -------------------------------------------------------
 // Each `step` event carries the tiles that moved; a new run of a part aborts its previous one.
 class TileRun {
-  constructor(prefix) { Object.assign(this, { p: prefix, controller: null, finished: false, start: null, done: null }); }
+  // readout: the id of the line that says which step it is at (null: none)
+  constructor(prefix, readout = `${prefix}-readout`) { Object.assign(this, { p: prefix, readout, finished: false, start: null, done: null }); }
 
-  async run(url, { onStart, onStep, onDone }) {
-    if (this.controller) this.controller.abort();
-    const controller = (this.controller = new AbortController());
+  async run(url, { onStart, onStep, onDone, signal = undefined, progress = () => {} }) {
     Object.assign(this, { finished: false, start: null, done: null });
     showError(`${this.p}-error`, "");
-    const readout = $(`${this.p}-readout`);
-    readout.textContent = "starting…";
+    const readout = this.readout && $(this.readout);
+    if (readout) readout.textContent = "starting…";
     try {
-      const response = await fetch(url, { signal: controller.signal });
+      const response = await fetch(url, { signal });
       if (!response.ok) throw new Error(await errorText(response));
       for await (const [name, data] of events(response)) {
-        if (name === "start") { this.start = data; onStart(data); }
-        else if (name === "step") { onStep(data); readout.textContent = `step ${data.index + 1}/${data.total}`; }
+        if (name === "start") { this.start = data; onStart(data); progress(0, data.total); }
+        else if (name === "step") {
+          onStep(data);
+          progress(data.index + 1, data.total);
+          if (readout) readout.textContent = `step ${data.index + 1}/${data.total}`;
+        }
         else if (name === "error") throw new Error(data.error);
         else if (name === "done") { this.done = data; onDone(data); this.finished = true; }
       }
     } catch (e) {
-      if (e.name !== "AbortError") { showError(`${this.p}-error`, e.message); readout.textContent = "stopped"; }
-    } finally {
-      if (this.controller === controller) this.controller = null;
+      if (readout) readout.textContent = e.name === "AbortError" ? "stopped: you pressed Stop" : "stopped";
+      if (e.name !== "AbortError") showError(`${this.p}-error`, e.message);
     }
   }
 }
@@ -132,20 +168,21 @@ function dialWords(w) {
 
 export function wireDial(status) {
   if (!enablePart(status, "dial", "dial")) return;
-  const run = new TileRun("dial");
+  const run = new TileRun("dial"), work = new Work("dial", ["dial-run"]);
   window.lab.dial = run;
   $("dial-run").addEventListener("click", () => {
     const scales = $("dial-scales").value.split(/[\s,;]+/).filter(Boolean);
     const q = query("dial", ["prompt", "model", "sampler", "steps", "seed"], { scale: scales });
     let imgs = [];
-    run.run(`/api/guidance?${q}`, {
+    work.run((signal, progress) => run.run(`/api/guidance?${q}`, {
+      signal, progress,
       onStart: (start) => { [imgs] = makeTiles($("dial-tiles"), start.scales.map((w) => [`w = ${w}`, dialWords(w)])); },
       onStep: (step) => { for (const tile of step.tiles) imgs[tile.tile].src = tile.x0; },
       onDone: (done) => {
         done.images.forEach((src, k) => { imgs[k].src = src; });
         $("dial-readout").textContent = `done: ${done.scales.length} scales × ${run.start.steps} steps, one batch`;
       },
-    });
+    }));
   });
 }
 
@@ -216,46 +253,58 @@ function detailWords(ratio) {
   return "about as much as the reference";
 }
 
-// What this run shows about the claim, from its own numbers: no verdict is written in advance.
-// Noisy-starved: the fewest steps starting at σ > 1 (ties: the lower first σ); clean-starved: the fewest at
-// σ ≤ 1 (ties: the higher last σ, i.e. the bigger final jump to σ = 0).  A half of the claim holds when
-// its spacing is the worst of the tiles on its measure (and, for detail, clearly mushy: ratio < MUSHY).
+// What this run shows about the folklore, from its own numbers (no verdict is written in advance), as a
+// plain-words headline and the details under it.  Noisy-starved: the fewest steps starting at σ > 1 (ties:
+// the lower first σ); clean-starved: the fewest at σ ≤ 1 (ties: the higher last σ, i.e. the bigger final jump
+// to σ = 0).  A half of the claim holds when its spacing is the worst of the tiles on its measure (and, for
+// detail, clearly mushy: ratio < MUSHY).
+/** @returns {{headline: string, details: string}} */
 export function stepsVerdict(chart, metrics, start) {
   const rows = chart.spacings.map((r, k) => ({ ...r, ...metrics[k] }));
-  if (rows.length < 2) return "Pick at least two spacings to compare.";
+  if (rows.length < 2) return { headline: "Pick at least two spacings to compare.", details: "" };
   const noisy = [...rows].sort((a, b) => a.noisy_steps - b.noisy_steps || a.sigmas[0] - b.sigmas[0])[0];
   const clean = [...rows].sort((a, b) => a.clean_steps - b.clean_steps || lastSigma(b) - lastSigma(a))[0];
   const shapeRank = [...rows].sort((a, b) => b.shape_error - a.shape_error).indexOf(noisy) + 1;
   const mushRank = [...rows].sort((a, b) => a.detail_ratio - b.detail_ratio).indexOf(clean) + 1;
   const n = rows.length, steps = chart.steps;
-  let text = `In this run ${noisy.spacing} gives the noisy end the fewest steps (${noisy.noisy_steps} of ${steps} start above σ = 1, `
-    + `the first at σ = ${fmtSigma(noisy.sigmas[0])}); its big shapes are the ${ordinal(shapeRank)}furthest of ${n} from the `
-    + `${start.reference_steps}-step reference (shape error ${noisy.shape_error.toFixed(3)}). `
-    + `${clean.spacing} gives the clean end the fewest (${clean.clean_steps} of ${steps}; its last step starts at σ = ${fmtSigma(lastSigma(clean))}) `
-    + `and keeps ${clean.detail_ratio.toFixed(2)}× the reference's fine detail (${detailWords(clean.detail_ratio)}; the ${ordinal(mushRank)}mushiest of ${n}). `;
   const shapes = shapeRank === 1, mushy = mushRank === 1 && clean.detail_ratio < MUSHY;
-  text += shapes && mushy ? "So here the claim holds on both counts."
-    : shapes ? "So here the first half holds (lost shapes) and the second (mushy detail) does not."
-    : mushy ? "So here the second half holds (mushy detail) and the first (lost shapes) does not."
-    : "So this model, at this step count, does not bear the claim out.";
-  if (start.stochastic) text += " (This sampler draws fresh noise every step, so part of each difference is luck.)";
-  return text;
+  const lostShapes = `${noisy.spacing}, which spends the fewest steps where the picture is still mostly noise, `
+    + (shapes ? "got the big shapes most wrong" : "did not get the big shapes most wrong");
+  const mushDetail = `${clean.spacing}, which spends the fewest steps on the last fine touches, `
+    + (mushy ? "left the fine detail mushiest"
+      : clean.detail_ratio < MUSHY ? "left the fine detail a little mushy, but not the mushiest"
+      : clean.detail_ratio > 1 / MUSHY ? "left the fine detail grainy rather than mushy"
+      : "kept about as much fine detail as the reference");
+  const headline = shapes && mushy ? `The folklore held up in this run: ${lostShapes}, and ${mushDetail}.`
+    : shapes ? `Half of the folklore held up in this run: ${lostShapes}, but ${mushDetail}.`
+    : mushy ? `Half of the folklore held up in this run: ${mushDetail}, but ${lostShapes}.`
+    : `The folklore did not hold up in this run: ${lostShapes}, and ${mushDetail}.`;
+  let details = `How it was judged: each picture against a ${start.reference_steps}-step reference. `
+    + `Big shapes (blurred pictures compared): ${noisy.spacing}, with ${noisy.noisy_steps} of ${steps} steps in the noisy half `
+    + `(σ > 1), came out the ${ordinal(shapeRank)}furthest off of ${n} (shape error ${noisy.shape_error.toFixed(3)}). `
+    + `Fine detail (what blurring takes away): ${clean.spacing}, with ${clean.clean_steps} of ${steps} steps in the clean half, `
+    + `kept ${clean.detail_ratio.toFixed(2)}× the reference's, ${detailWords(clean.detail_ratio)} (the ${ordinal(mushRank)}mushiest of ${n}).`;
+  if (start.stochastic) details += " This sampler draws fresh noise every step, so part of each difference is luck.";
+  return { headline, details };
 }
 
 export async function wireSteps(status) {
+  let work = { busy: false };
   const canvas = $("steps-canvas");
   new ResizeObserver(() => drawStepsChart()).observe(canvas);
   const run = new TileRun("steps");
   window.lab.steps = run;
-  $("steps-steps").addEventListener("change", () => { if (!run.controller) loadStepsChart(); });
+  $("steps-steps").addEventListener("change", () => { if (!work.busy) loadStepsChart(); });
   await loadStepsChart();
   if (!enablePart(status, "spacings", "steps")) return;
+  work = new Work("steps", ["steps-run"]);
   $("steps-run").addEventListener("click", () => {
     const verdict = $("steps-verdict");
     verdict.hidden = true;
     const q = query("steps", ["prompt", "model", "sampler", "steps", "guidance", "seed"]);
     let imgs = [], lines = [];
-    run.run(`/api/spacings/run?${q}`, {
+    work.run((signal, progress) => run.run(`/api/spacings/run?${q}`, {
+      signal, progress,
       onStart: (start) => {
         state.stepsChart = start.chart;
         drawStepsChart();
@@ -272,10 +321,13 @@ export async function wireSteps(status) {
         done.images.forEach((src, k) => { imgs[k].src = src; });
         imgs[imgs.length - 1].src = done.reference;
         done.metrics.forEach((m, k) => { lines[k].textContent = `shapes off ${m.shape_error.toFixed(3)} · detail ${m.detail_ratio.toFixed(2)}×`; });
-        verdict.textContent = stepsVerdict(run.start.chart, done.metrics, run.start);
+        const { headline, details } = stepsVerdict(run.start.chart, done.metrics, run.start);
+        const strong = document.createElement("strong"), small = document.createElement("span");
+        strong.textContent = headline; small.textContent = details;
+        verdict.replaceChildren(strong, small);
         verdict.hidden = false;
         $("steps-readout").textContent = `done: ${done.images.length} spacings and the reference`;
       },
-    });
+    }));
   });
 }
