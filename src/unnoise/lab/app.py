@@ -291,7 +291,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         if model is not None:
             source, info = learned_part("replay", "replay at a model's size")(ReplayRequest(model, seed, steps, picture.id, picture))
             slot = await gate.acquire()
-            return JobResponse(Job(slot, source, {"kind": "replay", "image": picture.id, "seed": seed, "model": model, **info}))
+            return JobResponse(Job(slot, source, {"kind": "replay", "image": picture.id, "seed": seed, "model": model, **info}), config.stall_timeout)
         s = scheds[schedule]
         ts = replay_timesteps(s, steps)
         source = replay_source(s, picture.tensor(), _noise(picture, seed), ts)
@@ -371,7 +371,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         source, start = method(request)
         slot = await gate.acquire()
         info = {k: v for k, v in asdict(request).items() if k != "picture"}
-        return JobResponse(Job(slot, source, {"kind": "ladder", **info, **start}))
+        return JobResponse(Job(slot, source, {"kind": "ladder", **info, **start}), config.stall_timeout)
 
     @app.get("/api/guidance", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def dial_stream(
