@@ -76,7 +76,10 @@ def test_png_carries_parameters_and_from_reproduces(painter, model_dir, tmp_path
     assert (params.prompt, params.seed, params.steps, params.negative_prompt) == ("a blue square", 3, 5, "red")
     assert params.model == str(model_dir) and params.sampler == "dpmpp_2m"
     again = tmp_path / "again.png"
-    assert cli(["paint", "--from", str(out), "--out", str(again), "--size", "0"]).code == 0
+    # the PNG names a model directory: a path stored in a file is not opened until the user names it too
+    refused = cli(["paint", "--from", str(out), "--out", str(again), "--size", "0"])
+    assert refused.code == 2 and f"pass --model {model_dir}" in refused.err and not again.exists()
+    assert cli(["paint", "--from", str(out), "--model", str(model_dir), "--out", str(again), "--size", "0"]).code == 0
     assert np.array_equal(arr(Image.open(out)), arr(Image.open(again)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -75,7 +76,7 @@ def noise(
     image: Optional[Path] = typer.Argument(None, help="Image to dissolve (default: the cat from scikit-image)."),
     out: Path = typer.Option(Path("noise.gif"), "--out", "-o", help="Output: .gif animation or .png strip."),
     schedule_name: str = typer.Option("linear", "--schedule", "-s", help="Noise schedule."),
-    frames: Optional[int] = typer.Option(None, "--frames", "-k", help="Number of frames (default: 40 for .gif, 8 for .png)."),
+    frames: Optional[int] = typer.Option(None, "--frames", "-k", help="Number of frames, 2 … 1000 (default: 40 for .gif, 8 for .png)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the one noise draw used for every frame."),
     num_steps: int = typer.Option(1000, "--num-steps", help="Training steps T of the schedule."),
 ) -> None:
@@ -83,9 +84,13 @@ def noise(
     from . import images, schedules, visualize
 
     out = images.check_writable(out, (".gif", ".png"))
+    if not 0 <= seed < 2**63:  # as paint refuses it (torch would take −1 and wrap it around)
+        raise CLIError(f"seed must be a non-negative integer, got {seed}")
     sched = schedules.get(schedule_name, num_steps)
     picture = images.load_image(image) if image is not None else images.default_cat()
     k = frames if frames is not None else (40 if out.suffix.lower() == ".gif" else 8)
+    if not 2 <= k <= 1000:
+        raise CLIError(f"--frames must be from 2 to 1000, got {k}")
     visualize.save_frames(visualize.noise_frames(sched, picture, k, seed=seed), out)
     typer.echo(f"wrote {out} ({k} frames, t = 0 … {sched.num_steps - 1}, {sched.name} schedule)")
 
@@ -143,9 +148,14 @@ def paint(
         guidance_rescale = guidance_rescale or stored.guidance_rescale
         snap = stored.snap if snap is None else snap
         if model == "emoji" and stored.model != "emoji":
-            model = stored.model
-        if init_image is None and stored.init_image:
-            init_image, strength = Path(stored.init_image), stored.strength if strength is None else strength
+            model = _stored_model(from_png, stored.model)
+        if stored.init_image and init_image is None:  # a path from someone else's file is never opened unasked
+            raise CLIError(f"{from_png} was painted from the picture {stored.init_image!r} (image to image); pass "
+                           "--init-image PATH to paint from it again (a PNG's stored paths are not opened)")
+        if stored.init_image and strength is None:
+            strength = stored.strength
+    if strength is not None and init_image is None:
+        raise CLIError("--strength needs --init-image: it says how far to noise that picture")
     if prompts_file is not None and prompt is not None:
         raise CLIError("give a PROMPT or --prompts-file, not both")
     jobs = [(None, prompt or "")] if prompts_file is None else read_prompts_file(prompts_file)
@@ -193,6 +203,17 @@ def paint(
         typer.echo(f"wrote {animate}  (the denoising of image 1, {len(gif)} frames)")
     shown = ", ".join(str(q) for q in paths[:3]) + (f" … ({len(paths)} files)" if len(paths) > 3 else "")
     typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} step{'s' * (p.steps != 1)} {p.sampler}, guidance {p.guidance:g}, model {model})")
+
+
+def _stored_model(png: Path, stored: str) -> str:
+    """The model a PNG names, if it is a bundled one; a stored directory path is refused (it could point
+    anywhere on this machine), with the line to pass it explicitly."""
+    from .modeldir import BUNDLED
+
+    if stored in BUNDLED:
+        return stored
+    raise CLIError(f"{png} was painted with the model {stored!r}, not a bundled one; pass --model {stored} to use "
+                   "it (a PNG's stored paths are not opened)")
 
 
 @app.command()
@@ -270,6 +291,7 @@ def train(
         "balance": balance, "precision": precision, "compile": compile_model, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
         "log_every": log_every, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "threads": threads,
     }
+    _check_run_dir(out)
     params = {"schedule": "schedule_name", "compile": "compile_model"}
     # compared by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
     explicit = {k: v for k, v in names.items()
@@ -367,6 +389,7 @@ def distill(
     explicit = {k: v for k, v in names.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if method not in ("consistency", "guidance", "trajectory"):  # progressive stays a Python-API experiment
         raise CLIError(f"--method must be consistency, guidance or trajectory, got {method!r}")
+    _check_run_dir(out)
     cfg = resume_config(out, explicit) if resume else DistillConfig(**names)
     if dry_run:
         typer.echo(json.dumps(resolve(cfg).to_dict(), indent=2))
@@ -375,6 +398,12 @@ def distill(
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     model_dir = run_distill(cfg, resume=resume)
     typer.echo(f"done: student in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
+
+
+def _check_run_dir(out: Path) -> None:
+    """--out of train or distill: a run directory, existing or to be made (not a file)."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; a run needs a directory (an existing run's, or a new one)")
 
 
 @app.command()
@@ -387,7 +416,8 @@ def export(
     spacing: Optional[str] = typer.Option(None, "--spacing", help="The model's default noise-level spacing."),
     fp32: bool = typer.Option(False, "--fp32", help="Keep float32 weights (default: float16, half the size)."),
     card: Optional[str] = typer.Option(None, "--card", help="Also write MODEL.md + loss.png for a model of this name."),
-    notes: Optional[Path] = typer.Option(None, "--notes", help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
+    notes: Optional[Path] = typer.Option(None, "--notes", exists=True, dir_okay=False, readable=True,
+                                         help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
 ) -> None:
     """Export a run's latest checkpoint (EMA weights) as a model directory, e.g. to bundle it.  A distillation
     run (from `unnoise distill --out`) exports its student, with the teacher's vocabulary and a student's card."""
@@ -443,11 +473,17 @@ def _is_distill_run(run: Path) -> bool:
         return False  # export_run reports a missing or broken run
 
 
+# Errors of the user's machine rather than of unnoise: one line, like an UnnoiseError, never "please report".
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    """Entry point.  An `UnnoiseError` (the user's to fix: a bad value, a missing or broken file) becomes one
+    line on stderr and exit code 2, as do usage errors (typer) and a full disk or a denied permission; anything
+    else is a bug and says so: its traceback, a one-line "please report", exit code 1."""
     try:
         app(args=argv, prog_name="unnoise")
-    except (CLIError, ValueError, TypeError, OSError, RuntimeError) as e:
+    except UnnoiseError as e:
         if os.environ.get("UNNOISE_DEBUG"):
             raise
         typer.echo(f"error: {e}", err=True)
@@ -455,6 +491,26 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            _crashed(e)
+        if os.environ.get("UNNOISE_DEBUG"):
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 — the one place a bug is caught, to be reported as one
+        _crashed(e)
+
+
+def _crashed(e: BaseException) -> None:
+    """A bug: the traceback, then one line saying so (the last line a user sees), exit code 1."""
+    import traceback
+
+    traceback.print_exception(e, file=sys.stderr)
+    message = str(e).splitlines()[0] if str(e) else ""
+    typer.echo(f"unnoise crashed (bug): {type(e).__name__}: {message} — please report it with the command you ran",
+               err=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class PainterFactory:
 
     def painter(self, name: str) -> Painter:
         if name not in self.models:
-            raise ValueError(f"unknown model {name!r}; this lab has {', '.join(sorted(self.models)) or 'none'}")
+            raise ModelDirError(f"unknown model {name!r}; this lab has {', '.join(sorted(self.models)) or 'none'}")
         with self._lock:
             if name not in self._painters:
                 self._painters[name] = Painter.from_pretrained(self.models[name], device=self.device)
