@@ -11,6 +11,18 @@ class CLIResult(NamedTuple):
     err: str
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module that runs small networks: fastest for them, and a busy machine's cores
+    cannot be oversubscribed (use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def cli(capsys):
     """Run `unnoise ARGV…` in-process: cli([...]) → CLIResult(code, out, err), code 0 on a normal return."""

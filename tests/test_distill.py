@@ -25,12 +25,7 @@ from unnoise.training.loop import train
 COLOURS = {"a red square": (220, 30, 30), "a blue square": (30, 30, 220)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,7 @@ def test_cli_snaps_says_so_stores_it_and_from_reproduces(model_dir, tmp_path, cl
     assert params.prompt == "a kitten's face" and params.conditioned_on == "cat face" and params.snap
     assert "Conditioned on: cat face" in Image.open(out).text["parameters"]
     again = tmp_path / "again.png"
-    assert cli(["paint", "--from", str(out), "--out", str(again), "--size", "0"]).code == 0
+    assert cli(["paint", "--from", str(out), "--model", str(model_dir), "--out", str(again), "--size", "0"]).code == 0
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
     plain = tmp_path / "plain.png"
     code, _, err = cli(["paint", "a kitten's face", "--model", str(model_dir), "--seed", "1", "--size", "0", "--no-snap",
@@ -128,7 +128,7 @@ def test_cli_snaps_says_so_stores_it_and_from_reproduces(model_dir, tmp_path, cl
     assert code == 0 and "cat face" not in err
     assert PaintParams.from_png(plain).conditioned_on is None and not PaintParams.from_png(plain).snap
     again = tmp_path / "plain-again.png"  # --from keeps the stored --no-snap
-    assert cli(["paint", "--from", str(plain), "--out", str(again), "--size", "0"]).code == 0
+    assert cli(["paint", "--from", str(plain), "--model", str(model_dir), "--out", str(again), "--size", "0"]).code == 0
     assert np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(again)))
 
 

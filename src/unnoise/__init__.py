@@ -13,8 +13,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-_LAZY = {"Painter": ".pipeline", "PaintParams": ".pipeline", "PaintError": ".pipeline", "UnnoiseError": ".errors"}
-__all__ = ["Painter", "PaintParams", "PaintError", "UnnoiseError", "__version__"]
+_LAZY = {"Painter": ".pipeline", "PaintParams": ".pipeline", "PaintError": ".pipeline", "UnnoiseError": ".errors",
+         "save_image": ".pipeline"}
+__all__ = ["Painter", "PaintParams", "PaintError", "UnnoiseError", "save_image", "__version__"]
 
 
 def __getattr__(name: str):

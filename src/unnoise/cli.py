@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -10,6 +11,7 @@ from typing import List, Optional
 
 import typer
 
+from .cli_help import SEED_HELP, hide_flag_types, model_default
 from .errors import UnnoiseError
 
 app = typer.Typer(
@@ -23,6 +25,8 @@ app = typer.Typer(
 
 
 from .evaluation.cli import app as _eval_app  # noqa: E402  (light: typer only)
+
+hide_flag_types()
 
 app.add_typer(_eval_app, name="eval")
 
@@ -72,7 +76,7 @@ def noise(
     image: Optional[Path] = typer.Argument(None, help="Image to dissolve (default: the cat from scikit-image)."),
     out: Path = typer.Option(Path("noise.gif"), "--out", "-o", help="Output: .gif animation or .png strip."),
     schedule_name: str = typer.Option("linear", "--schedule", "-s", help="Noise schedule."),
-    frames: Optional[int] = typer.Option(None, "--frames", "-k", help="Number of frames (default: 40 for .gif, 8 for .png)."),
+    frames: Optional[int] = typer.Option(None, "--frames", "-k", help="Number of frames, 2 … 1000 (default: 40 for .gif, 8 for .png)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the one noise draw used for every frame."),
     num_steps: int = typer.Option(1000, "--num-steps", help="Training steps T of the schedule."),
 ) -> None:
@@ -80,9 +84,13 @@ def noise(
     from . import images, schedules, visualize
 
     out = images.check_writable(out, (".gif", ".png"))
+    if not 0 <= seed < 2**63:  # as paint refuses it (torch would take −1 and wrap it around)
+        raise CLIError(f"seed must be a non-negative integer, got {seed}")
     sched = schedules.get(schedule_name, num_steps)
     picture = images.load_image(image) if image is not None else images.default_cat()
     k = frames if frames is not None else (40 if out.suffix.lower() == ".gif" else 8)
+    if not 2 <= k <= 1000:
+        raise CLIError(f"--frames must be from 2 to 1000, got {k}")
     visualize.save_frames(visualize.noise_frames(sched, picture, k, seed=seed), out)
     typer.echo(f"wrote {out} ({k} frames, t = 0 … {sched.num_steps - 1}, {sched.name} schedule)")
 
@@ -91,37 +99,46 @@ def noise(
 def paint(
     prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
     model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (default: the model's, 20)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (default: the model's)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler name (see `unnoise samplers`) (default: dpmpp_2m)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of image 1 (image i uses seed + i − 1) (default: random)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Sampler steps ({model_default('steps')})."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale "
+                                             f"({model_default('guidance')})."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler, by our name or A1111's, e.g. "
+                                          f"\"DPM++ 2M Karras\" (`unnoise samplers`) ({model_default('sampler')})."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"{SEED_HELP} (default: random)."),
     num_images: int = typer.Option(1, "--num-images", "-k", help="How many images to paint."),
-    out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output PNG; with -k > 1: STEM-1.png … STEM-k.png."),
+    out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output .png, .jpg or .webp, each with the "
+                             "parameters; with -k > 1: STEM-1.png … STEM-k.png (and with --grid, OUT is the grid)."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
     guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Guidance rescale φ (Lin et al. 2023), 0 … 1."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, trailing, leading, linspace, or log_snr@S (log-SNR steps down to a last call at σ = S)."),
-    grid: bool = typer.Option(False, "--grid", help="Also write all images as one grid, STEM-grid.png."),
+    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, "
+                                          "trailing, leading, linspace, or log_snr@S (log-SNR steps down to a last call at "
+                                          f"σ = S) ({model_default('spacing')})."),
+    grid: bool = typer.Option(False, "--grid", help="With -k > 1: --out is all images as one grid, beside STEM-1 … STEM-k."),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
     strength: Optional[float] = typer.Option(None, "--strength", help="How far to noise --init-image, (0, 1] (default: 0.6)."),
     animate: Optional[Path] = typer.Option(None, "--animate", help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
-    from_png: Optional[Path] = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise PNG (options given here override it)."),
+    from_png: Optional[Path] = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise .png, .jpg "
+                                            "or .webp (options given here override it)."),
     size: int = typer.Option(256, "--size", help="Upscale the saved images to this side (nearest neighbour); 0: native."),
     snap: Optional[bool] = typer.Option(None, "--snap/--no-snap", help="Condition an unknown prompt on the most similar "
                                         "training caption, if the model has a vocabulary (default: on)."),
+    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="Paint each line of this text file "
+                                                "instead of PROMPT: -k images a line, named STEM-LINE-i.EXT."),
+    device: str = typer.Option("cpu", "--device", help="Where to paint: cpu, cuda (cuda:N) or mps."),
 ) -> None:
-    """Paint images from a prompt with a bundled or trained model."""
+    """Paint images from a prompt (or a file of prompts) with a bundled or trained model."""
     from tqdm import tqdm
 
-    from . import images, visualize
-    from .modeldir import guidance_range
-    from .pipeline import PaintParams, Painter, check_paint_args, save_png
+    from . import images, infotext, visualize
+    from .paint_cli import notes, output_path, read_prompts_file, save_paintings
+    from .pipeline import PaintParams, Painter, check_paint_args, save_image
 
-    out = images.check_writable(out, (".png",))
+    out = images.check_writable(out, tuple(infotext.FORMATS))
     if animate is not None:
         images.check_writable(animate, (".gif",))
     if from_png is not None:
         stored = PaintParams.from_png(from_png)
-        prompt = stored.prompt if prompt is None else prompt
+        prompt = stored.prompt if prompt is None and prompts_file is None else prompt
         negative_prompt = negative_prompt or stored.negative_prompt
         steps = stored.steps if steps is None else steps
         guidance = stored.guidance if guidance is None else guidance
@@ -131,85 +148,98 @@ def paint(
         guidance_rescale = guidance_rescale or stored.guidance_rescale
         snap = stored.snap if snap is None else snap
         if model == "emoji" and stored.model != "emoji":
-            model = stored.model
-        if init_image is None and stored.init_image:
-            init_image, strength = Path(stored.init_image), stored.strength if strength is None else strength
-    prompt = prompt or ""
-    check_paint_args(prompt, negative_prompt, num_images, steps or 1, 0.0 if guidance is None else guidance,
+            model = _stored_model(from_png, stored.model)
+        if stored.init_image and init_image is None:  # a path from someone else's file is never opened unasked
+            raise CLIError(f"{from_png} was painted from the picture {stored.init_image!r} (image to image); pass "
+                           "--init-image PATH to paint from it again (a PNG's stored paths are not opened)")
+        if stored.init_image and strength is None:
+            strength = stored.strength
+    if strength is not None and init_image is None:
+        raise CLIError("--strength needs --init-image: it says how far to noise that picture")
+    if prompts_file is not None and prompt is not None:
+        raise CLIError("give a PROMPT or --prompts-file, not both")
+    jobs = [(None, prompt or "")] if prompts_file is None else read_prompts_file(prompts_file)
+    check_paint_args(jobs[0][1], negative_prompt, num_images, steps or 1, 0.0 if guidance is None else guidance,
                      strength, guidance_rescale)
     if not 0 <= size <= 2048:
         raise CLIError(f"--size must be from 0 to 2048, got {size}")
     init = images.load_image(init_image) if init_image is not None else None
-    painter = Painter.from_pretrained(model)
-    p = painter.params(prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
-                       guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
-                       init_image=str(init_image) if init_image else None,
-                       strength=(0.6 if strength is None else strength) if init is not None else None, snap=snap)
-    if p.conditioned_on is not None:
-        similarity = painter.snap(prompt).similarity
-        typer.echo(f"note: {prompt!r} is not a caption the model knows; painting the nearest one, {p.conditioned_on!r} "
-                   f"(similarity {similarity:.2f}; --no-snap paints it as typed)", err=True)
-    if len(painter.encoder.tokenize([prompt])[0][0]) >= painter.encoder.max_length:
-        typer.echo(f"note: the prompt is longer than {painter.encoder.max_length} tokens; the rest is ignored", err=True)
-    if (learned := guidance_range(painter.info)) is not None:  # a distilled student: w is a network input
-        if not learned[0] <= p.guidance <= learned[1]:
-            typer.echo(f"note: {painter.name} learned guidance from {learned[0]:g} to {learned[1]:g}; at {p.guidance:g} "
-                       "it extrapolates", err=True)
-        if p.negative_prompt or p.guidance_rescale:
-            typer.echo(f"note: {painter.name} takes w as an input and makes no unconditional pass, so "
-                       "--negative-prompt and --guidance-rescale change nothing", err=True)
+    painter = Painter.from_pretrained(model, device=device)
+    params = [painter.params(text, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
+                             guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
+                             init_image=str(init_image) if init_image else None,
+                             strength=(0.6 if strength is None else strength) if init is not None else None,
+                             snap=snap)
+              for _, text in jobs]
+    seed = params[0].seed  # a random seed is drawn once: image i of every prompt uses seed + i
+    params = [q.replace(seed=seed) for q in params]
+    for q in params:
+        for line in notes(painter, q):
+            typer.echo(line, err=True)
 
-    frames: list = []
-    total = p.steps if init is None else max(1, min(p.steps, round(p.steps * p.strength)))
-    bar = tqdm(total=total, unit="step", desc="painting", leave=False)
+    p, frames = params[0], []
+    per_job = p.steps if init is None else max(1, min(p.steps, round(p.steps * p.strength)))
+    bar = tqdm(total=per_job * len(jobs), unit="step", desc="painting", leave=False)
 
     def on_step(info) -> None:
         bar.update(1)
-        if animate is not None:
+        if animate is not None and len(frames) < per_job:  # image 1 of the first prompt
             frames.append((info.sigma, info.x.clone(), info.denoised.clone()))
 
-    x = painter.paint_tensor(p, num_images, init=init, callback=on_step)
+    paths, tiles = [], []
+    for (line, _), q in zip(jobs, params):
+        x = painter.paint_tensor(q, num_images, init=init, callback=on_step)
+        targets = [output_path(out, num_images, i, line) for i in range(num_images)]
+        tiles += save_paintings(x, q, targets, size)
+        paths += targets
+        if q is p:
+            x_first = x
     bar.close()
-    from dataclasses import asdict
-
-    paths = []
-    for i, xi in enumerate(x):
-        im = images.to_pil(xi)
-        if size:
-            im = im.resize((size, size), images.Image.Resampling.NEAREST)
-        im.unnoise_params = PaintParams(**{**asdict(p), "seed": p.seed + i})
-        path = out if num_images == 1 else out.with_name(f"{out.stem}-{i + 1}{out.suffix}")
-        paths.append(save_png(im, path))
-    if grid and num_images > 1:
-        tiles = [images.Image.open(q) for q in paths]
-        images.grid(tiles).save(out.with_name(f"{out.stem}-grid{out.suffix}"))
+    if grid and len(tiles) > 1:  # the grid carries image 1's parameters, as A1111's grids do
+        paths.insert(0, save_image(p.attach(images.grid(tiles)), out))
     if animate is not None:
-        visualize.save_frames(visualize.denoising_frames(frames, x, size=max(size, 128)), animate, duration_ms=150)
-    shown = ", ".join(str(q) for q in paths[:3]) + (" …" if len(paths) > 3 else "")
+        gif = visualize.denoising_frames(frames, x_first, size=max(size, 128))
+        visualize.save_frames(gif, animate, duration_ms=150)
+        typer.echo(f"wrote {animate}  (the denoising of image 1, {len(gif)} frames)")
+    shown = ", ".join(str(q) for q in paths[:3]) + (f" … ({len(paths)} files)" if len(paths) > 3 else "")
     typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} step{'s' * (p.steps != 1)} {p.sampler}, guidance {p.guidance:g}, model {model})")
+
+
+def _stored_model(png: Path, stored: str) -> str:
+    """The model a PNG names, if it is a bundled one; a stored directory path is refused (it could point
+    anywhere on this machine), with the line to pass it explicitly."""
+    from .modeldir import BUNDLED
+
+    if stored in BUNDLED:
+        return stored
+    raise CLIError(f"{png} was painted with the model {stored!r}, not a bundled one; pass --model {stored} to use "
+                   "it (a PNG's stored paths are not opened)")
 
 
 @app.command()
 def lab(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
     port: int = typer.Option(7860, "--port", help="Port to serve on."),
+    device: str = typer.Option("cpu", "--device", help="Where the models paint: cpu, cuda (cuda:N) or mps."),
 ) -> None:
     """Open the lab: watch the forward process, the schedule and the real learned reverse in the browser."""
     from .lab.app import run
     from .lab.learned import PainterFactory
 
+    from .devices import check_device
+
     if not 1 <= port <= 65535:
         raise CLIError(f"--port must be from 1 to 65535, got {port}")
-    run(host=host, port=port, generate=PainterFactory.bundled())
+    run(host=host, port=port, generate=PainterFactory.bundled(str(check_device(device))))
 
 
 @app.command()
 def samplers() -> None:
-    """List the registered samplers."""
-    from .sampling import SAMPLERS
+    """List the samplers: their other names (A1111, ComfyUI, k-diffusion), order, calls per step."""
+    from .sampling.names import listing
 
-    for name in SAMPLERS:
-        typer.echo(name)
+    for line in listing():
+        typer.echo(line)
 
 
 @app.command()
@@ -239,13 +269,20 @@ def train(
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or mps (default: cuda if there is one, "
+                                         "else cpu; under torchrun each process takes GPU LOCAL_RANK)."),
 ) -> None:
     """Train a text-conditioned denoiser.  Multi-process: torchrun --nproc_per_node N -m unnoise train …"""
 
     from .training import checkpoint
+    from .devices import check_device
     from .training.config import TrainConfig
     from .training.loop import RUN_CONFIG, resume_config
     from .training.loop import train as run_training
+
+    if device is not None and check_device(device).index is not None:
+        raise CLIError(f"--device {device}: train takes cuda without an index (each torchrun process uses GPU "
+                       "LOCAL_RANK; CUDA_VISIBLE_DEVICES picks the GPUs)")
 
     names = {
         "data": data, "out": str(out), "max_steps": max_steps, "batch_size": batch_size, "seed": seed, "lr": lr,
@@ -254,6 +291,7 @@ def train(
         "balance": balance, "precision": precision, "compile": compile_model, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
         "log_every": log_every, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "threads": threads,
     }
+    _check_run_dir(out)
     params = {"schedule": "schedule_name", "compile": "compile_model"}
     # compared by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
     explicit = {k: v for k, v in names.items()
@@ -267,7 +305,9 @@ def train(
         return
     if not resume and checkpoint.latest_path(out) is not None:  # only a complete checkpoint makes a run
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    model_dir = run_training(cfg, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"unnoise train: {'resuming' if resume else 'starting'} the run in {out}", err=True)
+    model_dir = run_training(cfg, resume=resume, device=device)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"done: model in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
 
@@ -349,6 +389,7 @@ def distill(
     explicit = {k: v for k, v in names.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
     if method not in ("consistency", "guidance", "trajectory"):  # progressive stays a Python-API experiment
         raise CLIError(f"--method must be consistency, guidance or trajectory, got {method!r}")
+    _check_run_dir(out)
     cfg = resume_config(out, explicit) if resume else DistillConfig(**names)
     if dry_run:
         typer.echo(json.dumps(resolve(cfg).to_dict(), indent=2))
@@ -357,6 +398,12 @@ def distill(
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     model_dir = run_distill(cfg, resume=resume)
     typer.echo(f"done: student in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
+
+
+def _check_run_dir(out: Path) -> None:
+    """--out of train or distill: a run directory, existing or to be made (not a file)."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; a run needs a directory (an existing run's, or a new one)")
 
 
 @app.command()
@@ -369,7 +416,8 @@ def export(
     spacing: Optional[str] = typer.Option(None, "--spacing", help="The model's default noise-level spacing."),
     fp32: bool = typer.Option(False, "--fp32", help="Keep float32 weights (default: float16, half the size)."),
     card: Optional[str] = typer.Option(None, "--card", help="Also write MODEL.md + loss.png for a model of this name."),
-    notes: Optional[Path] = typer.Option(None, "--notes", help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
+    notes: Optional[Path] = typer.Option(None, "--notes", exists=True, dir_okay=False, readable=True,
+                                         help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
 ) -> None:
     """Export a run's latest checkpoint (EMA weights) as a model directory, e.g. to bundle it.  A distillation
     run (from `unnoise distill --out`) exports its student, with the teacher's vocabulary and a student's card."""
@@ -377,7 +425,7 @@ def export(
 
     from . import schedules
     from .pipeline import check_paint_args
-    from .sampling import get_sampler
+    from .sampling.names import resolve_sampler, resolve_spacing
     from .training.loop import export_run
 
     defaults = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("sampler", sampler), ("spacing", spacing)) if v is not None}
@@ -397,9 +445,13 @@ def export(
         typer.echo(f"exported the student of {run} → {path} ({size:.1f} MiB)")
         return
     check_paint_args("", "", 1, defaults.get("steps", 20), defaults.get("guidance", 3.0))
-    if sampler is not None:
-        get_sampler(sampler)
+    if sampler is not None:  # A1111's, ComfyUI's names too: the registry's is stored, "… Karras" sets the spacing
+        defaults["sampler"], named = resolve_sampler(sampler)
+        if named is not None and spacing is not None and resolve_spacing(spacing) != named:
+            raise CLIError(f"--sampler {sampler!r} asks for the {named} spacing, but --spacing is {spacing!r}")
+        spacing = spacing if named is None else named
     if spacing is not None:
+        spacing = defaults["spacing"] = resolve_spacing(spacing)
         try:
             schedules.check_spacing(spacing)
         except schedules.ScheduleError as e:
@@ -421,11 +473,17 @@ def _is_distill_run(run: Path) -> bool:
         return False  # export_run reports a missing or broken run
 
 
+# Errors of the user's machine rather than of unnoise: one line, like an UnnoiseError, never "please report".
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    """Entry point.  An `UnnoiseError` (the user's to fix: a bad value, a missing or broken file) becomes one
+    line on stderr and exit code 2, as do usage errors (typer) and a full disk or a denied permission; anything
+    else is a bug and says so: its traceback, a one-line "please report", exit code 1."""
     try:
         app(args=argv, prog_name="unnoise")
-    except (CLIError, ValueError, TypeError, OSError, RuntimeError) as e:
+    except UnnoiseError as e:
         if os.environ.get("UNNOISE_DEBUG"):
             raise
         typer.echo(f"error: {e}", err=True)
@@ -433,6 +491,26 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            _crashed(e)
+        if os.environ.get("UNNOISE_DEBUG"):
+            raise
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 — the one place a bug is caught, to be reported as one
+        _crashed(e)
+
+
+def _crashed(e: BaseException) -> None:
+    """A bug: the traceback, then one line saying so (the last line a user sees), exit code 1."""
+    import traceback
+
+    traceback.print_exception(e, file=sys.stderr)
+    message = str(e).splitlines()[0] if str(e) else ""
+    typer.echo(f"unnoise crashed (bug): {type(e).__name__}: {message} — please report it with the command you ran",
+               err=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

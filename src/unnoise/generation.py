@@ -68,11 +68,15 @@ def generate(
 
     if x_init is not None and sigmas is None:
         raise ValueError("x_init needs the sigmas it starts from")
+    # the noise is drawn by CPU generators (the same seed, the same start on any device), then moved
+    device = next(model.parameters()).device
     if x_init is None and sigmas is not None:  # seed k's start noise, exactly as sample draws it
-        x_init = randn_like(torch.empty((len(seeds), *shape)), generators) * float(check_sigmas(sigmas)[0])
+        start = torch.empty((len(seeds), *shape), device=device)
+        x_init = randn_like(start, generators) * float(check_sigmas(sigmas)[0])
     if x_init is None:
         return sample(
             run, (len(seeds), *shape), schedule=schedule, steps=steps, sampler=sampler, spacing=spacing,
-            generator=generators, callback=callback, **sampler_options,
+            generator=generators, callback=callback, device=device, **sampler_options,
         )
-    return get_sampler(sampler)(run, x_init, sigmas, generator=generators, callback=callback, **sampler_options)
+    return get_sampler(sampler)(run, x_init.to(device), sigmas, generator=generators, callback=callback,
+                                **sampler_options)

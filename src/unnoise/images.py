@@ -20,6 +20,10 @@ class ImageLoadError(UnnoiseError, ValueError):
     """A file that should be an image could not be read as one."""
 
 
+class OutputPathError(UnnoiseError, ValueError):
+    """An output path that cannot be written (wrong suffix, missing or read-only folder, a directory)."""
+
+
 def load_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
     """Open an image file fully (so truncated files fail here, not later), converted to mode."""
     path = Path(path)
@@ -107,14 +111,14 @@ def check_writable(path: str | os.PathLike, suffixes: tuple[str, ...]) -> Path:
     """Validate an output path before any work is done: known suffix, existing writable folder."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
-        raise ValueError(f"output must end in {' or '.join(suffixes)}, got {path.name!r}")
+        raise OutputPathError(f"output must end in {' or '.join(suffixes)}, got {path.name!r}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise ValueError(f"output folder does not exist: {parent}")
+        raise OutputPathError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):
-        raise ValueError(f"output folder is not writable: {parent}")
+        raise OutputPathError(f"output folder is not writable: {parent}")
     if path.is_dir():
-        raise ValueError(f"output path is a directory: {path}")
+        raise OutputPathError(f"output path is a directory: {path}")
     return path
 
 

@@ -61,8 +61,10 @@ def resolve(name_or_dir: str | os.PathLike) -> Path:
         return path
     path = Path(s)
     if not path.exists():
-        raise ModelDirError(
-            f"unknown model {s!r}: not a bundled model ({', '.join(BUNDLED)}) nor an existing directory")
+        from .suggest import did_you_mean
+
+        raise ModelDirError(f"unknown model {s!r}{did_you_mean(s, BUNDLED)} (not a bundled model: "
+                            f"{', '.join(BUNDLED)}; nor an existing directory)")
     if not path.is_dir() or not (path / META).exists():
         raise ModelDirError(
             f"{path} is not an unnoise model directory (no {META}); a training run exports one to RUN/model")
@@ -134,6 +136,25 @@ def guidance_range(info: ModelInfo) -> tuple[float, float] | None:
     return float(config.get("guidance_min", 1.0)), float(config.get("guidance_max", 6.0))
 
 
+# JSON types of unnoise.json's fields and of its painting defaults (checked once, here, where the file is read).
+_INFO_TYPES = {"schedule": "string", "num_train_steps": "integer", "prediction_type": "string",
+               "text_encoder": "string",
+               "channels": "integer", "image_size": "integer", "dataset": "string", "example_prompts": "list",
+               "defaults": "object", "training": "object"}
+_DEFAULT_TYPES = {"steps": "integer", "guidance": "number", "sampler": "string", "spacing": "string"}
+_PYTHON_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "list": (list,), "object": (dict,)}
+
+
+def _check_info(info: ModelInfo, file: Path) -> None:
+    """Each field of its JSON type, so that e.g. `"guidance": null` is named here, not met deep inside painting."""
+    fields = [(name, getattr(info, name), kind) for name, kind in _INFO_TYPES.items()]
+    fields += [(f"defaults.{name}", info.defaults[name], kind) for name, kind in _DEFAULT_TYPES.items()
+               if isinstance(info.defaults, dict) and name in info.defaults]
+    for name, value, kind in fields:
+        if isinstance(value, bool) or not isinstance(value, _PYTHON_TYPES[kind]):
+            raise ModelDirError(f"{file}: {name} must be a{'n' * (kind[0] in 'aeiou')} {kind}, got {json.dumps(value)}")
+
+
 def load_info(name_or_dir: str | os.PathLike) -> tuple[ModelInfo, Path]:
     """A model's ModelInfo (validated) and its resolved directory, without loading the network."""
     path = resolve(name_or_dir)
@@ -141,12 +162,15 @@ def load_info(name_or_dir: str | os.PathLike) -> tuple[ModelInfo, Path]:
         raw = json.loads((path / META).read_text())
     except json.JSONDecodeError as e:
         raise ModelDirError(f"corrupt {path / META}: {e}") from e
+    if not isinstance(raw, dict):
+        raise ModelDirError(f"{path / META} must hold a JSON object, got a {type(raw).__name__}")
     if raw.pop("format", None) != FORMAT_VERSION:
         raise ModelDirError(f"{path / META}: unsupported format (this unnoise reads format {FORMAT_VERSION})")
     try:
         info = ModelInfo(**raw)
     except TypeError as e:
         raise ModelDirError(f"{path / META}: {e}") from e
+    _check_info(info, path / META)
     schedules.get(info.schedule, info.num_train_steps)  # validates
     return info, path
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from .errors import UnnoiseError
-from . import __version__, images, schedules
+from . import __version__, images, infotext, schedules
 from .generation import generate
 from .sampling import seeded_generators
 from .modeldir import load_model_dir, paint_defaults
@@ -48,34 +49,83 @@ class PaintParams:
     strength: float | None = None
     snap: bool = False  # prompt snapping to the model's vocabulary (conditioning/vocabulary.py) was on
     conditioned_on: str | None = None  # the vocabulary caption the prompt snapped to (None: the prompt itself)
+    size: int | None = None  # side of the painted (square) image in pixels, before any upscaling
+
+    def replace(self, **changes) -> PaintParams:
+        return dataclasses.replace(self, **changes)
 
     @property
     def conditioning_prompt(self) -> str:
         """What the network is conditioned on: the snapped caption, or the prompt as typed."""
         return self.prompt if self.conditioned_on is None else self.conditioned_on
 
+    def settings(self, index: int = 0) -> dict[str, Any]:
+        """The settings line of the A1111 text (infotext.py): A1111's keys first (its sampler display name,
+        with the spacing as A1111 names it), then unnoise's own; None: left out."""
+        from .sampling.names import a1111_name
+
+        return {
+            "Steps": self.steps, "Sampler": a1111_name(self.sampler, self.spacing), "CFG scale": self.guidance,
+            "Seed": self.seed + index, "Size": f"{self.size}x{self.size}" if self.size else None,
+            "Model": self.model, "Denoising strength": self.strength if self.init_image or self.strength else None,
+            "unnoise sampler": self.sampler, "Spacing": self.spacing,
+            "Guidance rescale": self.guidance_rescale or None, "Conditioned on": self.conditioned_on,
+            "Prompt snapping": "on" if self.snap else "off", "Init image": self.init_image,
+            "unnoise version": self.unnoise_version,
+        }
+
+    def to_parameters(self, index: int = 0) -> str:
+        """The A1111 `parameters` text of image `index` of the call (seed + index)."""
+        return infotext.format_text(self.prompt, self.negative_prompt, self.settings(index))
+
     def to_png_info(self, index: int = 0) -> PngImagePlugin.PngInfo:
         info = PngImagePlugin.PngInfo()
-        data = {**asdict(self), "seed": self.seed + index}
-        info.add_text(PNG_KEY, json.dumps(data))
-        snapped = f"Conditioned on: {self.conditioned_on}\n" if self.conditioned_on is not None else ""
-        info.add_text("parameters", f"{self.prompt}\nNegative prompt: {self.negative_prompt}\n{snapped}"
-                      f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance}, "
-                      f"Seed: {self.seed + index}, Model: {self.model}, unnoise {self.unnoise_version}")
+        info.add_text(PNG_KEY, json.dumps({**asdict(self), "seed": self.seed + index}))
+        info.add_text(infotext.PNG_TEXT_KEY, self.to_parameters(index))
         return info
+
+    def attach(self, image: Image.Image) -> Image.Image:
+        """Stamp these parameters on a PIL image: `.info` ("unnoise" JSON, "parameters" text, which
+        `save_image` writes into the file; Pillow's resize and copy keep them) and `.unnoise_params`."""
+        image.info[PNG_KEY] = json.dumps(asdict(self))
+        image.info[infotext.PNG_TEXT_KEY] = self.to_parameters()
+        image.unnoise_params = self
+        return image
+
+    @classmethod
+    def from_parameters(cls, text: str, source: str = "the text") -> PaintParams:
+        """Read back an unnoise A1111 text (its own keys included); PaintError if it is not one."""
+        prompt, negative_prompt, s = infotext.parse_text(text)
+        if "unnoise version" not in s:
+            raise PaintError(f"{source} carries no unnoise parameters (it was not painted by unnoise)")
+        try:
+            strength = s.get("Denoising strength")
+            return cls(
+                prompt=prompt, negative_prompt=negative_prompt, seed=int(s["Seed"]), steps=int(s["Steps"]),
+                sampler=s["unnoise sampler"], guidance=float(s["CFG scale"]),
+                guidance_rescale=float(s.get("Guidance rescale", 0.0)), spacing=s["Spacing"], model=s["Model"],
+                unnoise_version=s["unnoise version"], init_image=s.get("Init image"),
+                strength=None if strength is None else float(strength), snap=s.get("Prompt snapping") == "on",
+                conditioned_on=s.get("Conditioned on"), size=int(s["Size"].split("x")[0]) if "Size" in s else None,
+            )
+        except (KeyError, ValueError) as e:
+            raise PaintError(f"{source}: unreadable unnoise parameters ({type(e).__name__}: {e})") from None
 
     @classmethod
     def from_png(cls, path: str | os.PathLike) -> PaintParams:
+        """The parameters stored in a PNG, JPEG or WebP that unnoise painted (also PNGs of older versions)."""
         images.load_image(path)  # a missing, corrupt or non-image file gets its clear error here
-        with Image.open(path) as raw:
-            text = getattr(raw, "text", {}) or {}
-        if PNG_KEY not in text:
+        json_text, text = infotext.read(path)
+        if json_text is not None:
+            try:
+                return cls(**json.loads(json_text))
+            except (json.JSONDecodeError, TypeError) as e:
+                raise PaintError(f"{path}: unreadable unnoise parameters ({e})") from e
+        if text is None:
             raise PaintError(f"{path} carries no unnoise parameters (it was not painted by unnoise)")
-        try:
-            data = json.loads(text[PNG_KEY])
-            return cls(**data)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise PaintError(f"{path}: unreadable unnoise parameters ({e})") from e
+        return cls.from_parameters(text, str(path))
+
+    from_file = from_png
 
 
 def check_paint_args(prompt: Any, negative_prompt: Any, num_images: Any, steps: Any, guidance: Any,
@@ -108,9 +158,14 @@ class Painter:
         self.defaults = paint_defaults(info)
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | os.PathLike = "emoji", device: str = "cpu") -> Painter:
+    def from_pretrained(cls, name_or_dir: str | os.PathLike = "emoji", device: str | torch.device = "cpu") -> Painter:
+        """A bundled model's name or a model directory, on device "cpu", "cuda", "cuda:N" or "mps" (DeviceError,
+        one line, if this machine has none)."""
+        from .devices import check_device
+
+        device = check_device(device)
         model, info, path = load_model_dir(name_or_dir, device)
-        return cls(model, info, path, str(name_or_dir), torch.device(device))
+        return cls(model, info, path, str(name_or_dir), device)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -123,7 +178,15 @@ class Painter:
         """Fill in defaults (a fresh random seed when none is given; snapping on if the model has a
         vocabulary) and validate."""
         from .sampling import get_sampler
+        from .sampling.names import resolve_sampler, resolve_spacing
 
+        if sampler is not None:  # "Euler a", "DPM++ 2M Karras", k_euler …: the registry's name (+ spacing)
+            sampler, named_spacing = resolve_sampler(sampler)
+            spacing = resolve_spacing(spacing) if spacing is not None else named_spacing
+            if named_spacing is not None and spacing != named_spacing:
+                raise PaintError(f"the sampler name asks for the {named_spacing} spacing, but spacing is {spacing!r}")
+        elif spacing is not None:
+            spacing = resolve_spacing(spacing)
         snap = self.vocabulary is not None if snap is None else bool(snap)
         snapped = self.snap(prompt) if snap and isinstance(prompt, str) else None
 
@@ -136,7 +199,7 @@ class Painter:
             guidance_rescale=float(guidance_rescale),
             spacing=self.defaults["spacing"] if spacing is None else spacing,
             model=self.name, unnoise_version=__version__, init_image=init_image, strength=strength,
-            snap=snap, conditioned_on=snapped.caption if snapped else None,
+            snap=snap, conditioned_on=snapped.caption if snapped else None, size=self.info.image_size,
         )
         check_paint_args(p.prompt, p.negative_prompt, 1, p.steps, p.guidance, p.strength, p.guidance_rescale)
         if isinstance(p.seed, bool) or not isinstance(p.seed, int) or not 0 <= p.seed < 2**63 - MAX_IMAGES:
@@ -183,35 +246,98 @@ class Painter:
         noise = torch.stack([torch.randn(self.shape, generator=g) for g in seeded_generators(seeds)])
         return x0[None] + float(sigmas[0]) * noise, sigmas
 
-    def __call__(self, prompt: str = "", num_images: int = 1, *, steps: int | None = None, guidance: float | None = None,
-                 sampler: str | None = None, seed: int | None = None, negative_prompt: str = "",
-                 guidance_rescale: float = 0.0, spacing: str | None = None, init_image: str | os.PathLike | Image.Image | None = None,
-                 strength: float | None = None, callback: Callable | None = None,
-                 snap: bool | None = None) -> list[Image.Image]:
-        """Paint num_images images for a prompt; each PIL image carries its parameters in `.info` and
-        `.unnoise_params` (save with `save_png` to keep them in the file).  `snap` (default: on when the
-        model has a vocabulary) conditions on the nearest training caption instead of an unknown prompt."""
-        init = None
-        init_name = None
+    def __call__(self, prompt: str | Sequence[str] = "", num_images: int = 1, *, steps: int | None = None,
+                 guidance: float | None = None, sampler: str | None = None, seed: int | None = None,
+                 negative_prompt: str | Sequence[str] = "", guidance_rescale: float = 0.0, spacing: str | None = None,
+                 init_image: str | os.PathLike | Image.Image | None = None, strength: float | None = None,
+                 callback: Callable | None = None, snap: bool | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 num_images_per_prompt: int | None = None,
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> list[Image.Image]:
+        """Paint num_images images for a prompt, or for each prompt of a list (one flat list, prompt by prompt;
+        image i of every prompt uses seed + i, a negative prompt may be a list too).  Each PIL image carries
+        its parameters in `.info` and `.unnoise_params`; `unnoise.save_image(image, "x.png" | "x.jpg" |
+        "x.webp")` keeps them in the file.  `snap` (default: on when the model has a vocabulary) conditions
+        on the nearest training caption instead of an unknown prompt.
+
+        diffusers' names work as well: num_inference_steps (= steps), guidance_scale (= guidance),
+        num_images_per_prompt (= num_images), generator: a torch.Generator, whose initial_seed() is the
+        seed (torch.Generator().manual_seed(s) paints what seed=s paints), or a list of one per image."""
+        steps = _either("steps", steps, "num_inference_steps", num_inference_steps)
+        guidance = _either("guidance", guidance, "guidance_scale", guidance_scale)
+        if num_images_per_prompt is not None:
+            num_images = _either("num_images", None if num_images == 1 else num_images, "num_images_per_prompt",
+                                 num_images_per_prompt)
+        prompts, negatives = _prompt_list(prompt, negative_prompt)
+        check_paint_args(prompts[0], negatives[0], num_images, 1, 0.0)
+        seed, seeds = _generator_seeds(generator, seed, len(prompts) * num_images)
+        seed = secrets.randbelow(2**31) if seed is None and seeds is None else seed  # one draw for all prompts
+        init = init_name = None
         if init_image is not None:
             init = init_image if isinstance(init_image, Image.Image) else images.load_image(init_image)
             init_name = None if isinstance(init_image, Image.Image) else str(init_image)
             strength = 0.6 if strength is None else strength
-        p = self.params(prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
-                        guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
-                        init_image=init_name, strength=strength, snap=snap)
-        x = self.paint_tensor(p, num_images, init=init, callback=callback)
+        jobs = ([(t, n, seed, num_images) for t, n in zip(prompts, negatives)] if seeds is None else
+                [(t, n, seeds[j * num_images + i], 1) for j, (t, n) in enumerate(zip(prompts, negatives))
+                 for i in range(num_images)])
         out = []
-        for i, xi in enumerate(x):
-            im = images.to_pil(xi)
-            im.unnoise_params = PaintParams(**{**asdict(p), "seed": p.seed + i})
-            out.append(im)
+        for text, negative, s, k in jobs:
+            p = self.params(text, negative_prompt=negative, seed=s, steps=steps, sampler=sampler, guidance=guidance,
+                            guidance_rescale=guidance_rescale, spacing=spacing, init_image=init_name,
+                            strength=strength, snap=snap)
+            x = self.paint_tensor(p, k, init=init, callback=callback)
+            out += [p.replace(seed=p.seed + i).attach(images.to_pil(xi)) for i, xi in enumerate(x)]
         return out
 
 
-def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Save a painted image with its generation parameters in a PNG text chunk."""
+def _either(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """The value given under our name or its diffusers alias; PaintError if both differ."""
+    if alias_value is None:
+        return value
+    if value is not None and value != alias_value:
+        raise PaintError(f"give {name} or its diffusers name {alias}, not both ({value!r} and {alias_value!r})")
+    return alias_value
+
+
+def _prompt_list(prompt: Any, negative_prompt: Any) -> tuple[list[str], list[str]]:
+    """Prompts and negative prompts as two lists of strings of the same length."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else []
+    if not prompts or not all(isinstance(t, str) for t in prompts):
+        raise PaintError(f"prompt must be a string or a non-empty list of strings, got {prompt!r:.80}")
+    if isinstance(negative_prompt, str):
+        return prompts, [negative_prompt] * len(prompts)
+    negatives = list(negative_prompt) if isinstance(negative_prompt, (list, tuple)) else []
+    if len(negatives) != len(prompts) or not all(isinstance(t, str) for t in negatives):
+        raise PaintError(f"negative_prompt must be a string or a list of {len(prompts)} strings, one per prompt")
+    return prompts, negatives
+
+
+def _generator_seeds(generator: Any, seed: int | None, count: int) -> tuple[int | None, list[int] | None]:
+    """(seed, None) for no generator or one; (None, one seed per image) for a list of `count` generators."""
+    if generator is None:
+        return seed, None
+    if seed is not None:
+        raise PaintError("give seed or generator, not both")
+    if isinstance(generator, torch.Generator):
+        return generator.initial_seed(), None
+    gens = list(generator) if isinstance(generator, (list, tuple)) else []
+    if not gens or not all(isinstance(g, torch.Generator) for g in gens):
+        raise PaintError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
+    if len(gens) != count:
+        raise PaintError(f"a list of generators needs one per image ({count}), got {len(gens)}")
+    return None, [g.initial_seed() for g in gens]
+
+
+def save_image(image: Image.Image, path: str | os.PathLike) -> Path:
+    """Save an image as .png, .jpg or .webp with the generation parameters it carries in `.info` (as
+    every image the Painter returns does): in a PNG the `unnoise` JSON and the A1111 `parameters` text,
+    in a JPEG or WebP that text in the EXIF UserComment, as AUTOMATIC1111 writes it.  Atomic."""
     params: PaintParams | None = getattr(image, "unnoise_params", None)
-    path = Path(path)
-    image.save(path, pnginfo=params.to_png_info() if params else None)
-    return path
+    json_text, text = image.info.get(PNG_KEY), image.info.get(infotext.PNG_TEXT_KEY)
+    if params is not None and json_text is None:  # stamped by hand, or by an older unnoise
+        json_text, text = json.dumps(asdict(params)), params.to_parameters()
+    return infotext.save(image, path, text=text if isinstance(text, str) else None,
+                         json_text=json_text if isinstance(json_text, str) else None)
+
+
+save_png = save_image  # its old name

@@ -241,8 +241,10 @@ def last_sigma(spacing: str) -> float | None:
                                 "number (e.g. log_snr@0.5)")
         return value
     if spacing not in SPACINGS:
-        raise ScheduleError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)} or log_snr@S "
-                            "(S: the σ of the last call)")
+        from .suggest import did_you_mean
+
+        raise ScheduleError(f"unknown spacing {spacing!r}{did_you_mean(spacing, SPACINGS)} (choose from "
+                            f"{', '.join(SPACINGS)} or log_snr@S, S: the σ of the last call)")
     return None
 
 

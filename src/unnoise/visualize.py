@@ -60,6 +60,14 @@ def plot_schedules(schedules: list[Schedule], out: str | Path, log_snr: bool = T
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans, which matplotlib (a dependency) ships: it has σ, ᾱ and the combining hat of x̂ that
+    Pillow's built-in font draws as empty boxes; that one only if matplotlib's copy is missing."""
+    try:
+        import matplotlib
+
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except (ImportError, OSError):
+        pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1

@@ -10,6 +10,7 @@ import torch
 from .. import schedules
 from ..generation import generate
 from ..sampling import get_sampler
+from .config import DistillError
 
 
 def compare_samples(
@@ -37,7 +38,7 @@ def compare_samples(
     teacher, t_info, _ = load_model_dir(teacher_dir)
     student, s_info, _ = load_model_dir(student_dir)
     if (t_info.channels, t_info.image_size) != (s_info.channels, s_info.image_size):
-        raise ValueError(f"teacher and student paint different shapes: {t_info.channels}×{t_info.image_size}² vs "
+        raise DistillError(f"teacher and student paint different shapes: {t_info.channels}×{t_info.image_size}² vs "
                          f"{s_info.channels}×{s_info.image_size}²")
     w = float(s_info.defaults.get("guidance", 3.0) if guidance is None else guidance)
     s_spacing = s_info.defaults.get("spacing", schedules.DEFAULT_SPACING)
@@ -45,9 +46,9 @@ def compare_samples(
     sampler = s_info.defaults.get("sampler", "consistency")
     for nfe in (*nfe_teacher, *nfe_student):
         if isinstance(nfe, bool) or not isinstance(nfe, int) or not 1 <= nfe <= 1000:
-            raise ValueError(f"NFE must be integers from 1 to 1000, got {nfe!r}")
+            raise DistillError(f"NFE must be integers from 1 to 1000, got {nfe!r}")
     if get_sampler(sampler).calls_per_step != 1 or get_sampler("dpmpp_2m").calls_per_step != 1:
-        raise ValueError(f"NFE = steps needs one network call per step; {sampler} makes more")
+        raise DistillError(f"NFE = steps needs one network call per step; {sampler} makes more")
     encoder = TextEncoder.load()
     rows = [p for p in prompts for _ in seeds]
     all_seeds = [s for _ in prompts for s in seeds]

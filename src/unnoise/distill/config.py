@@ -183,7 +183,13 @@ def resume_config(out: str | Path, overrides: dict[str, Any]) -> DistillConfig:
     path = Path(out) / "config.json"
     if not path.exists():
         raise DistillError(f"--resume: {path} not found (nothing to resume in {out})")
-    saved = DistillConfig.from_dict(json.loads(path.read_text()))
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DistillError(f"{path} is not valid JSON ({e}); is it a run's config.json?") from None
+    if not isinstance(saved, dict):
+        raise DistillError(f"{path} must hold a JSON object, got a {type(saved).__name__}")
+    saved = DistillConfig.from_dict(saved)
     clash = sorted(k for k, v in overrides.items() if k not in RESUME_FREE and v != getattr(saved, k))
     if clash:
         raise DistillError(f"--resume: these settings differ from the run's config.json: {', '.join(clash)}")

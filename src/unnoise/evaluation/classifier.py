@@ -20,6 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UnnoiseError
+
+
+class ClassifierWeightsError(UnnoiseError, FileNotFoundError):
+    """The digit classifier's weights are not where the evaluation looks for them."""
+
 ASSET = Path(__file__).parent / "assets" / "digit-classifier"
 FEATURE_DIM = 128
 
@@ -121,7 +127,7 @@ def load_classifier(directory: str | os.PathLike = ASSET) -> DigitClassifier:
     if key not in _cached:
         path = Path(directory) / "model.safetensors"
         if not path.exists():
-            raise FileNotFoundError(f"digit classifier weights not found: {path} "
+            raise ClassifierWeightsError(f"digit classifier weights not found: {path} "
                                     f"(make them with `unnoise eval train-classifier --out {directory}`)")
         net = DigitClassifier()
         net.load_state_dict(load_file(path))

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from ..cli_help import SEED_HELP, model_default
 from ..errors import UnnoiseError
 
 app = typer.Typer(
@@ -57,14 +58,23 @@ def _setup(model: str, threads: Optional[int], num_images: int):
     return Painter.from_pretrained(model)
 
 
+def _check_dependencies(judge) -> None:
+    """The optional packages this judge needs, checked before anything is painted (not after minutes of it)."""
+    from .features import check_enl0
+    from .quality import EmojiJudge
+
+    if isinstance(judge, EmojiJudge) or getattr(judge, "fd_enl0", False):
+        check_enl0()
+
+
 @app.command()
 def quality(
     model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
     num_images: int = typer.Option(500, "--num-images", "-n", help="Images to generate (prompts cycle over the judge's list)."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler (default: the model's)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Steps (default: the model's)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Guidance scale (default: the model's)."),
-    seed: int = typer.Option(0, "--seed", help="Image i uses seed + i."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Sampler ({model_default('sampler')})."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Steps ({model_default('steps')})."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help=f"Guidance scale ({model_default('guidance')})."),
+    seed: int = typer.Option(0, "--seed", help=f"{SEED_HELP}."),
     out: Path = typer.Option(Path("evals/quality"), "--out", "-o", help="Directory for results.json / results.md."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
 ) -> None:
@@ -75,6 +85,7 @@ def quality(
     p = painter.params("", seed=0, steps=steps, sampler=sampler, guidance=guidance)
     setting = Setting(p.sampler, p.steps, p.guidance, p.spacing)
     judge = judge_for(painter)
+    _check_dependencies(judge)
     report = evaluate(painter, judge, setting, num_images, seed=seed)
     rows = [report.row()]
     write_table(rows, out, f"unnoise eval quality — {model}")
@@ -98,29 +109,32 @@ def sweep(
     steps: Optional[str] = typer.Option(None, "--steps", help="Step counts for --over nfe (default: 5,10,20,50); for guidance one count (default: the model's)."),
     scales: str = typer.Option("0,1,2,3,5,7,12", "--scales", help="Guidance scales for --over guidance."),
     num_images: int = typer.Option(200, "--num-images", "-n", help="Images per point."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help=f"{SEED_HELP}, at every point."),
     out: Path = typer.Option(Path("evals/sweep"), "--out", "-o", help="Directory for results and plot.png."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
 ) -> None:
     """Quality against network calls (every sampler) or against the guidance scale: a table and a plot."""
-    from ..sampling import SAMPLERS, get_sampler
+    from ..sampling import SAMPLERS
+    from ..sampling.names import resolve_sampler
     from .plots import plot_sweep
     from .quality import DigitsJudge, Setting, evaluate, judge_for, write_table
 
     if over not in ("nfe", "guidance"):
         raise EvalError(f"--over must be nfe or guidance, got {over!r}")
     names = [s.strip() for s in samplers.split(",")] if samplers else [n for n, s in SAMPLERS.items() if getattr(s, "model", "denoiser") == "denoiser"]
-    for n in names:
-        get_sampler(n)
+    resolved = [resolve_sampler(n) for n in names]  # "DPM++ 2M Karras" → dpmpp_2m on the karras spacing
     step_list = _ints(steps, "--steps") if steps else None
     painter = _setup(model, threads, num_images)
     judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
+    _check_dependencies(judge)
     d = painter.params("")
     if over == "nfe":
-        settings = [Setting(n, k, d.guidance, d.spacing) for n in names for k in step_list or (5, 10, 20, 50)]
+        settings = [Setting(n, k, d.guidance, named or d.spacing) for n, named in resolved
+                    for k in step_list or (5, 10, 20, 50)]
     else:
-        sampler = names[0] if samplers else d.sampler
-        settings = [Setting(sampler, step_list[0] if step_list else d.steps, g, d.spacing) for g in _floats(scales, "--scales")]
+        sampler, named = resolved[0] if samplers else (d.sampler, None)
+        settings = [Setting(sampler, step_list[0] if step_list else d.steps, g, named or d.spacing)
+                    for g in _floats(scales, "--scales")]
     rows = []
     for s in settings:
         r = evaluate(painter, judge, s, num_images, seed=seed)
@@ -188,6 +202,7 @@ def distill(
         raise EvalError(f"--reference-nfe {reference_nfe} is not one of --teacher-nfe {teacher_nfe}")
     painter = _setup(teacher, threads, num_images)
     judge = judge_for(painter, fd_enl0=False) if painter.info.dataset == "digits" else judge_for(painter)
+    _check_dependencies(judge)
     prompts, targets = judge.distinct_prompts()
     per = max(1, num_images // len(prompts))
     labels = targets.repeat_interleave(per)

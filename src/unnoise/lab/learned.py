@@ -36,13 +36,13 @@ class PainterFactory:
     concurrent requests share it; each run's sampler state lives in that run's own call).
     """
 
-    def __init__(self, models: dict[str, str | os.PathLike]):
-        self.models = dict(models)
+    def __init__(self, models: dict[str, str | os.PathLike], device: str = "cpu"):
+        self.models, self.device = dict(models), device
         self._painters: dict[str, Painter] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def bundled(cls) -> PainterFactory | None:
+    def bundled(cls, device: str = "cpu") -> PainterFactory | None:
         """The installed bundled models, or None when there are none."""
         found = {}
         for name in BUNDLED:
@@ -50,7 +50,7 @@ class PainterFactory:
                 found[name] = resolve(name)
             except ModelDirError:
                 pass
-        return cls(found) if found else None
+        return cls(found, device) if found else None
 
     def model_defaults(self) -> dict[str, dict[str, Any]]:
         """Per model, how it paints by default (steps, guidance, sampler, spacing), read from its unnoise.json
@@ -69,10 +69,10 @@ class PainterFactory:
 
     def painter(self, name: str) -> Painter:
         if name not in self.models:
-            raise ValueError(f"unknown model {name!r}; this lab has {', '.join(sorted(self.models)) or 'none'}")
+            raise ModelDirError(f"unknown model {name!r}; this lab has {', '.join(sorted(self.models)) or 'none'}")
         with self._lock:
             if name not in self._painters:
-                self._painters[name] = Painter.from_pretrained(self.models[name])
+                self._painters[name] = Painter.from_pretrained(self.models[name], device=self.device)
             return self._painters[name]
 
     # --- part 3: text to image -------------------------------------------------------------------------

@@ -93,7 +93,8 @@ class SpacingsRequest:
     spacings: tuple[str, ...]
 
 
-# Turns a request into (source, start-event data); raises ValueError for an unknown model or sampler.
+# Turns a request into (source, start-event data); raises an unnoise.UnnoiseError (→ 422) for an unknown
+# model or sampler; any other exception is a bug (a logged 500).
 # The factory may also offer parts 5–7 as methods of the same shape: .img2img(Img2ImgRequest),
 # .dial(DialRequest), .spacings(SpacingsRequest), .replay(ReplayRequest) and .ladder(LadderRequest); a part
 # whose method is missing answers 404.

@@ -5,7 +5,10 @@ A *source* is the heavy work: a function that runs a reverse process and hands e
 here runs it on its own thread, turns its steps into events, and stops it when the page goes away:
 `emit` raises `Cancelled` inside the source, which unwinds the sampler loop where it stands.
 
-Heavy work is bounded by a `JobGate`: a few jobs run, a few more wait, the rest get 429.
+Heavy work is bounded by a `JobGate`: a few jobs run, a few more wait, the rest get 429.  A page that
+stops reading without hanging up would keep its slot for as long as its socket stays open (the server
+waits for room in the socket to send the next event), so a `JobResponse` gives each event at most
+`stall_timeout` seconds to leave; past that the run is stopped and its slot freed.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any
 
 import torch
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .. import diffusion
+from ..errors import UnnoiseError
 from ..schedules import Schedule
 from .uploads import png_data_url
 
@@ -114,11 +118,16 @@ class Cancelled(Exception):
 
 
 class Busy(Exception):
-    """All job slots and queue places are taken."""
+    """All job slots and queue places are taken; `running` and `waiting` are the counts when it was refused."""
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"the lab is busy: {retry_after} s")
-        self.retry_after = retry_after
+    def __init__(self, retry_after: int, running: int, waiting: int) -> None:
+        runs = f"{running} run{'s' * (running != 1)} going, {waiting} waiting"
+        super().__init__(f"the lab is busy ({runs}); try again in {retry_after} s")
+        self.retry_after, self.running, self.waiting = retry_after, running, waiting
+
+
+class Stalled(Exception):
+    """The client took no event for `stall_timeout` seconds (it stopped reading but kept its socket open)."""
 
 
 class JobGate:
@@ -145,7 +154,7 @@ class JobGate:
             return Slot(self)
         with self._lock:
             if self.waiting >= self.max_waiting:
-                raise Busy(self.retry_after)
+                raise Busy(self.retry_after, self.running, self.waiting)
             self.waiting += 1
         try:
             deadline = time.monotonic() + self.wait_timeout
@@ -153,7 +162,8 @@ class JobGate:
                 await asyncio.sleep(0.02)
                 if self._take():
                     return Slot(self)
-            raise Busy(self.retry_after)
+            with self._lock:  # the counts as this request leaves the queue (it is not waiting any more)
+                raise Busy(self.retry_after, self.running, self.waiting - 1)
         finally:
             with self._lock:
                 self.waiting -= 1
@@ -226,9 +236,12 @@ class Job:
                     post("done", done_data(final))
             except Cancelled:
                 pass
-            except Exception as e:  # a bug in a source: report it to the page, keep the server alive
+            except UnnoiseError as e:  # a value the run refused: the page shows the one line
+                post("error", {"error": f"the run failed: {e}"})
+            except Exception as e:  # a bug in a source: logged; the page learns only its type; the server lives on
                 log.exception("lab job failed")
-                post("error", {"error": f"the run failed: {type(e).__name__}: {e}"})
+                reason = f"the run failed: internal error ({type(e).__name__}); the server's log has the details"
+                post("error", {"error": reason})
             finally:
                 self._slot.release()  # only now is the work really over
 
@@ -251,17 +264,33 @@ class JobResponse(StreamingResponse):
     """A text/event-stream of a Job that stops the job however the response ends.
 
     An abandoned `async for` does not close its async generator (only garbage collection would), so
-    the generator's own `finally` cannot be relied on when the page disconnects: hence `finish` here."""
+    the generator's own `finally` cannot be relied on when the page disconnects: hence `finish` here.
+
+    A page that stops reading but keeps its socket open makes the server's `send` wait for room in the
+    socket forever (uvicorn's flow control), holding the run's slot: each `send` gets `stall_timeout`
+    seconds, then the response ends (the server closes the connection) and the slot is freed."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, stall_timeout: float) -> None:
         super().__init__(job.events(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        self._job = job
+        self._job, self._stall_timeout = job, stall_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        timeout = self._stall_timeout
+
+        async def send_or_give_up(message: Message) -> None:
+            try:
+                await asyncio.wait_for(send(message), timeout)
+            except asyncio.TimeoutError:
+                raise Stalled from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_or_give_up)
+        except Stalled:
+            client = scope.get("client") or ("?", 0)
+            log.warning("lab: %s:%s took no event for %g s; its run is stopped and its slot freed",
+                        client[0], client[1], timeout)
         finally:
             self._job.finish()
 

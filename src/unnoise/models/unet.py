@@ -47,6 +47,10 @@ class UNetInputError(UnnoiseError, ValueError):
     """UNet.forward was given inputs of the wrong shape or kind."""
 
 
+class UNetFileError(UnnoiseError, FileNotFoundError):
+    """A directory that should hold a UNet lacks its config.json or model.safetensors."""
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Sizes of a UNet; every field is validated on construction (also by `dataclasses.replace`)."""
@@ -389,7 +393,7 @@ class UNet(nn.Module):
         directory = Path(directory)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found (not a UNet directory?)")
+                raise UNetFileError(f"{directory / name} not found (not a UNet directory?)")
         try:
             config = UNetConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
         except json.JSONDecodeError as e:

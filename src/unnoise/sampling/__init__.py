@@ -104,9 +104,14 @@ def available() -> list[str]:
 
 
 def get_sampler(name: str) -> Sampler:
-    """SAMPLERS[name], or UnknownSamplerError naming the choices."""
+    """SAMPLERS[name], or UnknownSamplerError naming the choices (and the nearest name).  Other names
+    ("Euler a", "DPM++ 2M Karras") are resolved at the edge by names.resolve_sampler, not here."""
     if not isinstance(name, str) or name not in SAMPLERS:
-        raise UnknownSamplerError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+        from .names import resolve_sampler
+
+        canonical, spacing = resolve_sampler(name)  # raises for a name that is nothing known
+        also = f" on the {spacing} spacing" if spacing else ""
+        raise UnknownSamplerError(f"sampler {name!r} goes by {canonical!r}{also} in the registry")
     return SAMPLERS[name]
 
 

@@ -8,10 +8,15 @@ from typing import Any
 
 from .. import schedules
 from ..diffusion import PREDICTION_TYPES
+from ..errors import UnnoiseError
 
 PRECISIONS = ("bf16", "fp32")
 MODEL_SIZES = ("tiny", "small", "default")
 BALANCES = ("items", "families")  # how training draws items: see CaptionedImages.sampling_weights
+
+
+class TrainConfigError(UnnoiseError, ValueError):
+    """A training setting out of its range (from the command line or a run's config.json)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
-            raise ValueError(f"invalid training config: {msg}")
+            raise TrainConfigError(f"invalid training config: {msg}")
 
         if self.model_size not in MODEL_SIZES:
             bad(f"model_size must be one of {', '.join(MODEL_SIZES)}, got {self.model_size!r}")
@@ -84,6 +89,8 @@ class TrainConfig:
             bad("checkpoint_every and log_every must be ≥ 1; sample_every and warmup_steps ≥ 0")
         if not 0 <= self.ema_decay < 1:
             bad(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.threads is not None and self.threads < 1:
+            bad(f"threads must be ≥ 1, got {self.threads}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -95,7 +102,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"invalid training config: unknown keys {sorted(unknown)}")
+            raise TrainConfigError(f"invalid training config: unknown keys {sorted(unknown)}")
         d = dict(d)
         if "adam_betas" in d:
             d["adam_betas"] = tuple(d["adam_betas"])

@@ -62,7 +62,7 @@ def init(device: str | None = None) -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    dev = torch.device("cuda", local_rank) if use_cuda else torch.device(device or "cpu")  # cpu or mps
     if world_size > 1 and not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(dev)

@@ -138,12 +138,22 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
 
         self.schedule = schedules.get(cfg.schedule, cfg.num_train_steps)
+        # the set-up takes tens of seconds on a first run: say what is happening (stderr, main process only)
+        started = time.perf_counter()
+        self._log(f"loading the data: {cfg.data} …")
         with distributed.local_main_first(self.dist):  # one process per machine decodes a folder into its cache
             self.dataset = get_dataset(cfg.data, split="train", image_size=cfg.image_size)
         self.batches = Batches(self.dataset, cfg.seed, self.dataset.sampling_weights(cfg.balance))
+        size = self.dataset.image_size
+        self._log(f"  {len(self.dataset):,} images of {size}×{size}, {len(self.dataset.captions):,} captions "
+                  f"({time.perf_counter() - started:.1f} s)")
+        started = time.perf_counter()
+        self._log("encoding the captions with the text encoder (cached on disk: fast from the second run) …")
         self.encoder = TextEncoder.load()
         self.bank = CaptionBank(self.dataset.captions, self.encoder)  # shared on-disk cache: encode once per machine
+        self._log(f"  {len(self.bank.captions):,} captions ready ({time.perf_counter() - started:.1f} s)")
 
+        self._log(f"building the network ({cfg.model_size}) on {self.dist.device} …")
         unet_config = model_config(cfg, self.dataset)
         self.cfg = cfg = cfg.replace(unet=unet_config.to_dict())  # a resumed run rebuilds exactly this network
         torch.manual_seed(cfg.seed)  # initialisation: identical on every rank
@@ -172,6 +182,9 @@ class Trainer:
         self.autocast = (
             torch.autocast(self.dist.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
         )
+        params = sum(p.numel() for p in self.model.parameters())
+        self._log(f"  {params / 1e6:.2f} M parameters; training {'from step ' + str(self.step) if resume else ''}"
+                  f"{' ' if resume else ''}towards step {cfg.max_steps:,} (the first steps are the slowest) …")
 
     # --- set-up ---------------------------------------------------------------------------------
     def _load_latest(self) -> None:

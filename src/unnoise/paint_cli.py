@@ -1,0 +1,78 @@
+"""The work behind `unnoise paint` that is not option parsing: prompt files, the notes it prints, where
+each image goes and how it is saved."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from . import images
+from .errors import UnnoiseError
+from .modeldir import guidance_range
+from .pipeline import Painter, PaintParams, save_image
+
+MAX_PROMPTS = 1000  # lines of a --prompts-file
+
+
+class PromptsFileError(UnnoiseError, ValueError):
+    """A --prompts-file that cannot be read or holds no prompt."""
+
+
+def read_prompts_file(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """(line number from 1, prompt) for each non-blank line of a UTF-8 text file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PromptsFileError(f"prompts file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PromptsFileError(f"cannot read prompts file {path}: {e}") from None
+    prompts = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not prompts:
+        raise PromptsFileError(f"{path} holds no prompt (one prompt per line)")
+    if len(prompts) > MAX_PROMPTS:
+        raise PromptsFileError(f"{path} holds {len(prompts)} prompts; at most {MAX_PROMPTS} a run")
+    return prompts
+
+
+def output_path(out: Path, num_images: int, index: int, line: int | None = None) -> Path:
+    """Where image `index` (from 0) goes: OUT itself for a single image, STEM-i.EXT for several, and
+    STEM-LINE-i.EXT for the prompt on line LINE of a prompts file."""
+    if line is not None:
+        return out.with_name(f"{out.stem}-{line}-{index + 1}{out.suffix}")
+    return out if num_images == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+
+
+def notes(painter: Painter, p: PaintParams) -> list[str]:
+    """What the user should know before painting p: a snapped prompt, a cut one, a student's limits."""
+    out = []
+    if p.conditioned_on is not None:
+        similarity = painter.snap(p.prompt).similarity
+        out.append(f"note: {p.prompt!r} is not a caption the model knows; painting the nearest one, "
+                   f"{p.conditioned_on!r} (similarity {similarity:.2f}; --no-snap paints it as typed)")
+    if len(painter.encoder.tokenize([p.prompt])[0][0]) >= painter.encoder.max_length:
+        out.append(f"note: the prompt is longer than {painter.encoder.max_length} tokens; the rest is ignored")
+    if (learned := guidance_range(painter.info)) is not None:  # a distilled student: w is a network input
+        if not learned[0] <= p.guidance <= learned[1]:
+            out.append(f"note: {painter.name} learned guidance from {learned[0]:g} to {learned[1]:g}; at "
+                       f"{p.guidance:g} it extrapolates")
+        if p.negative_prompt or p.guidance_rescale:
+            out.append(f"note: {painter.name} takes w as an input and makes no unconditional pass, so "
+                       "--negative-prompt and --guidance-rescale change nothing")
+    return out
+
+
+def save_paintings(x: torch.Tensor, p: PaintParams, paths: list[Path], size: int) -> list[Image.Image]:
+    """Save image i of x (seed p.seed + i) to paths[i], upscaled to size (0: native), each with its
+    parameters; the saved images (for a grid)."""
+    saved = []
+    for i, (xi, path) in enumerate(zip(x, paths)):
+        im = p.replace(seed=p.seed + i).attach(images.to_pil(xi))
+        if size:
+            im = im.resize((size, size), Image.Resampling.NEAREST)  # keeps .info, the parameters
+        save_image(im, path)
+        saved.append(im)
+    return saved
