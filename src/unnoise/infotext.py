@@ -27,6 +27,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from .atomic import atomic_write
 from .errors import UnnoiseError
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # what save() writes
@@ -111,13 +112,7 @@ def save(image: Image.Image, path: str | os.PathLike, *, text: str | None = None
         options.update({"quality": 95} if fmt == "JPEG" else {"lossless": True})
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        image.save(tmp, fmt, **options)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: image.save(tmp, fmt, **options))
 
 
 def _exif(text: str) -> bytes:

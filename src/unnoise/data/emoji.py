@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_write, write_text_atomic
 from .base import CaptionedImages, DataError
 
 FONT_PATH = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")  # Debian fonts-noto-color-emoji
@@ -153,13 +154,11 @@ def build(out: Path, font_path: Path = FONT_PATH, *, limit: int | None = None,
                 r, c = divmod(j, TILES_PER_ROW)
                 sheet[r * size : (r + 1) * size, c * size : (c + 1) * size] = tile
             name = f"atlas-{size}-{k}.png"
-            Image.fromarray(sheet).save(out / f".{name}.tmp", format="PNG", optimize=True)
-            os.replace(out / f".{name}.tmp", out / name)
+            atomic_write(out / name, partial(Image.fromarray(sheet).save, format="PNG", optimize=True))
             files[str(size)].append(name)
     meta = {"count": len(records), "tiles_per_row": TILES_PER_ROW, "tiles_per_atlas": tiles_per_atlas,
             "atlases": files, "versions": _versions(font_path), "emoji": records}
-    (out / ".emoji.json.tmp").write_text(json.dumps(meta, ensure_ascii=False, indent=0))
-    os.replace(out / ".emoji.json.tmp", out / "emoji.json")
+    write_text_atomic(out / "emoji.json", json.dumps(meta, ensure_ascii=False, indent=0))
     return meta
 
 

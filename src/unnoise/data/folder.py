@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from .base import CaptionedImages, DataError
 
 METADATA = "metadata.jsonl"
@@ -170,20 +171,17 @@ def build_cache(folder: Path, names: list[str], path: Path, image_size: int, cha
     """Decode every image into `path` (.npy, uint8 (N, C, S, S)), streaming one image at a time; atomic."""
     from tqdm import tqdm
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     header = {"descr": "|u1", "fortran_order": False, "shape": (len(names), channels, image_size, image_size)}
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.lib.format.write_array_header_1_0(f, header)
             bar = tqdm(names, desc=f"decoding {folder} (once, into {path.parent})", unit="img", disable=None,
                        file=sys.stderr, mininterval=1.0)
             f.writelines(load_image(folder / n, image_size, channels, max_pixels).transpose(2, 0, 1).tobytes()
                          for n in bar)  # (S, S, C) → (C, S, S) rows
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write)
 
 
 def open_cache(folder: Path, names: list[str], image_size: int, channels: int, max_pixels: int,
