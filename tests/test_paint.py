@@ -83,6 +83,29 @@ def test_png_carries_parameters_and_from_reproduces(painter, model_dir, tmp_path
     assert np.array_equal(arr(Image.open(out)), arr(Image.open(again)))
 
 
+def test_from_lets_typed_options_win_even_at_their_defaults(model_dir, tmp_path, cli):
+    """--from fills in what the user did not type; what they typed wins, also a default value that clears a
+    stored one (--negative-prompt "", --guidance-rescale 0) and an explicit bundled --model."""
+    out = tmp_path / "p.png"
+    code, _, err = cli(["paint", "a blue square", "--model", str(model_dir), "--seed", "3", "--steps", "3",
+                        "--out", str(out), "--size", "0", "--negative-prompt", "red", "--guidance-rescale", "0.5"])
+    assert code == 0, err
+    again = tmp_path / "again.png"
+    code, _, err = cli(["paint", "--from", str(out), "--model", str(model_dir), "--negative-prompt", "",
+                        "--guidance-rescale", "0", "--out", str(again), "--size", "0"])
+    assert code == 0, err
+    cleared = PaintParams.from_png(again)
+    assert (cleared.negative_prompt, cleared.guidance_rescale, cleared.seed, cleared.steps) == ("", 0.0, 3, 3)
+    kept = tmp_path / "kept.png"
+    assert cli(["paint", "--from", str(out), "--model", str(model_dir), "--out", str(kept), "--size", "0"]).code == 0
+    assert (PaintParams.from_png(kept).negative_prompt, PaintParams.from_png(kept).guidance_rescale) == ("red", 0.5)
+    bundled = tmp_path / "bundled.png"  # an explicit --model emoji beats the stored directory (no refusal)
+    code, _, err = cli(["paint", "--from", str(out), "--model", "emoji", "--steps", "1", "--out", str(bundled),
+                        "--size", "0"])
+    assert code == 0, err
+    assert PaintParams.from_png(bundled).model == "emoji"
+
+
 def test_multiple_images_grid_and_animation(model_dir, tmp_path, cli):
     out = tmp_path / "many.png"
     gif = tmp_path / "steps.gif"

@@ -97,6 +97,7 @@ def noise(
 
 @app.command()
 def paint(
+    ctx: typer.Context,
     prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
     model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
     steps: Optional[int] = typer.Option(None, "--steps", help=f"Sampler steps ({model_default('steps')})."),
@@ -137,23 +138,13 @@ def paint(
     if animate is not None:
         images.check_writable(animate, (".gif",))
     if from_png is not None:
-        stored = PaintParams.from_png(from_png)
-        prompt = stored.prompt if prompt is None and prompts_file is None else prompt
-        negative_prompt = negative_prompt or stored.negative_prompt
-        steps = stored.steps if steps is None else steps
-        guidance = stored.guidance if guidance is None else guidance
-        sampler = stored.sampler if sampler is None else sampler
-        seed = stored.seed if seed is None else seed
-        spacing = stored.spacing if spacing is None else spacing
-        guidance_rescale = guidance_rescale or stored.guidance_rescale
-        snap = stored.snap if snap is None else snap
-        if model == "emoji" and stored.model != "emoji":
-            model = _stored_model(from_png, stored.model)
-        if stored.init_image and init_image is None:  # a path from someone else's file is never opened unasked
-            raise CLIError(f"{from_png} was painted from the picture {stored.init_image!r} (image to image); pass "
-                           "--init-image PATH to paint from it again (a PNG's stored paths are not opened)")
-        if stored.init_image and strength is None:
-            strength = stored.strength
+        given = {k: v for k, v in ctx.params.items() if _given(ctx, k)}
+        if prompts_file is not None:
+            given["prompt"] = None  # the file's lines are the prompts
+        merged = _with_stored(PaintParams.from_png(from_png), from_png, given)
+        prompt, negative_prompt, steps, guidance, sampler, seed, spacing, guidance_rescale, snap, model, strength = (
+            merged[k] for k in ("prompt", "negative_prompt", "steps", "guidance", "sampler", "seed", "spacing",
+                                "guidance_rescale", "snap", "model", "strength"))
     if strength is not None and init_image is None:
         raise CLIError("--strength needs --init-image: it says how far to noise that picture")
     if prompts_file is not None and prompt is not None:
@@ -203,6 +194,26 @@ def paint(
         typer.echo(f"wrote {animate}  (the denoising of image 1, {len(gif)} frames)")
     shown = ", ".join(str(q) for q in paths[:3]) + (f" … ({len(paths)} files)" if len(paths) > 3 else "")
     typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} step{'s' * (p.steps != 1)} {p.sampler}, guidance {p.guidance:g}, model {model})")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed this option (or set it in the environment), rather than it taking its default."""
+    # by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
+    return getattr(ctx.get_parameter_source(name), "name", "") in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _with_stored(stored, png: Path, given: dict) -> dict:
+    """`paint --from`: the stored painting's settings, each overridden by an option the user typed — even one
+    typed with its default value (--model emoji, --negative-prompt "", --guidance-rescale 0)."""
+    merged = {k: getattr(stored, k) for k in ("prompt", "negative_prompt", "steps", "guidance", "sampler", "seed",
+                                              "spacing", "guidance_rescale", "snap")}
+    merged["model"] = given["model"] if "model" in given else _stored_model(png, stored.model)
+    merged["strength"] = stored.strength if stored.init_image else None
+    if stored.init_image and "init_image" not in given:  # a path from someone else's file is never opened unasked
+        raise CLIError(f"{png} was painted from the picture {stored.init_image!r} (image to image); pass "
+                       "--init-image PATH to paint from it again (a PNG's stored paths are not opened)")
+    merged.update((k, v) for k, v in given.items() if k in merged)
+    return merged
 
 
 def _stored_model(png: Path, stored: str) -> str:
