@@ -265,3 +265,33 @@ def test_padded_batch_equals_the_text_encoders_own_batch():
     together = encoder.encode(prompts + ["", ""])
     for key in together:
         torch.testing.assert_close(batched[key], together[key], rtol=1e-5, atol=1e-5)
+
+
+def test_guided_picks_cfg_or_w_as_input_by_the_declared_capability():
+    """One entry point: CFG for an ordinary model (2B rows, per-image scales allowed), w as an input for a
+    guidance-distilled student (B rows, cond["guidance"] = each image's scale); bad scales are one error."""
+    from unnoise.conditioning.guidance import GuidanceInput, guided
+
+    calls = []
+
+    def denoiser(x, sigma, cond):
+        calls.append((x.shape[0], cond))
+        return x * 0.5 + (cond["guidance"].view(-1, 1, 1, 1) if "guidance" in cond else cond["pooled"][:, :1, None, None])
+
+    x = torch.randn(3, 1, 2, 2)
+    cond, uncond = {"pooled": torch.ones(3, 4)}, {"pooled": torch.zeros(3, 4)}
+    cfg = guided(denoiser, cond, uncond, [0.0, 1.0, 2.0], takes_guidance=False)
+    assert isinstance(cfg, CFGDenoiser)
+    out = cfg(x, torch.tensor(1.0))
+    assert calls[-1][0] == 6  # both halves in one call
+    torch.testing.assert_close(out, x * 0.5 + torch.tensor([0.0, 1.0, 2.0]).view(3, 1, 1, 1))
+    student = guided(denoiser, cond, None, 4.0, takes_guidance=True)
+    assert isinstance(student, GuidanceInput)
+    torch.testing.assert_close(student(x, torch.tensor(1.0)), x * 0.5 + 4.0)
+    assert calls[-1][0] == 3 and calls[-1][1]["guidance"].tolist() == [4.0] * 3
+    with pytest.raises(GuidanceError, match="rescale needs classifier-free"):
+        guided(denoiser, cond, None, 4.0, takes_guidance=True, rescale=0.5)
+    with pytest.raises(GuidanceError, match="finite"):
+        guided(denoiser, cond, uncond, [1.0, float("nan")], takes_guidance=False)
+    with pytest.raises(GuidanceError, match="needs 3 guidance scales"):
+        guided(denoiser, cond, uncond, [1.0, 2.0], takes_guidance=False)(x, torch.tensor(1.0))

@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from test_lab_api import assert_json_error, decode_png, sse_events
 
 from unnoise import schedules
 from unnoise.lab.app import create_app
 from unnoise.lab.learned import PainterFactory
 from unnoise.modeldir import save_model_dir
 from unnoise.models import UNet, UNetConfig
-
-from test_lab_api import assert_json_error, decode_png, sse_events
-
 
 STUDENT_DEFAULTS = {"steps": 4, "guidance": 2.0, "sampler": "ddim", "spacing": "log_snr_trailing"}
 
@@ -112,7 +110,6 @@ def test_img2img_takes_an_upload_and_refuses_bad_strength(client):
 # --- part 6: the guidance dial -----------------------------------------------------------------------------
 def test_per_image_cfg_is_cfg_row_by_row():
     from unnoise.conditioning.guidance import CFGDenoiser
-    from unnoise.lab.sweeps import PerImageCFG
 
     g = torch.Generator().manual_seed(0)
     weight = torch.randn(4, generator=g)
@@ -124,7 +121,7 @@ def test_per_image_cfg_is_cfg_row_by_row():
     cond, uncond = {"pooled": torch.ones(1, 8)}, {"pooled": -torch.ones(1, 8)}
     scales = [0.0, 1.0, 7.5]
     sigma = torch.full((3,), 2.0)
-    out = PerImageCFG(denoiser, cond, uncond, scales)(x, sigma)
+    out = CFGDenoiser(denoiser, cond, uncond, scales)(x, sigma)  # one scale per row, one call of 2B rows
     for b, w in enumerate(scales):
         one = CFGDenoiser(denoiser, cond, uncond, w)(x[b : b + 1], sigma[b : b + 1])
         torch.testing.assert_close(out[b : b + 1], one)
@@ -162,7 +159,7 @@ def test_spacings_stream_each_run_then_the_reference_and_compare(client):
 
 
 def test_reference_comparison_separates_shapes_from_detail():
-    from unnoise.lab.sweeps import compare_to_reference, coarse
+    from unnoise.lab.sweeps import coarse, compare_to_reference
 
     g = torch.Generator().manual_seed(0)
     ref = (torch.rand(3, 32, 32, generator=g) * 2 - 1) * 0.5 + coarse(torch.rand(3, 32, 32, generator=g) * 2 - 1).float()
@@ -177,10 +174,9 @@ def test_reference_comparison_separates_shapes_from_detail():
 def test_a_leaving_client_stops_a_spacing_comparison(tmp_path_factory):
     """The comparison is several runs in a row: a page that leaves must stop the whole of it."""
     import httpx
+    from test_lab_api import wait_until
 
     from unnoise.lab import LabConfig, serving
-
-    from test_lab_api import wait_until
 
     app = create_app(LabConfig(max_jobs=1), generate=PainterFactory(tiny_model_dirs(tmp_path_factory)))
     with serving(app) as url, httpx.Client(base_url=url, timeout=30) as c:
@@ -236,7 +232,7 @@ def test_a_students_dial_feeds_each_scale_as_its_input_in_one_batch(student_clie
 
 
 def test_per_image_guidance_input_is_the_students_own_call_row_by_row():
-    from unnoise.lab.sweeps import PerImageGuidanceInput
+    from unnoise.conditioning.guidance import GuidanceInput
 
     seen = {}
 
@@ -246,11 +242,11 @@ def test_per_image_guidance_input_is_the_students_own_call_row_by_row():
 
     cond = {"tokens": torch.ones(1, 3, 4)}
     x = torch.randn(3, 1, 2, 2)
-    out = PerImageGuidanceInput(denoiser, cond, [1.0, 2.0, 4.0])(x, torch.tensor(1.0))
+    out = GuidanceInput(denoiser, cond, [1.0, 2.0, 4.0])(x, torch.tensor(1.0))
     assert seen["tokens"].shape == (3, 3, 4) and seen["guidance"].tolist() == [1.0, 2.0, 4.0]
     assert torch.allclose(out, x * torch.tensor([1.0, 2.0, 4.0]).view(-1, 1, 1, 1) + 1)
-    with pytest.raises(ValueError, match="needs 2 scales"):
-        PerImageGuidanceInput(denoiser, cond, [1.0, 2.0, 4.0])(x[:2], torch.tensor(1.0))
+    with pytest.raises(ValueError, match="needs 2 guidance scales"):
+        GuidanceInput(denoiser, cond, [1.0, 2.0, 4.0])(x[:2], torch.tensor(1.0))
 
 
 @pytest.mark.parametrize("model", ["grey", "colour"])

@@ -4,11 +4,10 @@ the Painter, the lab and evaluation, so they all sample exactly the same way."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import torch
 
-from .conditioning.guidance import CFGDenoiser
+from .conditioning.guidance import guided as guided_denoiser
 from .denoisers import DiscreteDenoiser
 from .sampling import get_sampler, sample, seeded_generators
 from .sampling.core import check_sigmas, randn_like
@@ -26,7 +25,7 @@ def generate(
     shape: tuple[int, int, int],
     seeds: Sequence[int],
     steps: int = 20,
-    guidance: float = 3.0,
+    guidance: float | Sequence[float] = 3.0,
     guidance_rescale: float = 0.0,
     sampler: str = "dpmpp_2m",
     spacing: str | None = None,
@@ -34,7 +33,7 @@ def generate(
     autocast: bool = False,
     x_init: torch.Tensor | None = None,
     sigmas: torch.Tensor | None = None,
-    guide: Callable | None = None,
+    takes_guidance: bool | None = None,
     **sampler_options,
 ) -> torch.Tensor:
     """Images (B, C, H, W) in about [−1, 1].  cond/uncond hold one row per image (B = len(seeds)).
@@ -42,19 +41,15 @@ def generate(
     `sigmas` (σ_0 > … > 0) replaces the grid of `steps` and `spacing`; with `x_init` too the caller also
     controls the start (image-to-image starts from a noised picture), without it the start is each seed's
     noise·σ_0, as `sample` draws it.
-    `guide(denoiser) -> denoiser` replaces the CFG wrapper (the lab's guidance dial: one scale per image).
+    `guidance` is one scale or one per image (the lab's guidance dial).  `takes_guidance` (default: the
+    network's `config.guidance_embedding`) says the model takes w as an input — a guidance-distilled
+    student: one pass of B, no CFG batch, so no negative prompt or guidance rescale either.
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
-    guided: Callable[..., torch.Tensor]
-    if guide is None and getattr(getattr(model, "config", None), "guidance_embedding", False):
-        # A guidance-distilled student (docs/distill.md) takes w as an input: one pass of B, no CFG batch
-        # (so no negative prompt or guidance rescale either).
-        w = {"guidance": torch.full((len(seeds),), float(guidance))}
-        guided = partial(denoiser, cond=w if cond is None else {**cond, **w})
-    elif guide is None:
-        guided = CFGDenoiser(denoiser, cond, uncond, guidance, rescale=guidance_rescale)
-    else:
-        guided = guide(denoiser)
+    if takes_guidance is None:
+        takes_guidance = bool(model.config.guidance_embedding)  # type: ignore[union-attr]  # a UNet's config
+    guided = guided_denoiser(denoiser, cond, uncond, guidance, takes_guidance=takes_guidance,
+                             rescale=0.0 if takes_guidance else guidance_rescale)
     generators = seeded_generators(seeds)  # seed k paints the same image whatever the batch (EDM)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
 

@@ -4,11 +4,18 @@
 with x̂0_c = D(x, σ, cond) and x̂0_u = D(x, σ, uncond).  Guiding x̂0 is the same as guiding ε̂ or v̂:
 all three are affine in each other with coefficients that depend only on (x, σ), shared by both passes,
 and the weights (1 − w, w) sum to 1.  A negative prompt is simply its condition passed as ``uncond``.
+
+A guidance-distilled student (docs/distill.md) takes w as a network input instead: `GuidanceInput`.
+`guided(…, takes_guidance=…)` picks one of the two by the model's declared capability
+(`UNetConfig.guidance_embedding`); the Painter, training grids, evaluation and the lab's guidance dial all
+guide through it.  The scale is one number, or one per image of the batch (the lab's dial: B scales,
+one network call per step).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +38,30 @@ def _check_number(name: str, value, low: float = -math.inf, high: float = math.i
     if not low <= value <= high:
         raise GuidanceError(f"{name} must lie in [{low}, {high}], got {value!r}")
     return float(value)
+
+
+def _scales(scale: float | Sequence[float]) -> float | torch.Tensor:
+    """One scale as a float, or one per image as a (B,) float32 tensor; every scale finite."""
+    if not isinstance(scale, (Sequence, torch.Tensor)) or isinstance(scale, str):
+        return _check_number("guidance scale", scale)  # one number (or a clear error for a non-number)
+    if isinstance(scale, torch.Tensor) and scale.ndim == 0:
+        return _check_number("guidance scale", float(scale))
+    try:
+        out = torch.tensor([float(w) for w in scale], dtype=torch.float32)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise GuidanceError(f"guidance scale must be a number or a list of numbers, got {scale!r}") from None
+    if out.ndim != 1 or len(out) == 0 or not bool(torch.isfinite(out).all()):
+        raise GuidanceError(f"guidance scales must be a non-empty list of finite numbers, got {scale!r}")
+    return out
+
+
+def _per_image(scale: float | torch.Tensor, x: torch.Tensor) -> float | torch.Tensor:
+    """The scale broadcastable against x (B, C, H, W): a float, or the (B,) scales viewed as (B, 1, 1, 1)."""
+    if isinstance(scale, float):
+        return scale
+    if len(scale) != x.shape[0]:
+        raise GuidanceError(f"a batch of {x.shape[0]} images needs {x.shape[0]} guidance scales, got {len(scale)}")
+    return scale.to(x).view(x.shape[0], *(1,) * (x.ndim - 1))
 
 
 def _batch_one(a: torch.Tensor, b: torch.Tensor, batch: int, key: str) -> torch.Tensor:
@@ -89,13 +120,14 @@ class CFGDenoiser:
     means), so the two passes run separately.
     """
 
-    def __init__(self, denoiser, cond, uncond, scale: float, rescale: float = 0.0, rescale_space: str = "x0"):
+    def __init__(self, denoiser, cond, uncond, scale: float | Sequence[float], rescale: float = 0.0,
+                 rescale_space: str = "x0"):
         if not callable(denoiser):
             raise TypeError("denoiser must be callable as denoiser(x, sigma, cond)")
         self.denoiser = denoiser
         self.cond = cond
         self.uncond = uncond
-        self.scale = _check_number("guidance scale", scale)
+        self.scale = _scales(scale)
         self.rescale = _check_number("guidance rescale", rescale, 0.0, 1.0)
         if rescale_space not in RESCALE_SPACES:
             choices = ", ".join(RESCALE_SPACES)
@@ -106,9 +138,9 @@ class CFGDenoiser:
         return f"CFGDenoiser(scale={self.scale}, rescale={self.rescale}, rescale_space={self.rescale_space!r})"
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if self.scale == 1.0:
+        if isinstance(self.scale, float) and self.scale == 1.0:
             return self.denoiser(x, sigma, self.cond)
-        if self.scale == 0.0 and self.rescale == 0.0:
+        if isinstance(self.scale, float) and self.scale == 0.0 and self.rescale == 0.0:
             return self.denoiser(x, sigma, self.uncond)
         batch = x.shape[0]
         sigma = torch.as_tensor(sigma, device=x.device)
@@ -120,7 +152,7 @@ class CFGDenoiser:
             conds = batch_conditions(self.cond, self.uncond, batch)
             both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), conds)  # (2B, …)
             cond_x0, uncond_x0 = both[:batch], both[batch:]
-        guided = uncond_x0 + self.scale * (cond_x0 - uncond_x0)
+        guided = uncond_x0 + _per_image(self.scale, x) * (cond_x0 - uncond_x0)
         if self.rescale > 0.0:
             guided = self._rescaled(x, sigma, cond_x0, guided)
         return guided
@@ -141,3 +173,34 @@ class CFGDenoiser:
         std_guided = guided_dev.reshape(batch, -1).std(dim=1, correction=0).view(view)
         ratio = torch.where(std_guided > 0, std_cond / std_guided, torch.ones_like(std_guided))
         return center + (self.rescale * (guided_dev * ratio) + (1.0 - self.rescale) * guided_dev)
+
+
+class GuidanceInput:
+    """Guidance for a guidance-distilled student: w is a network input (cond["guidance"], one per image),
+    so one pass of B rows per step — no unconditional half, hence no negative prompt or rescale."""
+
+    def __init__(self, denoiser, cond, scale: float | Sequence[float]):
+        if not callable(denoiser):
+            raise TypeError("denoiser must be callable as denoiser(x, sigma, cond)")
+        self.denoiser, self.cond, self.scale = denoiser, cond, _scales(scale)
+
+    def __repr__(self) -> str:
+        return f"GuidanceInput(scale={self.scale})"
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        w = _per_image(self.scale, x)
+        w = torch.full((batch,), w, device=x.device) if isinstance(w, float) else w.reshape(batch)
+        cond = {k: v.expand(batch, *v.shape[1:]) for k, v in (self.cond or {}).items()}  # 1 row or B rows
+        return self.denoiser(x, sigma, {**cond, "guidance": w})
+
+
+def guided(denoiser, cond, uncond, scale: float | Sequence[float], *, takes_guidance: bool, rescale: float = 0.0,
+           rescale_space: str = "x0"):
+    """The guided denoiser (x, σ) → x̂0: w as an input for a model that declares it takes one
+    (`takes_guidance`, from UNetConfig.guidance_embedding), classifier-free guidance otherwise."""
+    if takes_guidance:
+        if rescale:
+            raise GuidanceError("guidance rescale needs classifier-free guidance; this model takes w as an input")
+        return GuidanceInput(denoiser, cond, scale)
+    return CFGDenoiser(denoiser, cond, uncond, scale, rescale=rescale, rescale_space=rescale_space)

@@ -79,7 +79,6 @@ class _Counter(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model, self.calls = model, 0
-        self.config = getattr(model, "config", None)  # generate reads it: a distilled student takes w as an input
 
     def forward(self, *args, **kwargs):
         self.calls += 1
@@ -103,6 +102,7 @@ def paint_many(painter, prompts: Sequence[str], seeds: Sequence[int], setting: S
             painter.encoder.encode([""] * len(ps)), shape=painter.shape, seeds=ss, steps=setting.steps,
             guidance=setting.guidance, sampler=setting.sampler,
             spacing=setting.spacing or painter.defaults["spacing"],
+            takes_guidance=bool(painter.model.config.guidance_embedding),
         )
         nfe = counter.calls
         out.append(x.clamp(-1, 1))

@@ -23,7 +23,7 @@ from ..pipeline import Painter
 from ..sampling import SAMPLERS, seeded_generators
 from .messages import DialRequest, GenerateRequest, Img2ImgRequest, LadderRequest, ReplayRequest, SpacingsRequest
 from .streams import Emit, Frame, Source, Tile, TilesFrame
-from .sweeps import PerImageCFG, PerImageGuidanceInput, compare_to_reference, reference_steps, spacing_chart
+from .sweeps import compare_to_reference, reference_steps, spacing_chart
 from .uploads import Picture, png_data_url
 
 Result = tuple[Source, dict[str, Any]]
@@ -147,13 +147,10 @@ class PainterFactory:
                 emit(TilesFrame(info.i, info.steps, tuple(
                     Tile(k, info.i, info.steps, t, sigma, _rgb(info.denoised[k])) for k in range(len(scales)))))
 
-            if painter.model.config.guidance_embedding:  # a distilled student: w is an input, no CFG batch
-                guide = lambda denoiser: PerImageGuidanceInput(denoiser, cond, scales)  # noqa: E731
-            else:
-                guide = lambda denoiser: PerImageCFG(denoiser, cond, uncond, scales)  # noqa: E731
+            # one batch of len(scales) rows, one scale per row (w as an input for a distilled student)
             x = generate(painter.model, painter.schedule, painter.info.prediction_type, cond, uncond,
                          shape=painter.shape, seeds=[p.seed] * len(scales), steps=p.steps, sampler=p.sampler,
-                         spacing=p.spacing, callback=on_step, guide=guide)
+                         spacing=p.spacing, callback=on_step, guidance=list(scales))
             return {"images": [_rgb(xi) for xi in x], "scales": scales}
 
         return run, {**_size(painter), "total": p.steps}

@@ -18,61 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..conditioning.guidance import batch_conditions
 from ..schedules import Schedule
 
 COARSE_CELLS = 8  # big shapes: the picture as COARSE_CELLS × COARSE_CELLS block averages
 MIN_REFERENCE_STEPS = 50  # the reference run takes max(this, 2 × steps) steps
-
-
-def _scales(scales: Sequence[float]) -> torch.Tensor:
-    """The dial's scales as a (B,) float32 tensor, one per image of the batch."""
-    out = torch.tensor([float(w) for w in scales], dtype=torch.float32)
-    if not bool(torch.isfinite(out).all()):
-        raise ValueError("guidance scales must be finite")
-    return out
-
-
-def _batch_of(x: torch.Tensor, scales: torch.Tensor) -> int:
-    batch = x.shape[0]
-    if batch != len(scales):
-        raise ValueError(f"a batch of {batch} images needs {batch} scales, got {len(scales)}")
-    return batch
-
-
-class PerImageCFG:
-    """Classifier-free guidance (Ho & Salimans 2022) with one scale per image of the batch:
-    x̂0_b = x̂0_u + w_b·(x̂0_c − x̂0_u).  One network call of 2B rows (conditional first) per step for all
-    B scales; row b equals `CFGDenoiser(denoiser, cond, uncond, scales[b])` on that row (tested)."""
-
-    def __init__(self, denoiser, cond, uncond, scales: Sequence[float]):
-        self.denoiser, self.cond, self.uncond = denoiser, cond, uncond
-        self.scales = _scales(scales)
-
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        batch = _batch_of(x, self.scales)
-        sigma = torch.as_tensor(sigma, device=x.device)
-        sigma = sigma.expand(batch) if sigma.ndim == 0 else sigma
-        conds = batch_conditions(self.cond, self.uncond, batch)
-        both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), conds)  # (2B, C, H, W)
-        cond_x0, uncond_x0 = both[:batch], both[batch:]
-        w = self.scales.to(x).view(batch, *(1,) * (x.ndim - 1))
-        return uncond_x0 + w * (cond_x0 - uncond_x0)
-
-
-class PerImageGuidanceInput:
-    """The dial for a distilled student (docs/distill.md): w is a network input, so scale b is simply row
-    b's input — one network call of B rows per step, no unconditional half.  Row b equals
-    `generate(student, …, guidance=scales[b])` on that row (tested)."""
-
-    def __init__(self, denoiser, cond, scales: Sequence[float]):
-        self.denoiser, self.cond = denoiser, cond
-        self.scales = _scales(scales)
-
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        batch = _batch_of(x, self.scales)
-        cond = {k: v.expand(batch, *v.shape[1:]) for k, v in (self.cond or {}).items()}
-        return self.denoiser(x, sigma, {**cond, "guidance": self.scales.to(x.device)})
 
 
 def reference_steps(steps: int, limit: int = 1000) -> int:
