@@ -51,8 +51,8 @@ def notes(painter: Painter, p: PaintParams) -> list[str]:
     out = []
     if p.conditioned_on is not None:
         similarity = painter.snap(p.prompt).similarity
-        out.append(f"note: {p.prompt!r} is not a caption the model knows; painting the nearest one, "
-                   f"{p.conditioned_on!r} (similarity {similarity:.2f}; --no-snap paints it as typed)")
+        out.append(f"note: painting {p.prompt!r} as {p.conditioned_on!r}, the closest caption this model was "
+                   f"trained on (similarity {similarity:.2f}); add --no-snap to paint it exactly as typed")
     if len(painter.encoder.tokenize([p.prompt])[0][0]) >= painter.encoder.max_length:
         out.append(f"note: the prompt is longer than {painter.encoder.max_length} tokens; the rest is ignored")
     if (learned := guidance_range(painter.info)) is not None:  # a distilled student: w is a network input
