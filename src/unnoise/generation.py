@@ -35,6 +35,7 @@ def generate(
     x_init: torch.Tensor | None = None,
     sigmas: torch.Tensor | None = None,
     guide: Callable | None = None,
+    noise: torch.Tensor | None = None,
     **sampler_options,
 ) -> torch.Tensor:
     """Images (B, C, H, W) in about [−1, 1].  cond/uncond hold one row per image (B = len(seeds)).
@@ -43,6 +44,7 @@ def generate(
     controls the start (image-to-image starts from a noised picture), without it the start is each seed's
     noise·σ_0, as `sample` draws it.
     `guide(denoiser) -> denoiser` replaces the CFG wrapper (the lab's guidance dial: one scale per image).
+    `noise` (B, C, H, W) replaces the seeds' start noise; the seeds still drive everything after it.
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
     if guide is None and getattr(getattr(model, "config", None), "guidance_embedding", False):
@@ -67,6 +69,14 @@ def generate(
 
     if x_init is not None and sigmas is None:
         raise ValueError("x_init needs the sigmas it starts from")
+    if noise is not None:
+        if x_init is not None:
+            raise ValueError("noise replaces the seeds' start draw; give it or x_init, not both")
+        randn_like(torch.empty((len(seeds), *shape)), generators)  # skip the seeds' draw: an ancestral
+        # sampler's fresh noise is then what it is without `noise`, so the seeds' own draw as `noise` paints
+        # the seeded picture exactly
+        sigmas = schedule.sigmas(steps, spacing) if sigmas is None else sigmas
+        x_init = noise * float(check_sigmas(sigmas)[0])
     if x_init is None and sigmas is not None:  # seed k's start noise, exactly as sample draws it
         x_init = randn_like(torch.empty((len(seeds), *shape)), generators) * float(check_sigmas(sigmas)[0])
     if x_init is None:
