@@ -1,7 +1,7 @@
 """ONNX export of a model directory's UNet and of the MiniLM text encoder, for runtimes without PyTorch
 (onnxruntime, ONNX Runtime Web in the browser lab).
 
-    python -m unnoise.onnx_export MODEL OUTDIR [--text-precision fp32|fp16|int8]
+    python -m unnoise.onnx_export MODEL OUTDIR [--text-precision fp32|fp16|fp16-int8emb|int8]
 
 writes OUTDIR/unet.onnx, OUTDIR/text_encoder.onnx and OUTDIR/onnx.json (what each graph takes and gives).
 The graphs are the networks themselves, not the sampler: the caller does what `DiscreteDenoiser` does
@@ -20,8 +20,9 @@ tokens (B, L, 384) and pooled (B, 384), exactly `TextEncoder.encode`'s.
 
 The exporter is torch's TorchScript-based one (`dynamo=False`): present in torch 2.13 (deprecated there), no
 onnxscript needed, and a few seconds per graph.  Precision of the text encoder (docs/onnx.md): fp32; fp16
-stores the weights as float16 and casts them up once at load (compute stays float32); int8 is
-onnxruntime's dynamic quantization (`quantize_dynamic`: int8 weights of MatMul and Gather).
+stores the weights as float16 and casts them up once at load (compute stays float32); fp16-int8emb is fp16 with
+the word-embedding table (half the weights) in int8; int8 is onnxruntime's dynamic quantization
+(`quantize_dynamic`, per-channel int8 weights of MatMul and Gather, activations quantized per call).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ OPSET = 18
 UNET_FILE, TEXT_FILE, MANIFEST = "unet.onnx", "text_encoder.onnx", "onnx.json"
 UNET_INPUTS = ("x", "t", "tokens", "mask", "pooled")  # + "guidance" for guidance-distilled students
 TEXT_INPUTS = ("input_ids", "mask")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "fp16-int8emb", "int8")
 FP16_MIN_SIZE = 1024  # fp16 storage for weights of at least this many numbers; small ones (biases, norms) stay fp32
 
 
@@ -135,6 +136,8 @@ def export_text_encoder(encoder, path: str | os.PathLike, precision: str = "fp32
         _export(graph, {"input_ids": ids.cpu(), "mask": mask.cpu()}, ["tokens", "pooled"], dynamic, path)
     if precision == "fp16":
         weights_to_fp16(path, path)
+    elif precision == "fp16-int8emb":  # the table is read by Gather: int8 there, the rest as fp16
+        weights_to_fp16(quantize_int8(path, path, ops=("Gather",)), path)
     elif precision == "int8":
         quantize_int8(path, path)
     return path
@@ -172,14 +175,16 @@ def _numel(init) -> int:
     return n
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """onnxruntime's dynamic quantization: int8 weights for MatMul and Gather, activations quantized per call."""
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, ops: tuple[str, ...] | None = None) -> Path:
+    """onnxruntime's dynamic quantization: per-channel int8 weights for `ops` (default: MatMul, Gather and the
+    rest it knows), activations quantized per call."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as e:
         raise OnnxExportError(f"int8 needs onnxruntime ({e}): pip install onnxruntime") from None
     dst = Path(dst)
-    _atomic_write(dst, lambda tmp: quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8))
+    _atomic_write(dst, lambda tmp: quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8, per_channel=True,
+                                                       op_types_to_quantize=list(ops) if ops else None))
     return dst
 
 
