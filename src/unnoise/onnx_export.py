@@ -28,6 +28,7 @@ the word-embedding table (half the weights) in int8; int8 is onnxruntime's dynam
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -131,7 +132,9 @@ def export_text_encoder(encoder, path: str | os.PathLike, precision: str = "fp32
     ids, mask = encoder.tokenize(["a cat face", "a red heart, noto style"])
     dynamic = {name: {0: "batch", 1: "length"} for name in ("input_ids", "mask", "tokens")}
     dynamic["pooled"] = {0: "batch"}
-    graph = TextGraph(encoder.model).float()
+    minilm = encoder.model if encoder.dtype == torch.float32 else copy.deepcopy(encoder.model).float()  # the
+    # graph computes in float32 whatever the encoder was loaded as, and the caller's encoder stays as it was
+    graph = TextGraph(minilm)
     with torch.no_grad():
         _export(graph, {"input_ids": ids.cpu(), "mask": mask.cpu()}, ["tokens", "pooled"], dynamic, path)
     if precision == "fp16":
