@@ -20,7 +20,7 @@ from unnoise.conditioning.text import TextEncoder  # noqa: E402
 from unnoise.errors import UnnoiseError  # noqa: E402
 from unnoise.modeldir import BUNDLED, load_model_dir  # noqa: E402
 from unnoise.onnx_export import (  # noqa: E402
-    MANIFEST, TEXT_FILE, UNET_FILE, OnnxExportError, UNetGraph, export_text_encoder, export_unet, main, unet_inputs,
+    MANIFEST, TEXT_FILE, UNET_FILE, OnnxExportError, OnnxUNet, UNetGraph, export_text_encoder, export_unet, main, unet_inputs,
 )
 
 UNET_ATOL = 1e-4
@@ -37,7 +37,7 @@ def session(path):
 def exported_unet(request, tmp_path_factory):
     unet, info, _ = load_model_dir(request.param, "cpu")
     path = export_unet(unet, tmp_path_factory.mktemp(request.param) / UNET_FILE)
-    return unet, session(path)
+    return request.param, unet, session(path)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def cli_export(tmp_path_factory):
 
 @pytest.mark.parametrize("batch, length", [(2, 2), (2, 8), (2, 77)])
 def test_unet_onnx_equals_pytorch(exported_unet, batch, length):
-    unet, sess = exported_unet
+    _, unet, sess = exported_unet
     inputs = unet_inputs(unet, batch, length, seed=length)
     with torch.no_grad():
         ref = UNetGraph(unet)(*inputs.values()).numpy()
@@ -64,8 +64,22 @@ def test_unet_onnx_equals_pytorch(exported_unet, batch, length):
     np.testing.assert_allclose(out, ref, rtol=0, atol=UNET_ATOL)
 
 
+def test_the_onnx_unet_paints_the_pytorch_picture(exported_unet):
+    """The whole painting (the model's default sampler, steps and guidance; CFG or the student's w) with the
+    ONNX UNet in the PyTorch one's place: within 1 grey level (seen: 0 for emoji, 1 pixel off by 1 for emoji-fast)."""
+    from unnoise.pipeline import Painter
+
+    name, unet, sess = exported_unet
+    painter = Painter.from_pretrained(name)
+    prompt = "cat face" if name.startswith("emoji") else "a handwritten seven"
+    ref = np.stack([np.asarray(im, dtype=np.int16) for im in painter(prompt, num_images=2, seed=0)])
+    painter.model = OnnxUNet(sess, unet.config)
+    out = np.stack([np.asarray(im, dtype=np.int16) for im in painter(prompt, num_images=2, seed=0)])
+    assert np.abs(out - ref).max() <= 1
+
+
 def test_unet_inputs_name_the_guidance_input_of_students_only(exported_unet):
-    unet, sess = exported_unet
+    _, unet, sess = exported_unet
     names = [i.name for i in sess.get_inputs()]
     expected = ["x", "t", "tokens", "mask", "pooled"] + (["guidance"] if unet.config.guidance_embedding else [])
     assert names == expected

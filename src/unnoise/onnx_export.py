@@ -78,6 +78,21 @@ class TextGraph(nn.Module):
         return tokens, nn.functional.normalize(pooled, p=2, dim=1)
 
 
+class OnnxUNet:
+    """An exported UNet run by onnxruntime, callable as the PyTorch one is (model(x_t, t, cond) → tensor), so
+    `generate` and the Painter sample with it unchanged: `painter.model = OnnxUNet(session, painter.model.config)`."""
+
+    def __init__(self, session, config):
+        self.session, self.config = session, config  # config: the UNetConfig (generate reads guidance_embedding)
+        self.names = [i.name for i in session.get_inputs()]
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        given = {"x": x, "t": t, **cond}
+        feed = {k: given[k].detach().cpu().to(torch.bool if k == "mask" else torch.float32).contiguous().numpy()
+                for k in self.names}
+        return torch.from_numpy(self.session.run(None, feed)[0]).to(x.device, x.dtype)
+
+
 def unet_inputs(unet: nn.Module, batch: int = 2, length: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
     """Example inputs of the UNet graph's names and shapes (random, reproducible; row 0 padded after 3 tokens)."""
     g = torch.Generator().manual_seed(seed)
