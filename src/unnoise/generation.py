@@ -34,6 +34,7 @@ def generate(
     x_init: torch.Tensor | None = None,
     sigmas: torch.Tensor | None = None,
     takes_guidance: bool | None = None,
+    noise: torch.Tensor | None = None,
     **sampler_options,
 ) -> torch.Tensor:
     """Images (B, C, H, W) in about [−1, 1].  cond/uncond hold one row per image (B = len(seeds)).
@@ -44,6 +45,7 @@ def generate(
     `guidance` is one scale or one per image (the lab's guidance dial).  `takes_guidance` (default: the
     network's `config.guidance_embedding`) says the model takes w as an input — a guidance-distilled
     student: one pass of B, no CFG batch, so no negative prompt or guidance rescale either.
+    `noise` (B, C, H, W) replaces the seeds' start noise; the seeds still drive everything after it.
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
     if takes_guidance is None:
@@ -65,6 +67,14 @@ def generate(
         raise ValueError("x_init needs the sigmas it starts from")
     # the noise is drawn by CPU generators (the same seed, the same start on any device), then moved
     device = next(model.parameters()).device
+    if noise is not None:
+        if x_init is not None:
+            raise ValueError("noise replaces the seeds' start draw; give it or x_init, not both")
+        randn_like(torch.empty((len(seeds), *shape)), generators)  # skip the seeds' draw: an ancestral
+        # sampler's fresh noise is then what it is without `noise`, so the seeds' own draw as `noise` paints
+        # the seeded picture exactly
+        sigmas = schedule.sigmas(steps, spacing) if sigmas is None else sigmas
+        x_init = noise.to(device) * float(check_sigmas(sigmas)[0])
     if x_init is None and sigmas is not None:  # seed k's start noise, exactly as sample draws it
         start = torch.empty((len(seeds), *shape), device=device)
         x_init = randn_like(start, generators) * float(check_sigmas(sigmas)[0])

@@ -144,6 +144,19 @@ def check_paint_args(prompt: Any, negative_prompt: Any, num_images: Any, steps: 
         raise PaintError(f"strength must be in (0, 1], got {strength!r}")
 
 
+def check_noise(noise: Any, shape: tuple[int, ...]) -> torch.Tensor:
+    """A caller's start noise (unit variance, `shape` = (num_images, C, H, W)) as float32, or a one-line error."""
+    if not isinstance(noise, torch.Tensor):
+        raise PaintError(f"noise must be a torch.Tensor of shape {shape}, got {type(noise).__name__}")
+    if not noise.dtype.is_floating_point:
+        raise PaintError(f"noise must be a floating-point tensor, got dtype {noise.dtype}")
+    if tuple(noise.shape) != tuple(shape):
+        raise PaintError(f"noise must have shape {tuple(shape)} (num_images, C, H, W), got {tuple(noise.shape)}")
+    if not bool(torch.isfinite(noise).all()):
+        raise PaintError("noise must be finite (it holds NaN or infinity)")
+    return noise.detach().to(torch.float32)
+
+
 class Painter:
     """A trained model ready to paint.  `Painter.from_pretrained("emoji")(prompt)` → list of PIL images."""
 
@@ -219,22 +232,26 @@ class Painter:
         return self.vocabulary.snap([prompt], self.encoder.encode([prompt])["pooled"])[0]
 
     def paint_tensor(self, p: PaintParams, num_images: int = 1, *, init: Image.Image | None = None,
-                     callback: Callable | None = None) -> torch.Tensor:
-        """(num_images, C, H, W) in about [−1, 1] for validated parameters."""
+                     callback: Callable | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """(num_images, C, H, W) in about [−1, 1] for validated parameters; `noise` (checked by
+        `check_noise`) replaces the seeds' start noise, the seeds still drive any later noise."""
         check_paint_args(p.prompt, p.negative_prompt, num_images, p.steps, p.guidance, p.strength)
+        if noise is not None:
+            noise = check_noise(noise, (num_images, *self.shape))
         cond = self.encoder.encode([p.conditioning_prompt] * num_images)
         uncond = self.encoder.encode([p.negative_prompt] * num_images)
         seeds = [p.seed + i for i in range(num_images)]
         x_init = sigmas = None
         if init is not None:
-            x_init, sigmas = self._img2img_start(init, p, seeds)
+            x_init, sigmas = self._img2img_start(init, p, seeds, noise)
         return generate(
             self.model, self.schedule, self.info.prediction_type, cond, uncond, shape=self.shape, seeds=seeds,
             steps=p.steps, guidance=p.guidance, guidance_rescale=p.guidance_rescale, sampler=p.sampler,
             spacing=p.spacing, callback=callback, x_init=x_init, sigmas=sigmas,
+            noise=noise.to(self.device) if noise is not None and init is None else None,
         )
 
-    def _img2img_start(self, init: Image.Image, p: PaintParams, seeds: list[int]):
+    def _img2img_start(self, init: Image.Image, p: PaintParams, seeds: list[int], noise: torch.Tensor | None = None):
         """SDEdit (Meng et al. 2022): noise the picture to the level `strength` of the way along the
         schedule's inference σs and denoise only the remaining steps under the prompt."""
         strength = 0.6 if p.strength is None else p.strength
@@ -243,7 +260,8 @@ class Painter:
         sigmas = self.schedule.sigmas(p.steps, p.spacing)
         run = max(1, min(p.steps, round(p.steps * strength)))
         sigmas = sigmas[p.steps - run:]
-        noise = torch.stack([torch.randn(self.shape, generator=g) for g in seeded_generators(seeds)])
+        if noise is None:
+            noise = torch.stack([torch.randn(self.shape, generator=g) for g in seeded_generators(seeds)])
         return x0[None] + float(sigmas[0]) * noise, sigmas
 
     def __call__(self, prompt: str | Sequence[str] = "", num_images: int = 1, *, steps: int | None = None,
@@ -253,7 +271,8 @@ class Painter:
                  callback: Callable | None = None, snap: bool | None = None,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  num_images_per_prompt: int | None = None,
-                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> list[Image.Image]:
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                 noise: torch.Tensor | None = None) -> list[Image.Image]:
         """Paint num_images images for a prompt, or for each prompt of a list (one flat list, prompt by prompt;
         image i of every prompt uses seed + i, a negative prompt may be a list too).  Each PIL image carries
         its parameters in `.info` and `.unnoise_params`; `unnoise.save_image(image, "x.png" | "x.jpg" |
@@ -262,7 +281,11 @@ class Painter:
 
         diffusers' names work as well: num_inference_steps (= steps), guidance_scale (= guidance),
         num_images_per_prompt (= num_images), generator: a torch.Generator, whose initial_seed() is the
-        seed (torch.Generator().manual_seed(s) paints what seed=s paints), or a list of one per image."""
+        seed (torch.Generator().manual_seed(s) paints what seed=s paints), or a list of one per image.
+
+        `noise` (one row per image, C, H, W), unit variance, is the start noise instead of the seeds' draw
+        (`torch.randn(shape, generator=torch.Generator().manual_seed(seed + i))` for image i); the seeds
+        still drive the fresh noise of ancestral samplers, and the saved parameters do not record it."""
         steps = _either("steps", steps, "num_inference_steps", num_inference_steps)
         guidance = _either("guidance", guidance, "guidance_scale", guidance_scale)
         if num_images_per_prompt is not None:
@@ -280,12 +303,15 @@ class Painter:
         jobs = ([(t, n, seed, num_images) for t, n in zip(prompts, negatives)] if seeds is None else
                 [(t, n, seeds[j * num_images + i], 1) for j, (t, n) in enumerate(zip(prompts, negatives))
                  for i in range(num_images)])
-        out = []
+        out: list[Image.Image] = []
+        if noise is not None:  # one row per image, all prompts together: checked once, sliced per prompt
+            noise = check_noise(noise, (sum(k for *_, k in jobs), *self.shape))
         for text, negative, s, k in jobs:
             p = self.params(text, negative_prompt=negative, seed=s, steps=steps, sampler=sampler, guidance=guidance,
                             guidance_rescale=guidance_rescale, spacing=spacing, init_image=init_name,
                             strength=strength, snap=snap)
-            x = self.paint_tensor(p, k, init=init, callback=callback)
+            rows = None if noise is None else noise[len(out):len(out) + k]
+            x = self.paint_tensor(p, k, init=init, callback=callback, noise=rows)
             out += [p.replace(seed=p.seed + i).attach(images.to_pil(xi)) for i, xi in enumerate(x)]
         return out
 

@@ -47,7 +47,7 @@ def _scales(scale: float | Sequence[float]) -> float | torch.Tensor:
     if isinstance(scale, torch.Tensor) and scale.ndim == 0:
         return _check_number("guidance scale", float(scale))
     try:
-        out = torch.tensor([float(w) for w in scale], dtype=torch.float32)  # type: ignore[union-attr]
+        out = torch.tensor([float(w) for w in scale], dtype=torch.float32)
     except (TypeError, ValueError):
         raise GuidanceError(f"guidance scale must be a number or a list of numbers, got {scale!r}") from None
     if out.ndim != 1 or len(out) == 0 or not bool(torch.isfinite(out).all()):
