@@ -92,11 +92,14 @@ def paint(
     size: int = typer.Option(256, "--size", help="Upscale the saved images to this side (nearest neighbour); 0: native."),
     snap: Optional[bool] = typer.Option(None, "--snap/--no-snap", help="Condition an unknown prompt on the most similar "
                                         "training caption, if the model has a vocabulary (default: on)."),
+    class_label: Optional[int] = typer.Option(None, "--class-label", help="The class a class-conditional diffusers "
+                                              "model paints, 0 … N−1 (default: the prompt if it is a number, else 0)."),
 ) -> None:
-    """Paint images from a prompt with a bundled or trained model."""
+    """Paint images from a prompt with a bundled or trained model, or a diffusers pipeline folder."""
     from tqdm import tqdm
 
     from . import images, visualize
+    from .diffusers_folder import prompt_note
     from .modeldir import guidance_range
     from .pipeline import PaintParams, Painter, check_paint_args, save_png
 
@@ -114,6 +117,7 @@ def paint(
         spacing = stored.spacing if spacing is None else spacing
         guidance_rescale = guidance_rescale or stored.guidance_rescale
         snap = stored.snap if snap is None else snap
+        class_label = stored.class_label if class_label is None else class_label
         if model == "emoji" and stored.model != "emoji":
             model = stored.model
         if init_image is None and stored.init_image:
@@ -128,7 +132,10 @@ def paint(
     p = painter.params(prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
                        guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
                        init_image=str(init_image) if init_image else None,
-                       strength=(0.6 if strength is None else strength) if init is not None else None, snap=snap)
+                       strength=(0.6 if strength is None else strength) if init is not None else None, snap=snap,
+                       class_label=class_label)
+    if painter.info.scheduler and (note := prompt_note(painter.info, prompt, p.class_label)):
+        typer.echo(note, err=True)  # a diffusers pipeline folder reads no text
     if p.conditioned_on is not None:
         similarity = painter.snap(prompt).similarity
         typer.echo(f"note: {prompt!r} is not a caption the model knows; painting the nearest one, {p.conditioned_on!r} "

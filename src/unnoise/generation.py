@@ -35,6 +35,7 @@ def generate(
     x_init: torch.Tensor | None = None,
     sigmas: torch.Tensor | None = None,
     guide: Callable | None = None,
+    clip: float | None = 1.0,
     **sampler_options,
 ) -> torch.Tensor:
     """Images (B, C, H, W) in about [−1, 1].  cond/uncond hold one row per image (B = len(seeds)).
@@ -43,6 +44,7 @@ def generate(
     controls the start (image-to-image starts from a noised picture), without it the start is each seed's
     noise·σ_0, as `sample` draws it.
     `guide(denoiser) -> denoiser` replaces the CFG wrapper (the lab's guidance dial: one scale per image).
+    `clip`: x̂0 is clipped to [−clip, clip] (None: not at all; a diffusers model's clip_sample says which).
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
     if guide is None and getattr(getattr(model, "config", None), "guidance_embedding", False):
@@ -63,7 +65,8 @@ def generate(
         # network's error by σ (≈157 at the top of the linear schedule); DDPM clips the same way
         # (Ho et al. 2020, clip_denoised; diffusers' clip_sample).
         with ctx:
-            return guided(x, sigma).float().clamp(-1.0, 1.0)
+            x0 = guided(x, sigma).float()
+        return x0 if clip is None else x0.clamp(-clip, clip)
 
     if x_init is not None and sigmas is None:
         raise ValueError("x_init needs the sigmas it starts from")

@@ -18,7 +18,7 @@ from .errors import UnnoiseError
 from . import __version__, images, schedules
 from .generation import generate
 from .sampling import seeded_generators
-from .modeldir import load_model_dir, paint_defaults
+from .modeldir import load_model_dir, model_schedule, paint_defaults
 
 MAX_STEPS = 1000
 MAX_IMAGES = 64
@@ -48,6 +48,7 @@ class PaintParams:
     strength: float | None = None
     snap: bool = False  # prompt snapping to the model's vocabulary (conditioning/vocabulary.py) was on
     conditioned_on: str | None = None  # the vocabulary caption the prompt snapped to (None: the prompt itself)
+    class_label: int | None = None  # the class a class-conditional diffusers model paints (None: not such a model)
 
     @property
     def conditioning_prompt(self) -> str:
@@ -103,7 +104,7 @@ class Painter:
 
         self.model, self.info, self.path, self.name, self.device = model, info, path, name, device
         self.vocabulary = Vocabulary.load(path)  # None: this model has no vocabulary.safetensors, prompts go as typed
-        self.schedule = schedules.get(info.schedule, info.num_train_steps)
+        self.schedule = model_schedule(info)
         self.encoder = TextEncoder.load(device=device)
         self.defaults = paint_defaults(info)
 
@@ -119,9 +120,11 @@ class Painter:
     def params(self, prompt: str = "", *, negative_prompt: str = "", seed: int | None = None, steps: int | None = None,
                sampler: str | None = None, guidance: float | None = None, guidance_rescale: float = 0.0,
                spacing: str | None = None, init_image: str | None = None, strength: float | None = None,
-               snap: bool | None = None) -> PaintParams:
+               snap: bool | None = None, class_label: int | None = None) -> PaintParams:
         """Fill in defaults (a fresh random seed when none is given; snapping on if the model has a
-        vocabulary) and validate."""
+        vocabulary) and validate.  A diffusers pipeline folder's model reads no text: guidance is 1 (one
+        pass), and a class-conditional one paints `class_label` (default: the prompt if it is a class
+        number, else 0)."""
         from .sampling import get_sampler
 
         snap = self.vocabulary is not None if snap is None else bool(snap)
@@ -138,6 +141,10 @@ class Painter:
             model=self.name, unnoise_version=__version__, init_image=init_image, strength=strength,
             snap=snap, conditioned_on=snapped.caption if snapped else None,
         )
+        if self.info.scheduler:
+            p = self._diffusers_params(p, class_label)
+        elif class_label is not None:
+            raise PaintError(f"class_label is for class-conditional diffusers models; {self.name} reads prompts")
         check_paint_args(p.prompt, p.negative_prompt, 1, p.steps, p.guidance, p.strength, p.guidance_rescale)
         if isinstance(p.seed, bool) or not isinstance(p.seed, int) or not 0 <= p.seed < 2**63 - MAX_IMAGES:
             raise PaintError(f"seed must be a non-negative integer, got {p.seed!r}")
@@ -147,6 +154,21 @@ class Painter:
         except schedules.ScheduleError as e:
             raise PaintError(str(e)) from None
         return p
+
+    def _diffusers_params(self, p: PaintParams, class_label: int | None) -> PaintParams:
+        from dataclasses import replace
+
+        from .diffusers_folder import prompt_label
+
+        n = self.info.num_classes
+        if n is None and class_label is not None:
+            raise PaintError(f"class_label {class_label!r}: {self.name} is an unconditional model (no classes)")
+        if n is not None:
+            if class_label is None:
+                class_label = prompt_label(p.prompt, n) or 0
+            if isinstance(class_label, bool) or not isinstance(class_label, int) or not 0 <= class_label < n:
+                raise PaintError(f"class_label must be an integer from 0 to {n - 1}, got {class_label!r}")
+        return replace(p, guidance=1.0, snap=False, conditioned_on=None, class_label=class_label)
 
     def snap(self, prompt: str):
         """The prompt's `Snap` to this model's vocabulary (caption None: painted as typed), or None
@@ -159,8 +181,13 @@ class Painter:
                      callback: Callable | None = None) -> torch.Tensor:
         """(num_images, C, H, W) in about [−1, 1] for validated parameters."""
         check_paint_args(p.prompt, p.negative_prompt, num_images, p.steps, p.guidance, p.strength)
-        cond = self.encoder.encode([p.conditioning_prompt] * num_images)
-        uncond = self.encoder.encode([p.negative_prompt] * num_images)
+        if self.info.scheduler:  # a diffusers pipeline folder: no text, at most a class label
+            from .diffusers_folder import class_condition
+
+            cond = uncond = class_condition(self.info.num_classes, p.class_label, num_images)
+        else:
+            cond = self.encoder.encode([p.conditioning_prompt] * num_images)
+            uncond = self.encoder.encode([p.negative_prompt] * num_images)
         seeds = [p.seed + i for i in range(num_images)]
         x_init = sigmas = None
         if init is not None:
@@ -168,7 +195,7 @@ class Painter:
         return generate(
             self.model, self.schedule, self.info.prediction_type, cond, uncond, shape=self.shape, seeds=seeds,
             steps=p.steps, guidance=p.guidance, guidance_rescale=p.guidance_rescale, sampler=p.sampler,
-            spacing=p.spacing, callback=callback, x_init=x_init, sigmas=sigmas,
+            spacing=p.spacing, callback=callback, x_init=x_init, sigmas=sigmas, clip=self.info.clip_sample,
         )
 
     def _img2img_start(self, init: Image.Image, p: PaintParams, seeds: list[int]):
@@ -187,7 +214,7 @@ class Painter:
                  sampler: str | None = None, seed: int | None = None, negative_prompt: str = "",
                  guidance_rescale: float = 0.0, spacing: str | None = None, init_image: str | os.PathLike | Image.Image | None = None,
                  strength: float | None = None, callback: Callable | None = None,
-                 snap: bool | None = None) -> list[Image.Image]:
+                 snap: bool | None = None, class_label: int | None = None) -> list[Image.Image]:
         """Paint num_images images for a prompt; each PIL image carries its parameters in `.info` and
         `.unnoise_params` (save with `save_png` to keep them in the file).  `snap` (default: on when the
         model has a vocabulary) conditions on the nearest training caption instead of an unknown prompt."""
@@ -199,7 +226,7 @@ class Painter:
             strength = 0.6 if strength is None else strength
         p = self.params(prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
                         guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
-                        init_image=init_name, strength=strength, snap=snap)
+                        init_image=init_name, strength=strength, snap=snap, class_label=class_label)
         x = self.paint_tensor(p, num_images, init=init, callback=callback)
         out = []
         for i, xi in enumerate(x):

@@ -16,6 +16,7 @@ by `check_config` in one line.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -207,6 +208,7 @@ class DiffusersUNet2D(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
         self.config_dict = cfg = check_config(config)
+        self.config = SimpleNamespace(**cfg, guidance_embedding=False)  # read like unnoise's UNet.config
         widths = list(cfg["block_out_channels"])
         temb = cfg["time_embedding_dim"] or widths[0] * 4
         self.conv_in = nn.Conv2d(cfg["in_channels"], widths[0], 3, padding=1)
