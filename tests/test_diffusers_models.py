@@ -172,3 +172,28 @@ def test_a_folder_without_model_index_is_no_model(tmp_path):
     (tmp_path / "unet").mkdir()
     with pytest.raises(ModelDirError, match="nor a diffusers pipeline folder"):
         load_info(tmp_path)
+
+
+def test_the_lab_lists_a_folder_streams_its_reverse_and_shows_its_schedule(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from unnoise.lab.app import create_app
+    from unnoise.lab.learned import PainterFactory
+    from test_lab_api import sse_events
+
+    folder = build(tmp_path / "pipe", num_classes=4, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    with TestClient(create_app(generate=PainterFactory({"pipe": folder}))) as client:
+        assert client.get("/api/status").json()["models"] == ["pipe"]
+        events = sse_events(client.get("/api/generate", params={"prompt": "3", "model": "pipe", "steps": 4, "seed": 1}).text)
+        assert [k for k, _ in events] == ["start"] + ["step"] * 4 + ["done"]
+        assert events[0][1]["sampler"] == "ddpm" and events[0][1]["guidance"] == 1.0
+        curves = {s["name"]: s for s in client.get("/api/schedules").json()["schedules"]}
+        theirs = diffusers.DDPMScheduler.from_pretrained(folder / "scheduler").alphas_cumprod.double()
+        assert torch.allclose(torch.tensor(curves["pipe (model)"]["alphas_cumprod"], dtype=torch.float64), theirs, rtol=5e-5)
+        r = client.get("/api/replay", params={"schedule": "pipe (model)", "steps": 3})
+        assert [k for k, _ in sse_events(r.text)][-1] == "done"
+
+
+def test_cli_lab_refuses_a_folder_that_is_no_model_in_one_line(tmp_path, cli):
+    r = cli(["lab", "--model", str(tmp_path)])
+    assert r.code == 2 and "nor a diffusers pipeline folder" in r.err

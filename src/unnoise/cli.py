@@ -184,14 +184,22 @@ def paint(
 def lab(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
     port: int = typer.Option(7860, "--port", help="Port to serve on."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Also offer this model directory or diffusers "
+                                              "pipeline folder, listed by its folder name (repeatable)."),
 ) -> None:
     """Open the lab: watch the forward process, the schedule and the real learned reverse in the browser."""
     from .lab.app import run
     from .lab.learned import PainterFactory
+    from .modeldir import BUNDLED, resolve
 
     if not 1 <= port <= 65535:
         raise CLIError(f"--port must be from 1 to 65535, got {port}")
-    run(host=host, port=port, generate=PainterFactory.bundled())
+    factory = PainterFactory.bundled()
+    models = dict(factory.models) if factory else {}
+    for m in model or []:
+        path = resolve(m)  # ModelDirError (one line) for a name or folder that is neither
+        models[m if m in BUNDLED else path.resolve().name] = path
+    run(host=host, port=port, generate=PainterFactory(models) if models else None)
 
 
 @app.command()

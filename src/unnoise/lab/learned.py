@@ -17,7 +17,7 @@ from PIL import Image
 
 from .. import images
 from ..generation import generate
-from ..modeldir import BUNDLED, ModelDirError, guidance_range, load_info, paint_defaults, resolve
+from ..modeldir import BUNDLED, ModelDirError, guidance_range, load_info, model_schedule, paint_defaults, resolve
 from ..pipeline import Painter
 from ..sampling import SAMPLERS
 from .messages import DialRequest, GenerateRequest, Img2ImgRequest, SpacingsRequest
@@ -64,6 +64,22 @@ class PainterFactory:
             if (learned := guidance_range(info)) is not None:
                 d["guidance_range"] = list(learned)
             out[name] = d
+        return out
+
+    def model_schedules(self) -> dict[str, Any]:
+        """The β schedule of each diffusers pipeline folder among the models, named "MODEL (model)", for the
+        lab's forward and schedule parts (an unnoise model's schedule is one of the named ones already)."""
+        from dataclasses import replace
+
+        out = {}
+        for name, path in self.models.items():
+            try:
+                info, _ = load_info(path)
+            except (OSError, ValueError):
+                continue
+            if info.scheduler:
+                key = f"{name} (model)"
+                out[key] = replace(model_schedule(info), name=key)
         return out
 
     def painter(self, name: str) -> Painter:
