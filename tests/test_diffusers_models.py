@@ -197,3 +197,10 @@ def test_the_lab_lists_a_folder_streams_its_reverse_and_shows_its_schedule(tmp_p
 def test_cli_lab_refuses_a_folder_that_is_no_model_in_one_line(tmp_path, cli):
     r = cli(["lab", "--model", str(tmp_path)])
     assert r.code == 2 and "nor a diffusers pipeline folder" in r.err
+
+
+def test_eval_refuses_a_folder_in_one_line_before_painting(tmp_path, cli):
+    folder = build(tmp_path / "pipe")
+    r = cli(["eval", "quality", "--model", str(folder), "-n", "2"])
+    assert r.code == 2 and "a diffusers pipeline folder: unnoise eval scores digits and emoji models only" in r.err
+    assert "Traceback" not in r.err
