@@ -4,6 +4,8 @@
     DIR/model.safetensors  its weights (fp16 for the bundled models; computed in float32)
     DIR/unnoise.json       everything else needed to paint: schedule, prediction type, text encoder,
                            image shape, example prompts, default sampler settings, how it was trained
+
+A diffusers pipeline folder (model_index.json, unet/, scheduler/) loads here too, read by diffusers_folder.py.
 """
 
 from __future__ import annotations

@@ -217,7 +217,8 @@ class Painter:
                  snap: bool | None = None, class_label: int | None = None) -> list[Image.Image]:
         """Paint num_images images for a prompt; each PIL image carries its parameters in `.info` and
         `.unnoise_params` (save with `save_png` to keep them in the file).  `snap` (default: on when the
-        model has a vocabulary) conditions on the nearest training caption instead of an unknown prompt."""
+        model has a vocabulary) conditions on the nearest training caption instead of an unknown prompt.
+        `class_label`: the class a class-conditional diffusers pipeline folder paints (docs/diffusers.md)."""
         init = None
         init_name = None
         if init_image is not None:
