@@ -140,7 +140,7 @@ def paint(
         similarity = painter.snap(prompt).similarity
         typer.echo(f"note: {prompt!r} is not a caption the model knows; painting the nearest one, {p.conditioned_on!r} "
                    f"(similarity {similarity:.2f}; --no-snap paints it as typed)", err=True)
-    if len(painter.encoder.tokenize([prompt])[0][0]) >= painter.encoder.max_length:
+    if not painter.info.scheduler and len(painter.encoder.tokenize([prompt])[0][0]) >= painter.encoder.max_length:
         typer.echo(f"note: the prompt is longer than {painter.encoder.max_length} tokens; the rest is ignored", err=True)
     if (learned := guidance_range(painter.info)) is not None:  # a distilled student: w is a network input
         if not learned[0] <= p.guidance <= learned[1]:

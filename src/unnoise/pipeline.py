@@ -105,8 +105,17 @@ class Painter:
         self.model, self.info, self.path, self.name, self.device = model, info, path, name, device
         self.vocabulary = Vocabulary.load(path)  # None: this model has no vocabulary.safetensors, prompts go as typed
         self.schedule = model_schedule(info)
-        self.encoder = TextEncoder.load(device=device)
+        self._encoder = None if info.scheduler else TextEncoder.load(device=device)  # a diffusers folder reads no text
         self.defaults = paint_defaults(info)
+
+    @property
+    def encoder(self):
+        """The text encoder (loaded on first use for a model that reads no text)."""
+        if self._encoder is None:
+            from .conditioning.text import TextEncoder
+
+            self._encoder = TextEncoder.load(device=self.device)
+        return self._encoder
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike = "emoji", device: str = "cpu") -> Painter:
