@@ -207,3 +207,16 @@ def test_eval_refuses_a_folder_in_one_line_before_painting(tmp_path, cli):
     r = cli(["eval", "quality", "--model", str(folder), "-n", "2"])
     assert r.code == 2 and "a diffusers pipeline folder: unnoise eval scores digits and emoji models only" in r.err
     assert "Traceback" not in r.err
+
+
+def test_fp16_variant_weights_load_and_bin_pickles_are_refused(tmp_path):
+    folder = build(tmp_path / "pipe")
+    unet = diffusers.UNet2DModel.from_pretrained(folder / "unet")
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    unet.save_pretrained(folder / "unet", variant="fp16", safe_serialization=True)
+    assert (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").exists()
+    load_unet(folder)
+    (folder / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    unet.save_pretrained(folder / "unet", safe_serialization=False)
+    with pytest.raises(DiffusersFolderError, match="safetensors weights only"):
+        Painter.from_pretrained(folder)

@@ -23,6 +23,7 @@ from .errors import UnnoiseError
 
 MODEL_INDEX = "model_index.json"
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
+UNET_WEIGHTS_FP16 = "diffusion_pytorch_model.fp16.safetensors"
 # Scheduler classes whose config describes a discrete β schedule the way DDPM/DDIM do, and the unnoise
 # sampler that paints like each (defaults only: any unnoise sampler can paint any of them).
 SCHEDULERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim", "EulerDiscreteScheduler": "euler",
@@ -152,6 +153,8 @@ def load_unet(path: Path, device: str | torch.device = "cpu") -> torch.nn.Module
 
     unet, _ = read_configs(path)
     weights = path / "unet" / UNET_WEIGHTS
+    if not weights.is_file() and (path / "unet" / UNET_WEIGHTS_FP16).is_file():
+        weights = path / "unet" / UNET_WEIGHTS_FP16  # saved with variant="fp16" only; computed in float32
     if not weights.is_file():
         raise DiffusersFolderError(f"{weights} is missing (unnoise reads safetensors weights only, no .bin pickles)")
     try:
