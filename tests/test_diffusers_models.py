@@ -195,6 +195,8 @@ def test_the_lab_lists_a_folder_streams_its_reverse_and_shows_its_schedule(tmp_p
         assert torch.allclose(torch.tensor(curves["pipe (model)"]["alphas_cumprod"], dtype=torch.float64), theirs, rtol=5e-5)
         r = client.get("/api/replay", params={"schedule": "pipe (model)", "steps": 3})
         assert [k for k, _ in sse_events(r.text)][-1] == "done"
+        r = client.get("/api/guidance", params={"prompt": "3", "model": "pipe", "steps": 2})
+        assert r.status_code == 422 and "no guidance to dial" in r.text
 
 
 def test_cli_lab_refuses_a_folder_that_is_no_model_in_one_line(tmp_path, cli):

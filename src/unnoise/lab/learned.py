@@ -121,6 +121,8 @@ class PainterFactory:
     def dial(self, req: DialRequest) -> Result:
         """Every scale a row of one batch, all from the same seed (so the same static)."""
         painter = self.painter(req.model)
+        if painter.info.scheduler:  # ValueError → 422 before any work
+            raise ValueError(f"{req.model} is a diffusers model that reads no text, so there is no guidance to dial")
         p = painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler, guidance=0.0)
         scales = [float(w) for w in req.scales]
         for w in scales:
