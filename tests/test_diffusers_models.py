@@ -204,11 +204,12 @@ def test_cli_lab_refuses_a_folder_that_is_no_model_in_one_line(tmp_path, cli):
     assert r.code == 2 and "nor a diffusers pipeline folder" in r.err
 
 
-def test_eval_refuses_a_folder_in_one_line_before_painting(tmp_path, cli):
+def test_eval_and_distill_refuse_a_folder_in_one_line(tmp_path, cli):
     folder = build(tmp_path / "pipe")
     r = cli(["eval", "quality", "--model", str(folder), "-n", "2"])
     assert r.code == 2 and "a diffusers pipeline folder: unnoise eval scores digits and emoji models only" in r.err
-    assert "Traceback" not in r.err
+    r = cli(["distill", "--teacher", str(folder), "--out", str(tmp_path / "run")])
+    assert r.code == 2 and "a diffusers pipeline folder: unnoise distill teaches from" in r.err
 
 
 def test_fp16_variant_weights_load_and_bin_pickles_are_refused(tmp_path):
