@@ -7,14 +7,16 @@ that) from the same start and the same DDIM timesteps.
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 diffusers = pytest.importorskip("diffusers")
 
 from unnoise.diffusers_folder import DiffusersFolderError, load_unet  # noqa: E402
 from unnoise.modeldir import ModelDirError, load_info, model_schedule  # noqa: E402
-from unnoise.pipeline import Painter, PaintError  # noqa: E402
+from unnoise.pipeline import Painter, PaintError, PaintParams  # noqa: E402
 
 STEPS, SEED = 10, 3
 
@@ -151,6 +153,10 @@ def test_cli_paints_a_folder_with_a_note(tmp_path, cli):
     assert out.exists()
     notes = [line for line in r.err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "class-conditional (4 classes)" in notes[0] and "class 2" in notes[0]
+    again = tmp_path / "again.png"
+    assert cli(["paint", "--from", str(out), "--out", str(again)]).code == 0  # the folder and class come back
+    assert PaintParams.from_png(again).class_label == 2
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
 
 
 @pytest.mark.parametrize("edit, file, message", [
