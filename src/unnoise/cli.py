@@ -126,11 +126,15 @@ def paint(
     prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="Paint each line of this text file "
                                                 "instead of PROMPT: -k images a line, named STEM-LINE-i.EXT."),
     device: str = typer.Option("cpu", "--device", help="Where to paint: cpu, cuda (cuda:N) or mps."),
+    class_label: Optional[int] = typer.Option(None, "--class-label", help="The class a class-conditional diffusers "
+                                              "model paints, 0 … N−1 (default: the prompt if it is a number, else 0)."),
 ) -> None:
-    """Paint images from a prompt (or a file of prompts) with a bundled or trained model."""
+    """Paint images from a prompt (or a file of prompts) with a bundled or trained model, or a diffusers
+    pipeline folder."""
     from tqdm import tqdm
 
     from . import images, infotext, visualize
+    from .diffusers_folder import prompt_note
     from .paint_cli import notes, output_path, read_prompts_file, save_paintings
     from .pipeline import PaintParams, Painter, check_paint_args, save_image
 
@@ -142,9 +146,9 @@ def paint(
         if prompts_file is not None:
             given["prompt"] = None  # the file's lines are the prompts
         merged = _with_stored(PaintParams.from_png(from_png), from_png, given)
-        prompt, negative_prompt, steps, guidance, sampler, seed, spacing, guidance_rescale, snap, model, strength = (
-            merged[k] for k in ("prompt", "negative_prompt", "steps", "guidance", "sampler", "seed", "spacing",
-                                "guidance_rescale", "snap", "model", "strength"))
+        (prompt, negative_prompt, steps, guidance, sampler, seed, spacing, guidance_rescale, snap, model, strength,
+         class_label) = (merged[k] for k in ("prompt", "negative_prompt", "steps", "guidance", "sampler", "seed",
+                                              "spacing", "guidance_rescale", "snap", "model", "strength", "class_label"))
     if strength is not None and init_image is None:
         raise CLIError("--strength needs --init-image: it says how far to noise that picture")
     if prompts_file is not None and prompt is not None:
@@ -160,11 +164,13 @@ def paint(
                              guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
                              init_image=str(init_image) if init_image else None,
                              strength=(0.6 if strength is None else strength) if init is not None else None,
-                             snap=snap)
+                             snap=snap, class_label=class_label)
               for _, text in jobs]
     seed = params[0].seed  # a random seed is drawn once: image i of every prompt uses seed + i
     params = [q.replace(seed=seed) for q in params]
     for q in params:
+        if painter.info.scheduler and (note := prompt_note(painter.info, q.prompt, q.class_label)):
+            typer.echo(note, err=True)  # a diffusers pipeline folder reads no text
         for line in notes(painter, q):
             typer.echo(line, err=True)
 
@@ -206,7 +212,7 @@ def _with_stored(stored, png: Path, given: dict) -> dict:
     """`paint --from`: the stored painting's settings, each overridden by an option the user typed — even one
     typed with its default value (--model emoji, --negative-prompt "", --guidance-rescale 0)."""
     merged = {k: getattr(stored, k) for k in ("prompt", "negative_prompt", "steps", "guidance", "sampler", "seed",
-                                              "spacing", "guidance_rescale", "snap")}
+                                              "spacing", "guidance_rescale", "snap", "class_label")}
     merged["model"] = given["model"] if "model" in given else _stored_model(png, stored.model)
     merged["strength"] = stored.strength if stored.init_image else None
     if stored.init_image and "init_image" not in given:  # a path from someone else's file is never opened unasked
@@ -232,16 +238,24 @@ def lab(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
     port: int = typer.Option(7860, "--port", help="Port to serve on."),
     device: str = typer.Option("cpu", "--device", help="Where the models paint: cpu, cuda (cuda:N) or mps."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Also offer this model directory or diffusers "
+                                              "pipeline folder, listed by its folder name (repeatable)."),
 ) -> None:
     """Open the lab: watch the forward process, the schedule and the real learned reverse in the browser."""
     from .lab.app import run
     from .lab.learned import PainterFactory
+    from .modeldir import BUNDLED, resolve
 
     from .devices import check_device
 
     if not 1 <= port <= 65535:
         raise CLIError(f"--port must be from 1 to 65535, got {port}")
-    run(host=host, port=port, generate=PainterFactory.bundled(str(check_device(device))))
+    factory = PainterFactory.bundled(str(check_device(device)))
+    models = dict(factory.models) if factory else {}
+    for m in model or []:
+        path = resolve(m)  # ModelDirError (one line) for a name or folder that is neither
+        models[m if m in BUNDLED else path.resolve().name] = path
+    run(host=host, port=port, generate=PainterFactory(models, str(check_device(device))) if models else None)
 
 
 @app.command()

@@ -35,6 +35,7 @@ def generate(
     sigmas: torch.Tensor | None = None,
     takes_guidance: bool | None = None,
     noise: torch.Tensor | None = None,
+    clip: float | None = 1.0,
     **sampler_options,
 ) -> torch.Tensor:
     """Images (B, C, H, W) in about [−1, 1].  cond/uncond hold one row per image (B = len(seeds)).
@@ -46,6 +47,7 @@ def generate(
     network's `config.guidance_embedding`) says the model takes w as an input — a guidance-distilled
     student: one pass of B, no CFG batch, so no negative prompt or guidance rescale either.
     `noise` (B, C, H, W) replaces the seeds' start noise; the seeds still drive everything after it.
+    `clip`: x̂0 is clipped to [−clip, clip] (None: not at all; a diffusers model's clip_sample says which).
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
     if takes_guidance is None:
@@ -61,7 +63,8 @@ def generate(
         # network's error by σ (≈157 at the top of the linear schedule); DDPM clips the same way
         # (Ho et al. 2020, clip_denoised; diffusers' clip_sample).
         with ctx:
-            return guided(x, sigma).float().clamp(-1.0, 1.0)
+            x0 = guided(x, sigma).float()
+        return x0 if clip is None else x0.clamp(-clip, clip)
 
     if x_init is not None and sigmas is None:
         raise ValueError("x_init needs the sigmas it starts from")

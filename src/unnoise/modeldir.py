@@ -4,6 +4,8 @@
     DIR/model.safetensors  its weights (fp16 for the bundled models; computed in float32)
     DIR/unnoise.json       everything else needed to paint: schedule, prediction type, text encoder,
                            image shape, example prompts, default sampler settings, how it was trained
+
+A diffusers pipeline folder (model_index.json, unet/, scheduler/) loads here too, read by diffusers_folder.py.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from . import schedules
 from .atomic import fault_point, fsync_dir, fsync_file, tmp_name
+from .diffusers_folder import MODEL_INDEX, info_fields, is_pipeline_folder, load_unet, schedule_from_config
 from .errors import UnnoiseError
 
 META = "unnoise.json"
@@ -44,6 +47,9 @@ class ModelInfo:
     example_prompts: list[str] = field(default_factory=list)
     defaults: dict[str, Any] = field(default_factory=dict)  # steps, guidance, sampler
     training: dict[str, Any] = field(default_factory=dict)  # steps, config, wall time …
+    scheduler: dict[str, Any] = field(default_factory=dict)  # a diffusers pipeline folder's scheduler config ({}: none)
+    num_classes: int | None = None  # classes of a class-conditional network (diffusers num_class_embeds); None: none
+    clip_sample: float | None = 1.0  # x̂0 is clipped to [−c, c] while painting; None: not clipped
 
 
 def bundled_root() -> Path:
@@ -65,9 +71,11 @@ def resolve(name_or_dir: str | os.PathLike) -> Path:
 
         raise ModelDirError(f"unknown model {s!r}{did_you_mean(s, BUNDLED)} (not a bundled model: "
                             f"{', '.join(BUNDLED)}; nor an existing directory)")
+    if path.is_dir() and not (path / META).exists() and is_pipeline_folder(path):
+        return path  # a diffusers pipeline folder (diffusers_folder.py)
     if not path.is_dir() or not (path / META).exists():
-        raise ModelDirError(
-            f"{path} is not an unnoise model directory (no {META}); a training run exports one to RUN/model")
+        raise ModelDirError(f"{path} is not an unnoise model directory (no {META}) nor a diffusers pipeline folder "
+                            f"(no {MODEL_INDEX}); a training run exports one to RUN/model")
     return path
 
 
@@ -158,6 +166,8 @@ def _check_info(info: ModelInfo, file: Path) -> None:
 def load_info(name_or_dir: str | os.PathLike) -> tuple[ModelInfo, Path]:
     """A model's ModelInfo (validated) and its resolved directory, without loading the network."""
     path = resolve(name_or_dir)
+    if not (path / META).exists():
+        return ModelInfo(**info_fields(path)), path
     try:
         raw = json.loads((path / META).read_text())
     except json.JSONDecodeError as e:
@@ -175,6 +185,13 @@ def load_info(name_or_dir: str | os.PathLike) -> tuple[ModelInfo, Path]:
     return info, path
 
 
+def model_schedule(info: ModelInfo) -> schedules.Schedule:
+    """The noise schedule a model was trained on: its diffusers scheduler config's, else the named one."""
+    if info.scheduler:
+        return schedule_from_config(info.scheduler)
+    return schedules.get(info.schedule, info.num_train_steps)
+
+
 def load_model_dir(
     name_or_dir: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, ModelInfo, Path]:
@@ -182,5 +199,7 @@ def load_model_dir(
     from .models import UNet
 
     info, path = load_info(name_or_dir)
+    if info.scheduler:
+        return load_unet(path, device), info, path
     model = UNet.from_pretrained(path, dtype=torch.float32).to(device).eval()
     return model, info, path

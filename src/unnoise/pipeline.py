@@ -19,7 +19,7 @@ from .errors import UnnoiseError
 from . import __version__, images, infotext, schedules
 from .generation import generate
 from .sampling import seeded_generators
-from .modeldir import load_model_dir, paint_defaults
+from .modeldir import load_model_dir, model_schedule, paint_defaults
 
 MAX_STEPS = 1000
 MAX_IMAGES = 64
@@ -50,6 +50,7 @@ class PaintParams:
     snap: bool = False  # prompt snapping to the model's vocabulary (conditioning/vocabulary.py) was on
     conditioned_on: str | None = None  # the vocabulary caption the prompt snapped to (None: the prompt itself)
     size: int | None = None  # side of the painted (square) image in pixels, before any upscaling
+    class_label: int | None = None  # the class a class-conditional diffusers model paints (None: not such a model)
 
     def replace(self, **changes) -> PaintParams:
         return dataclasses.replace(self, **changes)
@@ -166,9 +167,18 @@ class Painter:
 
         self.model, self.info, self.path, self.name, self.device = model, info, path, name, device
         self.vocabulary = Vocabulary.load(path)  # None: this model has no vocabulary.safetensors, prompts go as typed
-        self.schedule = schedules.get(info.schedule, info.num_train_steps)
-        self.encoder = TextEncoder.load(device=device)
+        self.schedule = model_schedule(info)
+        self._encoder = None if info.scheduler else TextEncoder.load(device=device)  # a diffusers folder reads no text
         self.defaults = paint_defaults(info)
+
+    @property
+    def encoder(self):
+        """The text encoder (loaded on first use for a model that reads no text)."""
+        if self._encoder is None:
+            from .conditioning.text import TextEncoder
+
+            self._encoder = TextEncoder.load(device=self.device)
+        return self._encoder
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike = "emoji", device: str | torch.device = "cpu") -> Painter:
@@ -187,9 +197,11 @@ class Painter:
     def params(self, prompt: str = "", *, negative_prompt: str = "", seed: int | None = None, steps: int | None = None,
                sampler: str | None = None, guidance: float | None = None, guidance_rescale: float = 0.0,
                spacing: str | None = None, init_image: str | None = None, strength: float | None = None,
-               snap: bool | None = None) -> PaintParams:
+               snap: bool | None = None, class_label: int | None = None) -> PaintParams:
         """Fill in defaults (a fresh random seed when none is given; snapping on if the model has a
-        vocabulary) and validate."""
+        vocabulary) and validate.  A diffusers pipeline folder's model reads no text: guidance is 1 (one
+        pass), and a class-conditional one paints `class_label` (default: the prompt if it is a class
+        number, else 0)."""
         from .sampling import get_sampler
         from .sampling.names import resolve_sampler, resolve_spacing
 
@@ -214,6 +226,10 @@ class Painter:
             model=self.name, unnoise_version=__version__, init_image=init_image, strength=strength,
             snap=snap, conditioned_on=snapped.caption if snapped else None, size=self.info.image_size,
         )
+        if self.info.scheduler:
+            p = self._diffusers_params(p, class_label)
+        elif class_label is not None:
+            raise PaintError(f"class_label is for class-conditional diffusers models; {self.name} reads prompts")
         check_paint_args(p.prompt, p.negative_prompt, 1, p.steps, p.guidance, p.strength, p.guidance_rescale)
         if isinstance(p.seed, bool) or not isinstance(p.seed, int) or not 0 <= p.seed < 2**63 - MAX_IMAGES:
             raise PaintError(f"seed must be a non-negative integer, got {p.seed!r}")
@@ -223,6 +239,21 @@ class Painter:
         except schedules.ScheduleError as e:
             raise PaintError(str(e)) from None
         return p
+
+    def _diffusers_params(self, p: PaintParams, class_label: int | None) -> PaintParams:
+        from dataclasses import replace
+
+        from .diffusers_folder import prompt_label
+
+        n = self.info.num_classes
+        if n is None and class_label is not None:
+            raise PaintError(f"class_label {class_label!r}: {self.name} is an unconditional model (no classes)")
+        if n is not None:
+            if class_label is None:
+                class_label = prompt_label(p.prompt, n) or 0
+            if isinstance(class_label, bool) or not isinstance(class_label, int) or not 0 <= class_label < n:
+                raise PaintError(f"class_label must be an integer from 0 to {n - 1}, got {class_label!r}")
+        return replace(p, guidance=1.0, snap=False, conditioned_on=None, class_label=class_label)
 
     def snap(self, prompt: str):
         """The prompt's `Snap` to this model's vocabulary (caption None: painted as typed), or None
@@ -238,8 +269,13 @@ class Painter:
         check_paint_args(p.prompt, p.negative_prompt, num_images, p.steps, p.guidance, p.strength)
         if noise is not None:
             noise = check_noise(noise, (num_images, *self.shape))
-        cond = self.encoder.encode([p.conditioning_prompt] * num_images)
-        uncond = self.encoder.encode([p.negative_prompt] * num_images)
+        if self.info.scheduler:  # a diffusers pipeline folder: no text, at most a class label
+            from .diffusers_folder import class_condition
+
+            cond = uncond = class_condition(self.info.num_classes, p.class_label, num_images)
+        else:
+            cond = self.encoder.encode([p.conditioning_prompt] * num_images)
+            uncond = self.encoder.encode([p.negative_prompt] * num_images)
         seeds = [p.seed + i for i in range(num_images)]
         x_init = sigmas = None
         if init is not None:
@@ -247,7 +283,7 @@ class Painter:
         return generate(
             self.model, self.schedule, self.info.prediction_type, cond, uncond, shape=self.shape, seeds=seeds,
             steps=p.steps, guidance=p.guidance, guidance_rescale=p.guidance_rescale, sampler=p.sampler,
-            spacing=p.spacing, callback=callback, x_init=x_init, sigmas=sigmas,
+            spacing=p.spacing, callback=callback, x_init=x_init, sigmas=sigmas, clip=self.info.clip_sample,
             noise=noise.to(self.device) if noise is not None and init is None else None,
         )
 
@@ -272,7 +308,7 @@ class Painter:
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  num_images_per_prompt: int | None = None,
                  generator: torch.Generator | Sequence[torch.Generator] | None = None,
-                 noise: torch.Tensor | None = None) -> list[Image.Image]:
+                 noise: torch.Tensor | None = None, class_label: int | None = None) -> list[Image.Image]:
         """Paint num_images images for a prompt, or for each prompt of a list (one flat list, prompt by prompt;
         image i of every prompt uses seed + i, a negative prompt may be a list too).  Each PIL image carries
         its parameters in `.info` and `.unnoise_params`; `unnoise.save_image(image, "x.png" | "x.jpg" |
@@ -285,7 +321,8 @@ class Painter:
 
         `noise` (one row per image, C, H, W), unit variance, is the start noise instead of the seeds' draw
         (`torch.randn(shape, generator=torch.Generator().manual_seed(seed + i))` for image i); the seeds
-        still drive the fresh noise of ancestral samplers, and the saved parameters do not record it."""
+        still drive the fresh noise of ancestral samplers, and the saved parameters do not record it.
+        `class_label`: the class a class-conditional diffusers pipeline folder paints (docs/diffusers.md)."""
         steps = _either("steps", steps, "num_inference_steps", num_inference_steps)
         guidance = _either("guidance", guidance, "guidance_scale", guidance_scale)
         if num_images_per_prompt is not None:
@@ -309,7 +346,7 @@ class Painter:
         for text, negative, s, k in jobs:
             p = self.params(text, negative_prompt=negative, seed=s, steps=steps, sampler=sampler, guidance=guidance,
                             guidance_rescale=guidance_rescale, spacing=spacing, init_image=init_name,
-                            strength=strength, snap=snap)
+                            strength=strength, snap=snap, class_label=class_label)
             rows = None if noise is None else noise[len(out):len(out) + k]
             x = self.paint_tensor(p, k, init=init, callback=callback, noise=rows)
             out += [p.replace(seed=p.seed + i).attach(images.to_pil(xi)) for i, xi in enumerate(x)]

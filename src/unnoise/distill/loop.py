@@ -164,6 +164,9 @@ class Distiller:
         self.quiet = quiet
         self.out = Path(cfg.out)
         self.teacher, self.info, self.teacher_path = load_model_dir(cfg.teacher)
+        if self.info.scheduler:
+            raise DistillError(f"{self.teacher_path} is a diffusers pipeline folder: unnoise distill teaches from "
+                               "text-conditioned unnoise models only")
         self.teacher.requires_grad_(False)
         # a distilled student may teach a student of fewer calls (progressive, K' → K): its own sampler's calls
         self.student_teacher = bool(self.teacher.config.guidance_embedding)

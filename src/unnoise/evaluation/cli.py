@@ -47,6 +47,7 @@ def _floats(text: str, what: str) -> list[float]:
 def _setup(model: str, threads: Optional[int], num_images: int):
     import torch
 
+    from ..modeldir import load_info
     from ..pipeline import Painter
 
     if not 2 <= num_images <= 100_000:
@@ -55,6 +56,11 @@ def _setup(model: str, threads: Optional[int], num_images: int):
         if not 1 <= threads <= 256:
             raise EvalError(f"--threads must be from 1 to 256, got {threads}")
         torch.set_num_threads(threads)
+    info, path = load_info(model)
+    if info.dataset not in ("digits", "emoji"):
+        # the judges (a digit classifier, emoji retrieval, FD against the training set) know only those data
+        kind = "a diffusers pipeline folder" if info.scheduler else f"trained on {info.dataset!r}"
+        raise EvalError(f"{path} is {kind}: unnoise eval scores digits and emoji models only")
     return Painter.from_pretrained(model)
 
 

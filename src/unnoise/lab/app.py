@@ -123,6 +123,8 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     store = PictureStore(config.store_capacity, the_cat(config.image_size))
     decode_limiter = anyio.CapacityLimiter(config.decode_concurrency)
     scheds = {name: schedules.get(name, config.num_train_steps) for name in schedules.available()}
+    scheds.update(getattr(generate, "model_schedules", dict)())  # a diffusers folder's own β schedule, by its model
+    ScheduleName = Literal[tuple(scheds)]  # type: ignore[valid-type]  # noqa: N806
     curves = ScheduleList(default="linear", schedules=[_curves(s) for s in scheds.values()])
     app.state.gate, app.state.store, app.state.config, app.state.generate = gate, store, config, generate
     known = sorted(getattr(generate, "models", None) or [])  # a PainterFactory says; a bare callable may not

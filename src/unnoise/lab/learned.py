@@ -18,7 +18,7 @@ from PIL import Image
 
 from .. import images
 from ..generation import generate
-from ..modeldir import BUNDLED, ModelDirError, guidance_range, load_info, paint_defaults, resolve
+from ..modeldir import BUNDLED, ModelDirError, guidance_range, load_info, model_schedule, paint_defaults, resolve
 from ..pipeline import Painter
 from ..sampling import SAMPLERS, seeded_generators
 from .messages import DialRequest, GenerateRequest, Img2ImgRequest, LadderRequest, ReplayRequest, SpacingsRequest
@@ -65,6 +65,22 @@ class PainterFactory:
             if (learned := guidance_range(info)) is not None:
                 d["guidance_range"] = list(learned)
             out[name] = d
+        return out
+
+    def model_schedules(self) -> dict[str, Any]:
+        """The β schedule of each diffusers pipeline folder among the models, named "MODEL (model)", for the
+        lab's forward and schedule parts (an unnoise model's schedule is one of the named ones already)."""
+        from dataclasses import replace
+
+        out = {}
+        for name, path in self.models.items():
+            try:
+                info, _ = load_info(path)
+            except (OSError, ValueError):
+                continue
+            if info.scheduler:
+                key = f"{name} (model)"
+                out[key] = replace(model_schedule(info), name=key)
         return out
 
     def painter(self, name: str) -> Painter:
@@ -133,6 +149,8 @@ class PainterFactory:
     def dial(self, req: DialRequest) -> Result:
         """Every scale a row of one batch, all from the same seed (so the same static)."""
         painter = self.painter(req.model)
+        if painter.info.scheduler:  # ValueError → 422 before any work
+            raise ModelDirError(f"{req.model} is a diffusers model that reads no text, so there is no guidance to dial")
         p = painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler, guidance=0.0)
         scales = [float(w) for w in req.scales]
         for w in scales:
