@@ -154,7 +154,8 @@ def test_cli_paints_a_folder_with_a_note(tmp_path, cli):
     notes = [line for line in r.err.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "class-conditional (4 classes)" in notes[0] and "class 2" in notes[0]
     again = tmp_path / "again.png"
-    assert cli(["paint", "--from", str(out), "--out", str(again)]).code == 0  # the folder and class come back
+    # the class comes back; the folder is a stored path, opened only when the user names it too
+    assert cli(["paint", "--from", str(out), "--model", str(folder), "--out", str(again)]).code == 0
     assert PaintParams.from_png(again).class_label == 2
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
 

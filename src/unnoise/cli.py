@@ -131,12 +131,9 @@ def paint(
 ) -> None:
     """Paint images from a prompt (or a file of prompts) with a bundled or trained model, or a diffusers
     pipeline folder."""
-    from tqdm import tqdm
-
-    from . import images, infotext, visualize
-    from .diffusers_folder import prompt_note
-    from .paint_cli import notes, output_path, read_prompts_file, save_paintings
-    from .pipeline import PaintParams, Painter, check_paint_args, save_image
+    from . import images, infotext
+    from .paint_cli import notes, paint_all, read_prompts_file
+    from .pipeline import PaintParams, Painter, check_paint_args
 
     out = images.check_writable(out, tuple(infotext.FORMATS))
     if animate is not None:
@@ -169,37 +166,11 @@ def paint(
     seed = params[0].seed  # a random seed is drawn once: image i of every prompt uses seed + i
     params = [q.replace(seed=seed) for q in params]
     for q in params:
-        if painter.info.scheduler and (note := prompt_note(painter.info, q.prompt, q.class_label)):
-            typer.echo(note, err=True)  # a diffusers pipeline folder reads no text
         for line in notes(painter, q):
             typer.echo(line, err=True)
-
-    p, frames = params[0], []
-    per_job = p.steps if init is None else max(1, min(p.steps, round(p.steps * p.strength)))
-    bar = tqdm(total=per_job * len(jobs), unit="step", desc="painting", leave=False)
-
-    def on_step(info) -> None:
-        bar.update(1)
-        if animate is not None and len(frames) < per_job:  # image 1 of the first prompt
-            frames.append((info.sigma, info.x.clone(), info.denoised.clone()))
-
-    paths, tiles = [], []
-    for (line, _), q in zip(jobs, params):
-        x = painter.paint_tensor(q, num_images, init=init, callback=on_step)
-        targets = [output_path(out, num_images, i, line) for i in range(num_images)]
-        tiles += save_paintings(x, q, targets, size)
-        paths += targets
-        if q is p:
-            x_first = x
-    bar.close()
-    if grid and len(tiles) > 1:  # the grid carries image 1's parameters, as A1111's grids do
-        paths.insert(0, save_image(p.attach(images.grid(tiles)), out))
-    if animate is not None:
-        gif = visualize.denoising_frames(frames, x_first, size=max(size, 128))
-        visualize.save_frames(gif, animate, duration_ms=150)
-        typer.echo(f"wrote {animate}  (the denoising of image 1, {len(gif)} frames)")
-    shown = ", ".join(str(q) for q in paths[:3]) + (f" … ({len(paths)} files)" if len(paths) > 3 else "")
-    typer.echo(f"wrote {shown}  (seed {p.seed}, {p.steps} step{'s' * (p.steps != 1)} {p.sampler}, guidance {p.guidance:g}, model {model})")
+    for line in paint_all(painter, jobs, params, init, out=out, num_images=num_images, size=size, grid=grid,
+                          animate=animate):
+        typer.echo(line)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

@@ -47,8 +47,15 @@ def output_path(out: Path, num_images: int, index: int, line: int | None = None)
 
 
 def notes(painter: Painter, p: PaintParams) -> list[str]:
-    """What the user should know before painting p: a snapped prompt, a cut one, a student's limits."""
+    """What the user should know before painting p: a diffusers model ignoring the prompt, a snapped prompt,
+    a cut one, a student's limits."""
     out = []
+    if painter.info.scheduler:  # a diffusers pipeline folder reads no text
+        from .diffusers_folder import prompt_note
+
+        if note := prompt_note(painter.info, p.prompt, p.class_label):
+            out.append(note)
+        return out
     if p.conditioned_on is not None:
         similarity = painter.snap(p.prompt).similarity
         out.append(f"note: painting {p.prompt!r} as {p.conditioned_on!r}, the closest caption this model was "
@@ -76,3 +83,45 @@ def save_paintings(x: torch.Tensor, p: PaintParams, paths: list[Path], size: int
         save_image(im, path)
         saved.append(im)
     return saved
+
+
+def paint_all(painter: Painter, jobs: list[tuple[int | None, str]], params: list[PaintParams],
+              init: Image.Image | None, *, out: Path, num_images: int, size: int, grid: bool,
+              animate: Path | None) -> list[str]:
+    """Paint each job (prompts-file line, prompt) with its parameters, save every image (and the grid and the
+    GIF), with a progress bar; the lines to print on stdout."""
+    from tqdm import tqdm
+
+    from . import visualize
+
+    p = params[0]
+    frames: list[tuple[float, torch.Tensor, torch.Tensor]] = []
+    per_job = p.steps if init is None else max(1, min(p.steps, round(p.steps * (p.strength or 0.6))))
+    bar = tqdm(total=per_job * len(jobs), unit="step", desc="painting", leave=False)
+
+    def on_step(info) -> None:
+        bar.update(1)
+        if animate is not None and len(frames) < per_job:  # image 1 of the first prompt
+            frames.append((info.sigma, info.x.clone(), info.denoised.clone()))
+
+    paths: list[Path] = []
+    tiles: list[Image.Image] = []
+    first: torch.Tensor | None = None
+    for (line, _), q in zip(jobs, params):
+        x = painter.paint_tensor(q, num_images, init=init, callback=on_step)
+        targets = [output_path(out, num_images, i, line) for i in range(num_images)]
+        tiles += save_paintings(x, q, targets, size)
+        paths += targets
+        first = x if first is None else first
+    bar.close()
+    printed = []
+    if grid and len(tiles) > 1:  # the grid carries image 1's parameters, as A1111's grids do
+        paths.insert(0, save_image(p.attach(images.grid(tiles)), out))
+    if animate is not None and first is not None:
+        gif = visualize.denoising_frames(frames, first, size=max(size, 128))
+        visualize.save_frames(gif, animate, duration_ms=150)
+        printed.append(f"wrote {animate}  (the denoising of image 1, {len(gif)} frames)")
+    shown = ", ".join(str(q) for q in paths[:3]) + (f" … ({len(paths)} files)" if len(paths) > 3 else "")
+    printed.append(f"wrote {shown}  (seed {p.seed}, {p.steps} step{'s' * (p.steps != 1)} {p.sampler}, "
+                   f"guidance {p.guidance:g}, model {painter.name})")
+    return printed

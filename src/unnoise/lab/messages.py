@@ -14,43 +14,37 @@ from .uploads import Picture
 
 
 @dataclass(frozen=True)
-class GenerateRequest:
-    """What the page asks of the learned reverse (section 3); checked against LabConfig's limits."""
+class PaintRequest:
+    """What every painting part asks for; checked against LabConfig's limits."""
 
     prompt: str
     model: str
     sampler: str | None  # None: the model's own default (as steps and guidance)
-    steps: int | None
+    steps: int | None  # of the full schedule (image to image runs about strength × steps of them)
     guidance: float | None
     seed: int
+
+
+@dataclass(frozen=True)
+class GenerateRequest(PaintRequest):
+    """What the page asks of the learned reverse (section 3)."""
+
     num_images: int
 
 
 @dataclass(frozen=True)
-class Img2ImgRequest:
+class Img2ImgRequest(PaintRequest):
     """Part 5: re-paint a picture from `strength` of the way up the noise under a prompt (SDEdit)."""
 
-    prompt: str
-    model: str
-    sampler: str | None  # None: the model's own default (as steps and guidance)
-    steps: int | None  # of the full schedule; about strength × steps of them run
-    guidance: float | None
-    seed: int
     strength: float  # in (0, 1]: 1 starts from pure static, small values keep most of the picture
     image: str  # the picture's id ("cat" or an upload's)
     picture: Picture = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)
-class LadderRequest:
+class LadderRequest(PaintRequest):
     """Part 5's strength ladder: one picture re-painted at several strengths, one run after another."""
 
-    prompt: str
-    model: str
-    sampler: str | None  # None: the model's own default (as steps and guidance)
-    steps: int | None
-    guidance: float | None
-    seed: int
     strengths: tuple[float, ...]  # each in (0, 1]
     image: str  # the picture's id ("cat" or an upload's)
     picture: Picture = field(compare=False, repr=False)
