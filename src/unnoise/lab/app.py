@@ -135,7 +135,52 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     def model_query() -> Any:
         return Query() if known else Query(max_length=64)
 
-    # --- errors: JSON, one line, 4xx for anything the request got wrong --------------------------
+    lab = _Lab(config=config, gate=gate, store=store, decode_limiter=decode_limiter, scheds=scheds, curves=curves,
+               known=known, default_model=default_model, generate=generate, model_query=model_query,
+               schedule_name=ScheduleName, model_name=ModelName)
+    _error_handlers(app)
+    _page_routes(app, lab)
+    _picture_routes(app, lab)
+    _stream_routes(app, lab)
+    _learned_part_routes(app, lab)
+    _sweep_routes(app, lab)
+    return app
+
+
+@dataclass
+class _Lab:
+    """What the lab's routes share: its limits, run slots, picture store, schedules and model source."""
+
+    config: LabConfig
+    gate: JobGate
+    store: PictureStore
+    decode_limiter: Any
+    scheds: dict[str, Schedule]
+    curves: ScheduleList
+    known: list[str]
+    default_model: str
+    generate: GenerateFactory | None
+    model_query: Callable[[], Any]
+    schedule_name: Any  # the Literal of known schedule names (a FastAPI path type)
+    model_name: Any  # the Literal of known model names, or str
+
+    def learned_part(self, name: str, what: str) -> Callable[[Any], tuple[Source, dict[str, Any]]]:
+        if self.generate is None:
+            raise HTTPException(404, f"no trained model is loaded in this lab yet, so there is nothing to {what} with")
+        method = getattr(self.generate, name, None)
+        if not callable(method):
+            raise HTTPException(404, f"this lab's model source cannot {what}")
+        return method
+
+    def picture_or_404(self, image: str) -> Picture:
+        picture = self.store.get(image)
+        if picture is None:
+            raise HTTPException(404, f"no image {image!r}: uploads are kept for a while only; upload it again")
+        return picture
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Errors as JSON, one line: 4xx for anything the request got wrong, a logged 500 for a bug."""
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -170,13 +215,19 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         log.error("lab: unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, f"internal error: {type(exc).__name__}")
 
-    def picture_or_404(image: str) -> Picture:
-        picture = store.get(image)
-        if picture is None:
-            raise HTTPException(404, f"no image {image!r}: uploads are kept for a while only; upload it again")
-        return picture
 
-    # --- the page ----------------------------------------------------------------------------------
+
+def _page_routes(app: FastAPI, lab: _Lab) -> None:
+    """The page, its static files and the quick JSON routes (status, samplers, spacings, schedules)."""
+    config = lab.config
+    gate = lab.gate
+    scheds = lab.scheds
+    curves = lab.curves
+    known = lab.known
+    default_model = lab.default_model
+    generate = lab.generate
+    ScheduleName = lab.schedule_name  # noqa: N806
+
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -222,6 +273,14 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         """One schedule's ᾱ list and crossing step."""
         return _curves(scheds[name])
 
+
+def _picture_routes(app: FastAPI, lab: _Lab) -> None:
+    """Uploads and the forward process on a picture."""
+    config = lab.config
+    store = lab.store
+    decode_limiter = lab.decode_limiter
+    picture_or_404 = lab.picture_or_404
+
     @app.post(
         "/api/images",
         status_code=201,
@@ -266,15 +325,30 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
             x0=b64(picture.pixels), noise=b64(eps.astype(np.float32)),
         )
 
-    # OpenAPI 3.1 reading of an event stream: the schema describes each event
-    event_schema = {
-        "type": "object",
-        "required": ["event", "data"],
-        "properties": {"event": {"enum": ["start", "step", "done", "error"]}, "data": {"type": "string", "contentMediaType": "application/json"}},
-    }
-    stream_doc = {200: {"content": {"text/event-stream": {"schema": event_schema}}, "description": "`start`, one `step` per step, then `done` or `error`"}}
 
-    @app.get("/api/replay", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+# OpenAPI 3.1 reading of an event stream: the schema describes each event
+_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {"event": {"enum": ["start", "step", "done", "error"]}, "data": {"type": "string", "contentMediaType": "application/json"}},
+}
+_STREAM_DOC = {200: {"content": {"text/event-stream": {"schema": _EVENT_SCHEMA}}, "description": "`start`, one `step` per step, then `done` or `error`"}}
+
+
+def _stream_routes(app: FastAPI, lab: _Lab) -> None:
+    """The streamed runs of parts 3 and 4: the replay and the learned reverse."""
+    config = lab.config
+    learned_part = lab.learned_part
+    gate = lab.gate
+    scheds = lab.scheds
+    default_model = lab.default_model
+    generate = lab.generate
+    model_query = lab.model_query
+    picture_or_404 = lab.picture_or_404
+    ScheduleName = lab.schedule_name  # noqa: N806
+    ModelName = lab.model_name  # noqa: N806
+
+    @app.get("/api/replay", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def replay(
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
         schedule: ScheduleName = "linear",
@@ -302,7 +376,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         slot = await gate.acquire()
         return JobResponse(Job(slot, source, start), config.stall_timeout)
 
-    @app.get("/api/generate", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+    @app.get("/api/generate", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def generate_stream(
         prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
         model: Annotated[ModelName, model_query()] = default_model,
@@ -322,15 +396,18 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         slot = await gate.acquire()
         return JobResponse(Job(slot, source, {"kind": "generate", **asdict(request), **start}), config.stall_timeout)
 
-    def learned_part(name: str, what: str) -> Callable[[Any], tuple[Source, dict[str, Any]]]:
-        if generate is None:
-            raise HTTPException(404, f"no trained model is loaded in this lab yet, so there is nothing to {what} with")
-        method = getattr(generate, name, None)
-        if not callable(method):
-            raise HTTPException(404, f"this lab's model source cannot {what}")
-        return method
 
-    @app.get("/api/img2img", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
+    """Part 5, offered by the model source when it can: image to image and the strength ladder."""
+    config = lab.config
+    learned_part = lab.learned_part
+    gate = lab.gate
+    default_model = lab.default_model
+    model_query = lab.model_query
+    picture_or_404 = lab.picture_or_404
+    ModelName = lab.model_name  # noqa: N806
+
+    @app.get("/api/img2img", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def img2img_stream(
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
         strength: Annotated[float, Query(gt=0, le=1)] = 0.6,
@@ -353,7 +430,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         info = {k: v for k, v in asdict(request).items() if k != "picture"}
         return JobResponse(Job(slot, source, {"kind": "img2img", **info, **start}), config.stall_timeout)
 
-    @app.get("/api/img2img/ladder", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+    @app.get("/api/img2img/ladder", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def ladder_stream(
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
         strength: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Query(min_length=1, max_length=config.max_tiles)] = list(LADDER_STRENGTHS),
@@ -375,7 +452,17 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         info = {k: v for k, v in asdict(request).items() if k != "picture"}
         return JobResponse(Job(slot, source, {"kind": "ladder", **info, **start}), config.stall_timeout)
 
-    @app.get("/api/guidance", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+
+def _sweep_routes(app: FastAPI, lab: _Lab) -> None:
+    """Parts 6 and 7, offered by the model source when it can: the guidance dial and where the steps go."""
+    config = lab.config
+    learned_part = lab.learned_part
+    gate = lab.gate
+    default_model = lab.default_model
+    model_query = lab.model_query
+    ModelName = lab.model_name  # noqa: N806
+
+    @app.get("/api/guidance", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def dial_stream(
         prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
         model: Annotated[ModelName, model_query()] = default_model,
@@ -394,7 +481,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         slot = await gate.acquire()
         return JobResponse(Job(slot, source, {"kind": "dial", **asdict(request), **start}), config.stall_timeout)
 
-    @app.get("/api/spacings/run", response_class=JobResponse, status_code=200, responses={**stream_doc, **_errors(404, 422, 429)})
+    @app.get("/api/spacings/run", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def spacings_stream(
         prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
         model: Annotated[ModelName, model_query()] = default_model,
@@ -412,8 +499,6 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
         source, start = method(request)  # a spacing that cannot place the steps → 422
         slot = await gate.acquire()
         return JobResponse(Job(slot, source, {"kind": "spacings", **asdict(request), **start}), config.stall_timeout)
-
-    return app
 
 
 def _unique(names) -> tuple[str, ...]:
