@@ -443,3 +443,27 @@ def test_prompts_file_with_from_takes_the_settings_and_the_files_prompts(tmp_pat
     assert code == 0, err
     got = PaintParams.from_png(tmp_path / "b-1-1.png")
     assert (got.prompt, got.seed, got.steps, got.model) == ("a handwritten eight", 6, 2, "digits-fast")
+
+
+@pytest.mark.parametrize("command, config", [("train", "unnoise.training.config:TrainConfig"),
+                                              ("distill", "unnoise.distill.config:DistillConfig")])
+def test_train_and_distill_options_take_their_defaults_from_the_config(command, config):
+    """Each setting is written once: every option of `unnoise train`/`distill` that is a config field has that
+    field's default (the command builds the config from its options by field name)."""
+    import dataclasses
+    import importlib
+
+    from typer.main import get_command
+
+    from unnoise.cli import CONFIG_FIELD, app
+
+    module, name = config.split(":")
+    fields = {f.name: f for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    checked = 0
+    for option in get_command(app).commands[command].params:
+        field = fields.get(CONFIG_FIELD.get(option.name, option.name))
+        if field is None or field.default is dataclasses.MISSING:
+            continue  # a command-only option (--resume, --dry-run, --device) or a required one (--out)
+        assert option.default == field.default, f"--{option.name}: {option.default!r} ≠ {name}.{field.name} = {field.default!r}"
+        checked += 1
+    assert checked >= 15  # train checks 19 options, distill 29

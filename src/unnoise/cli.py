@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -173,6 +174,26 @@ def paint(
         typer.echo(line)
 
 
+# CLI option name → config field, where they differ (typer reserves `compile`; `schedule` reads as a verb)
+CONFIG_FIELD = {"schedule_name": "schedule", "compile_model": "compile"}
+
+
+def _config_values(ctx: typer.Context, config_class: type, **converted: Any) -> tuple[dict, dict]:
+    """The command's options that are fields of `config_class` (TrainConfig, DistillConfig), by field name —
+    each setting and its default is written once, in the config dataclass; tests/test_cli_habits.py checks the
+    options' defaults against it — and the subset the user typed (what --resume may change).  `converted`
+    replaces options whose value the command has parsed (a path as str, a comma list as a tuple)."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    names, explicit = {}, {}
+    for option, value in ctx.params.items():
+        field = CONFIG_FIELD.get(option, option)
+        if field in fields:
+            names[field] = converted.get(field, value)
+            if _given(ctx, option):
+                explicit[field] = names[field]
+    return names, explicit
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether the user typed this option (or set it in the environment), rather than it taking its default."""
     # by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
@@ -280,18 +301,8 @@ def train(
         raise CLIError(f"--device {device}: train takes cuda without an index (each torchrun process uses GPU "
                        "LOCAL_RANK; CUDA_VISIBLE_DEVICES picks the GPUs)")
 
-    names = {
-        "data": data, "out": str(out), "max_steps": max_steps, "batch_size": batch_size, "seed": seed, "lr": lr,
-        "model_size": model_size, "image_size": image_size, "prediction_type": prediction_type,
-        "schedule": schedule_name, "loss_weighting": loss_weighting, "cond_dropout": cond_dropout,
-        "balance": balance, "precision": precision, "compile": compile_model, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
-        "log_every": log_every, "sample_every": sample_every, "checkpoint_every": checkpoint_every, "threads": threads,
-    }
+    names, explicit = _config_values(ctx, TrainConfig, out=str(out))
     _check_run_dir(out)
-    params = {"schedule": "schedule_name", "compile": "compile_model"}
-    # compared by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
-    explicit = {k: v for k, v in names.items()
-                if getattr(ctx.get_parameter_source(params.get(k, k)), "name", None) == "COMMANDLINE"}
     if resume and not (out / RUN_CONFIG).exists() and checkpoint.latest_path(out) is None:
         typer.echo(f"--resume: nothing was saved in {out} yet; starting over", err=True)  # killed at once
         resume = False
@@ -372,17 +383,7 @@ def distill(
             weights = tuple(float(v) for v in interval_weights.split(","))
         except ValueError:
             raise CLIError(f"--interval-weights must be comma-separated numbers, got {interval_weights!r}") from None
-    names = {
-        "teacher": teacher, "steps": steps, "method": method, "out": str(out), "data": data, "max_steps": max_steps,
-        "max_minutes": max_minutes, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay,
-        "warmup_steps": warmup_steps, "ema_decay": ema_decay, "init": init, "sigma_sampling": sigma_sampling,
-        "ode_steps": ode_steps, "spacing": spacing, "weighting": weighting, "last_target": last_target, "reuse": reuse,
-        "interval_weights": weights, "student_states": student_states, "student_width": student_width,
-        "guidance_min": guidance_min, "guidance_max": guidance_max, "guidance": guidance, "seed": seed,
-        "checkpoint_every": checkpoint_every, "log_every": log_every, "threads": threads,
-    }
-    # by name: typer ≥ 0.29 vendors click, so click.core.ParameterSource is not the enum it returns
-    explicit = {k: v for k, v in names.items() if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+    names, explicit = _config_values(ctx, DistillConfig, out=str(out), interval_weights=weights)
     if method not in ("consistency", "guidance", "trajectory"):  # progressive stays a Python-API experiment
         raise CLIError(f"--method must be consistency, guidance or trajectory, got {method!r}")
     _check_run_dir(out)
