@@ -36,6 +36,7 @@ def generate(
     takes_guidance: bool | None = None,
     noise: torch.Tensor | None = None,
     clip: float | None = 1.0,
+    device: torch.device | str | None = None,
     **sampler_options,
 ) -> torch.Tensor:
     """Images (B, C, H, W) in about [−1, 1].  cond/uncond hold one row per image (B = len(seeds)).
@@ -47,7 +48,9 @@ def generate(
     network's `config.guidance_embedding`) says the model takes w as an input — a guidance-distilled
     student: one pass of B, no CFG batch, so no negative prompt or guidance rescale either.
     `noise` (B, C, H, W) replaces the seeds' start noise; the seeds still drive everything after it.
-    `clip`: x̂0 is clipped to [−clip, clip] (None: not at all; a diffusers model's clip_sample says which).
+    `device` (default: the network's parameters') is where the images are painted; the start noise is drawn on
+    the CPU either way.  `clip`: x̂0 is clipped to [−clip, clip] (None: not at all; a diffusers model's
+    clip_sample says which).
     """
     denoiser = DiscreteDenoiser(model, schedule, prediction_type)
     if takes_guidance is None:
@@ -69,7 +72,7 @@ def generate(
     if x_init is not None and sigmas is None:
         raise ValueError("x_init needs the sigmas it starts from")
     # the noise is drawn by CPU generators (the same seed, the same start on any device), then moved
-    device = next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     if noise is not None:
         if x_init is not None:
             raise ValueError("noise replaces the seeds' start draw; give it or x_init, not both")

@@ -284,6 +284,7 @@ class Painter:
             self.model, self.schedule, self.info.prediction_type, cond, uncond, shape=self.shape, seeds=seeds,
             steps=p.steps, guidance=p.guidance, guidance_rescale=p.guidance_rescale, sampler=p.sampler,
             spacing=p.spacing, callback=callback, x_init=x_init, sigmas=sigmas, clip=self.info.clip_sample,
+            device=self.device,
             noise=noise.to(self.device) if noise is not None and init is None else None,
         )
 
