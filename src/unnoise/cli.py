@@ -14,6 +14,7 @@ import typer
 
 from .cli_help import SEED_HELP, hide_flag_types, model_default
 from .errors import UnnoiseError
+from .limits import DEFAULT_STRENGTH
 
 app = typer.Typer(
     name="unnoise",
@@ -117,7 +118,7 @@ def paint(
                                           f"σ = S) ({model_default('spacing')})."),
     grid: bool = typer.Option(False, "--grid", help="With -k > 1: --out is all images as one grid, beside STEM-1 … STEM-k."),
     init_image: Optional[Path] = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
-    strength: Optional[float] = typer.Option(None, "--strength", help="How far to noise --init-image, (0, 1] (default: 0.6)."),
+    strength: Optional[float] = typer.Option(None, "--strength", help=f"How far to noise --init-image, (0, 1] (default: {DEFAULT_STRENGTH:g})."),
     animate: Optional[Path] = typer.Option(None, "--animate", help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
     from_png: Optional[Path] = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise .png, .jpg "
                                             "or .webp (options given here override it)."),
@@ -161,7 +162,7 @@ def paint(
     params = [painter.params(text, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
                              guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
                              init_image=str(init_image) if init_image else None,
-                             strength=(0.6 if strength is None else strength) if init is not None else None,
+                             strength=(DEFAULT_STRENGTH if strength is None else strength) if init is not None else None,
                              snap=snap, class_label=class_label)
               for _, text in jobs]
     seed = params[0].seed  # a random seed is drawn once: image i of every prompt uses seed + i

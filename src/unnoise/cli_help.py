@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-# The Painter's own defaults for a model whose unnoise.json leaves one out (modeldir.paint_defaults; spacing:
-# schedules.DEFAULT_SPACING).  A copy, because those modules import torch; tests/test_cli_habits.py checks
-# that every bundled model's help line equals what paint_defaults gives it.
-_PROJECT_DEFAULTS = {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": "log_snr"}
+from .limits import DEFAULT_SPACING, PAINT_DEFAULTS
+
+# The Painter's own defaults for a model whose unnoise.json leaves one out (modeldir.paint_defaults), from the
+# one table in limits.py (no torch import); tests/test_cli_habits.py checks that every bundled model's help
+# line equals what paint_defaults gives it.
+_PROJECT_DEFAULTS = {**PAINT_DEFAULTS, "spacing": DEFAULT_SPACING}
 
 SEED_HELP = "Seed of image 1; image k paints with seed + k − 1, whatever the batch size"
 

@@ -9,6 +9,7 @@ import torch
 
 from .conditioning.guidance import guided as guided_denoiser
 from .denoisers import DiscreteDenoiser
+from .limits import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .sampling import get_sampler, sample, seeded_generators
 from .sampling.core import check_sigmas, randn_like
 from .schedules import Schedule
@@ -24,10 +25,10 @@ def generate(
     *,
     shape: tuple[int, int, int],
     seeds: Sequence[int],
-    steps: int = 20,
-    guidance: float | Sequence[float] = 3.0,
+    steps: int = DEFAULT_STEPS,
+    guidance: float | Sequence[float] = DEFAULT_GUIDANCE,
     guidance_rescale: float = 0.0,
-    sampler: str = "dpmpp_2m",
+    sampler: str = DEFAULT_SAMPLER,
     spacing: str | None = None,
     callback: Callable | None = None,
     autocast: bool = False,

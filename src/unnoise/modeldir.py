@@ -24,6 +24,7 @@ from . import schedules
 from .atomic import fault_point, fsync_dir, fsync_file, tmp_name
 from .diffusers_folder import MODEL_INDEX, info_fields, is_pipeline_folder, load_unet, schedule_from_config
 from .errors import UnnoiseError
+from .limits import PAINT_DEFAULTS
 
 META = "unnoise.json"
 FORMAT_VERSION = 1
@@ -107,7 +108,7 @@ def save_model_dir(
         "image_size": int(dataset.image_size),
         "dataset": str(dataset.name),
         "example_prompts": list(getattr(dataset, "example_prompts", []))[:16],
-        "defaults": defaults or {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m"},
+        "defaults": defaults or dict(PAINT_DEFAULTS),
         "training": training or {},
     }
     (tmp / META).write_text(json.dumps(info, indent=2) + "\n")
@@ -132,7 +133,7 @@ def save_model_dir(
 def paint_defaults(info: ModelInfo) -> dict[str, Any]:
     """How the model paints when not told otherwise: steps, guidance, sampler, spacing (unnoise.json's
     `defaults` over the project's own)."""
-    return {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": schedules.DEFAULT_SPACING, **info.defaults}
+    return {**PAINT_DEFAULTS, "spacing": schedules.DEFAULT_SPACING, **info.defaults}
 
 
 def guidance_range(info: ModelInfo) -> tuple[float, float] | None:

@@ -11,6 +11,7 @@ from PIL import Image
 
 from . import images
 from .errors import UnnoiseError
+from .limits import DEFAULT_STRENGTH
 from .modeldir import guidance_range
 from .pipeline import Painter, PaintParams, save_image
 
@@ -96,7 +97,7 @@ def paint_all(painter: Painter, jobs: list[tuple[int | None, str]], params: list
 
     p = params[0]
     frames: list[tuple[float, torch.Tensor, torch.Tensor]] = []
-    per_job = p.steps if init is None else max(1, min(p.steps, round(p.steps * (p.strength or 0.6))))
+    per_job = p.steps if init is None else max(1, min(p.steps, round(p.steps * (p.strength or DEFAULT_STRENGTH))))
     bar = tqdm(total=per_job * len(jobs), unit="step", desc="painting", leave=False)
 
     def on_step(info) -> None:

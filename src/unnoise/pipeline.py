@@ -15,15 +15,13 @@ from typing import Any
 import torch
 from PIL import Image, PngImagePlugin
 
+from .limits import DEFAULT_STRENGTH, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS
 from .errors import UnnoiseError
 from . import __version__, images, infotext, schedules
 from .generation import generate
 from .sampling import seeded_generators
 from .modeldir import load_model_dir, model_schedule, paint_defaults
 
-MAX_STEPS = 1000
-MAX_IMAGES = 64
-MAX_GUIDANCE = 100.0
 PNG_KEY = "unnoise"  # the PNG text chunk that holds the generation parameters as JSON
 
 
@@ -291,7 +289,7 @@ class Painter:
     def _img2img_start(self, init: Image.Image, p: PaintParams, seeds: list[int], noise: torch.Tensor | None = None):
         """SDEdit (Meng et al. 2022): noise the picture to the level `strength` of the way along the
         schedule's inference σs and denoise only the remaining steps under the prompt."""
-        strength = 0.6 if p.strength is None else p.strength
+        strength = DEFAULT_STRENGTH if p.strength is None else p.strength
         mode = "L" if self.info.channels == 1 else "RGB"
         x0 = images.to_tensor(images.fit(init.convert(mode), self.info.image_size))  # (C, H, W)
         sigmas = self.schedule.sigmas(p.steps, p.spacing)
@@ -337,7 +335,7 @@ class Painter:
         if init_image is not None:
             init = init_image if isinstance(init_image, Image.Image) else images.load_image(init_image)
             init_name = None if isinstance(init_image, Image.Image) else str(init_image)
-            strength = 0.6 if strength is None else strength
+            strength = DEFAULT_STRENGTH if strength is None else strength
         jobs = ([(t, n, seed, num_images) for t, n in zip(prompts, negatives)] if seeds is None else
                 [(t, n, seeds[j * num_images + i], 1) for j, (t, n) in enumerate(zip(prompts, negatives))
                  for i in range(num_images)])

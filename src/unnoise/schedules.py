@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import UnnoiseError
+from .limits import DEFAULT_SPACING
 
 NAMES = ("linear", "cosine", "sigmoid")
 SPACINGS = ("leading", "linspace", "trailing", "karras", "log_snr", "log_snr_trailing")
@@ -29,11 +30,6 @@ LAST_SIGMA_SPACING = "log_snr@"
 ZTSNR_SUFFIX = "+ztsnr"
 MAX_TRAIN_STEPS = 100_000
 MAX_INFERENCE_STEPS = 10_000
-
-# Chosen by measurement (benchmarks/spacings.py; numbers in docs/samplers.md): uniform in log-SNR gives
-# the lowest geometric-mean error of euler, heun, dpmpp_2m and unipc at 5–50 steps on Gaussian and
-# Gaussian-mixture data with exact denoisers, over the linear and cosine schedules (karras: ≈ 2× higher).
-DEFAULT_SPACING = "log_snr"
 
 # A zero-terminal-SNR schedule has ᾱ_T = 0, i.e. σ_T = ∞, which the σ view cannot start from.
 # diffusers substitutes ᾱ_T = 2⁻²⁴ (σ ≈ 4096), but for the linear schedule ᾱ_{T−2} is already below

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UnnoiseError
+from ..limits import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .frechet import Stats, frechet_distance
 
 # Exact names for the emoji retrieval test: 60 emoji with no skin-tone variants, chosen across the
@@ -64,9 +65,9 @@ class JudgeError(UnnoiseError, ValueError):
 class Setting:
     """How to sample: the knobs a sweep turns."""
 
-    sampler: str = "dpmpp_2m"
-    steps: int = 20
-    guidance: float = 3.0
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
     spacing: str | None = None
 
     def label(self) -> str:

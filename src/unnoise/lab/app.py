@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__, schedules
 from ..errors import UnnoiseError
+from ..limits import DEFAULT_SAMPLER, DEFAULT_STRENGTH, LAB_MAX_GUIDANCE, MAX_STEPS
 from ..sampling import SAMPLERS
 from ..schedules import Schedule
 from .messages import (
@@ -72,7 +73,7 @@ class LabConfig:
     num_train_steps: int = 1000  # T of the schedules shown
     max_upload_bytes: int = 5 * 1024 * 1024  # uploads beyond this are refused unread (413)
     max_upload_pixels: int = 4096 * 4096  # declared pixels beyond this are refused undecoded (bombs, 413)
-    max_steps: int = 1000  # steps of any streamed run
+    max_steps: int = MAX_STEPS  # steps of any streamed run
     max_prompt_chars: int = 300
     max_images: int = 4  # images per generation request
     max_tiles: int = 6  # pictures side by side in one request (guidance scales, spacings)
@@ -251,7 +252,7 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
         """The registered samplers (unnoise.sampling.SAMPLERS) and inference spacings: the page's lists."""
         listed = [SamplerInfo(name=s.name, order=s.order, stochastic=s.stochastic, calls_per_step=s.calls_per_step,
                               paper=s.paper) for s in SAMPLERS.values()]
-        return SamplerList(default="dpmpp_2m", samplers=listed, default_spacing=schedules.DEFAULT_SPACING,
+        return SamplerList(default=DEFAULT_SAMPLER, samplers=listed, default_spacing=schedules.DEFAULT_SPACING,
                            spacings=list(schedules.SPACINGS))
 
     @app.get("/api/spacings", responses=_errors(422))
@@ -382,7 +383,7 @@ def _stream_routes(app: FastAPI, lab: _Lab) -> None:
         model: Annotated[ModelName, model_query()] = default_model,
         sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
         steps: Annotated[int | None, Query(ge=1, le=config.max_steps, description=MODEL_DEFAULT)] = None,
-        guidance: Annotated[float | None, Query(ge=0, le=30, description=MODEL_DEFAULT)] = None,
+        guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
         num_images: Annotated[int, Query(ge=1, le=config.max_images)] = 1,
     ) -> JobResponse:
@@ -410,12 +411,12 @@ def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
     @app.get("/api/img2img", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def img2img_stream(
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
-        strength: Annotated[float, Query(gt=0, le=1)] = 0.6,
+        strength: Annotated[float, Query(gt=0, le=1)] = DEFAULT_STRENGTH,
         prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
         model: Annotated[ModelName, model_query()] = default_model,
         sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
         steps: Annotated[int | None, Query(ge=1, le=config.max_steps, description=MODEL_DEFAULT)] = None,
-        guidance: Annotated[float | None, Query(ge=0, le=30, description=MODEL_DEFAULT)] = None,
+        guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     ) -> JobResponse:
         """Image to image (SDEdit, the Painter's own path): noise the picture `strength` of the way up the
@@ -438,7 +439,7 @@ def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
         model: Annotated[ModelName, model_query()] = default_model,
         sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
         steps: Annotated[int | None, Query(ge=1, le=config.max_sweep_steps, description=MODEL_DEFAULT)] = None,
-        guidance: Annotated[float | None, Query(ge=0, le=30, description=MODEL_DEFAULT)] = None,
+        guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     ) -> JobResponse:
         """The strength ladder (part 5): the picture re-painted at each strength (default 0.2 … 1), one run
@@ -469,7 +470,7 @@ def _sweep_routes(app: FastAPI, lab: _Lab) -> None:
         sampler: SamplerName = "dpmpp_2m",
         steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 20,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
-        scale: Annotated[list[Annotated[float, Field(ge=0, le=30)]], Query(min_length=1, max_length=config.max_tiles)] = list(DIAL_SCALES),
+        scale: Annotated[list[Annotated[float, Field(ge=0, le=LAB_MAX_GUIDANCE)]], Query(min_length=1, max_length=config.max_tiles)] = list(DIAL_SCALES),
     ) -> JobResponse:
         """The guidance dial: one prompt and seed at several scales (default 0, 1, 3, 7, 12) in one batch.
 
@@ -487,7 +488,7 @@ def _sweep_routes(app: FastAPI, lab: _Lab) -> None:
         model: Annotated[ModelName, model_query()] = default_model,
         sampler: SamplerName = "dpmpp_2m",
         steps: Annotated[int, Query(ge=1, le=config.max_sweep_steps)] = 8,
-        guidance: Annotated[float, Query(ge=0, le=30)] = 5.0,
+        guidance: Annotated[float, Query(ge=0, le=LAB_MAX_GUIDANCE)] = 5.0,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
         spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=config.max_tiles)] = list(schedules.SPACINGS),
     ) -> JobResponse:

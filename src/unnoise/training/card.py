@@ -14,6 +14,7 @@ import os
 import platform
 from pathlib import Path
 
+from ..limits import PAINT_DEFAULTS
 from .config import TrainConfig
 
 # CLI option of each TrainConfig field that `unnoise train` exposes.
@@ -145,7 +146,7 @@ def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, 
     net = json.loads((model_dir / "config.json").read_text())
     size = (model_dir / "model.safetensors").stat().st_size / 2**20
     plot_loss(rec["rows"], model_dir / "loss.png")
-    defaults = {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", **info.get("defaults", {})}
+    defaults = {**PAINT_DEFAULTS, **info.get("defaults", {})}
     lines = [
         f"# `{name}` — unnoise model card", "",
         f"Text-to-image diffusion model trained on **{cfg.data}** ({info['channels']} × {info['image_size']} × "

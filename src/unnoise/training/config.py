@@ -9,6 +9,7 @@ from typing import Any
 from .. import schedules
 from ..diffusion import PREDICTION_TYPES
 from ..errors import UnnoiseError
+from ..limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 PRECISIONS = ("bf16", "fp32")
 MODEL_SIZES = ("tiny", "small", "default")
@@ -49,8 +50,8 @@ class TrainConfig:
     sample_every: int = 1000  # steps between sample grids (0: never)
     checkpoint_every: int = 500  # steps between checkpoints
     keep_checkpoints: int = 3  # how many checkpoints to keep on disk
-    sample_steps: int = 20  # sampler steps for the periodic grids
-    sample_guidance: float = 3.0  # classifier-free guidance scale for the periodic grids
+    sample_steps: int = DEFAULT_STEPS  # sampler steps for the periodic grids
+    sample_guidance: float = DEFAULT_GUIDANCE  # classifier-free guidance scale for the periodic grids
     threads: int | None = None  # torch intra-op threads (None: PyTorch's default)
     unet: dict[str, Any] | None = None  # the resolved UNet config (filled in from model_size when a run starts)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes recorded with the run
