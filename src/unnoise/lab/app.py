@@ -173,6 +173,13 @@ class _Lab:
             raise HTTPException(404, f"this lab's model source cannot {what}")
         return method
 
+    async def start(self, kind: str, source: Source, request: Any, start: dict[str, Any]) -> JobResponse:
+        """Wait for a run slot, then stream `source`; the start event names the request's fields (not the
+        picture itself) and what the source added."""
+        info = {k: v for k, v in asdict(request).items() if k != "picture"}
+        slot = await self.gate.acquire()
+        return JobResponse(Job(slot, source, {"kind": kind, **info, **start}), self.config.stall_timeout)
+
     def picture_or_404(self, image: str) -> Picture:
         picture = self.store.get(image)
         if picture is None:
@@ -220,14 +227,6 @@ def _error_handlers(app: FastAPI) -> None:
 
 def _page_routes(app: FastAPI, lab: _Lab) -> None:
     """The page, its static files and the quick JSON routes (status, samplers, spacings, schedules)."""
-    config = lab.config
-    gate = lab.gate
-    scheds = lab.scheds
-    curves = lab.curves
-    known = lab.known
-    default_model = lab.default_model
-    generate = lab.generate
-    ScheduleName = lab.schedule_name  # noqa: N806
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -239,13 +238,13 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
     @app.get("/api/status")
     async def status() -> Status:
         """What the lab can do now and how busy it is."""
-        limits = {k: float(v) for k, v in asdict(config).items()}
-        parts = [name for name in LEARNED_PARTS if callable(getattr(generate, name, None))]
-        defaults = getattr(generate, "model_defaults", None)
-        return Status(version=__version__, learned=generate is not None, models=known, parts=parts,
-                      default_model=default_model if known else "",
+        limits = {k: float(v) for k, v in asdict(lab.config).items()}
+        parts = [name for name in LEARNED_PARTS if callable(getattr(lab.generate, name, None))]
+        defaults = getattr(lab.generate, "model_defaults", None)
+        return Status(version=__version__, learned=lab.generate is not None, models=lab.known, parts=parts,
+                      default_model=lab.default_model if lab.known else "",
                       model_defaults=defaults() if callable(defaults) else {},
-                      running=gate.running, waiting=gate.waiting, limits=limits)
+                      running=lab.gate.running, waiting=lab.gate.waiting, limits=limits)
 
     @app.get("/api/samplers")
     async def samplers() -> SamplerList:
@@ -258,29 +257,25 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
     @app.get("/api/spacings", responses=_errors(422))
     async def spacings_chart(
         schedule: ScheduleName = "linear",
-        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 8,
-        spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=config.max_tiles)] = list(schedules.SPACINGS),
+        steps: Annotated[int, Query(ge=1, le=lab.config.max_steps)] = 8,
+        spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=lab.config.max_tiles)] = list(schedules.SPACINGS),
     ) -> SpacingChart:
         """Where each spacing puts its steps on a schedule: σ and t per step (part 7's chart)."""
-        return SpacingChart(**spacing_chart(scheds[schedule], steps, _unique(spacing)))
+        return SpacingChart(**spacing_chart(lab.scheds[schedule], steps, _unique(spacing)))
 
     @app.get("/api/schedules")
     async def all_schedules() -> ScheduleList:
-        """Every schedule's ᾱ list (the page draws the signal, noise and log-SNR curves from it)."""
-        return curves
+        """Every schedule's ᾱ list (the page draws the signal, noise and log-SNR lab.curves from it)."""
+        return lab.curves
 
     @app.get("/api/schedules/{name}", responses=_errors(422))
-    async def one_schedule(name: Annotated[ScheduleName, PathParam()]) -> ScheduleCurves:
+    async def one_schedule(name: Annotated[lab.schedule_name, PathParam()]) -> ScheduleCurves:
         """One schedule's ᾱ list and crossing step."""
-        return _curves(scheds[name])
+        return _curves(lab.scheds[name])
 
 
 def _picture_routes(app: FastAPI, lab: _Lab) -> None:
     """Uploads and the forward process on a picture."""
-    config = lab.config
-    store = lab.store
-    decode_limiter = lab.decode_limiter
-    picture_or_404 = lab.picture_or_404
 
     @app.post(
         "/api/images",
@@ -296,7 +291,7 @@ def _picture_routes(app: FastAPI, lab: _Lab) -> None:
     )
     async def upload(request: Request) -> PictureInfo:
         """Upload an image (raw bytes as the body); it is checked, shrunk and kept under its id."""
-        cap = config.max_upload_bytes
+        cap = lab.config.max_upload_bytes
         too_big = f"upload too large: the limit is {cap / 2**20:g} MB"
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
@@ -307,10 +302,10 @@ def _picture_routes(app: FastAPI, lab: _Lab) -> None:
             if len(body) > cap:
                 raise HTTPException(413, too_big)
         pixels = await anyio.to_thread.run_sync(
-            lambda: decode_upload(bytes(body), max_side=config.image_size, max_pixels=config.max_upload_pixels),
-            limiter=decode_limiter,
+            lambda: decode_upload(bytes(body), max_side=lab.config.image_size, max_pixels=lab.config.max_upload_pixels),
+            limiter=lab.decode_limiter,
         )
-        picture = store.add(pixels)
+        picture = lab.store.add(pixels)
         return PictureInfo(id=picture.id, width=picture.width, height=picture.height)
 
     @app.get("/api/forward", responses=_errors(404, 422))
@@ -319,7 +314,7 @@ def _picture_routes(app: FastAPI, lab: _Lab) -> None:
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     ) -> ForwardData:
         """x0 and one noise draw ε, exactly: the page composes x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε itself."""
-        picture = picture_or_404(image)
+        picture = lab.picture_or_404(image)
         eps = _noise(picture, seed).permute(1, 2, 0).numpy()  # (H, W, 3), the page's pixel order
         return ForwardData(
             image=picture.id, width=picture.width, height=picture.height, seed=seed,
@@ -338,24 +333,14 @@ _STREAM_DOC = {200: {"content": {"text/event-stream": {"schema": _EVENT_SCHEMA}}
 
 def _stream_routes(app: FastAPI, lab: _Lab) -> None:
     """The streamed runs of parts 3 and 4: the replay and the learned reverse."""
-    config = lab.config
-    learned_part = lab.learned_part
-    gate = lab.gate
-    scheds = lab.scheds
-    default_model = lab.default_model
-    generate = lab.generate
-    model_query = lab.model_query
-    picture_or_404 = lab.picture_or_404
-    ScheduleName = lab.schedule_name  # noqa: N806
-    ModelName = lab.model_name  # noqa: N806
 
     @app.get("/api/replay", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def replay(
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
         schedule: ScheduleName = "linear",
-        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 50,
+        steps: Annotated[int, Query(ge=1, le=lab.config.max_steps)] = 50,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
-        model: Annotated[ModelName | None, model_query()] = None,
+        model: Annotated[lab.model_name | None, lab.model_query()] = None,
     ) -> JobResponse:
         """The fake reverse, streamed: from the static at t = T−1, subtract the known noise, step by step.
 
@@ -364,58 +349,50 @@ def _stream_routes(app: FastAPI, lab: _Lab) -> None:
         and steps (`schedule` is then the model's): part 4's two sides start from the same static.
         Events: `start` (the run), `step` ×K ({index, total, t, signal, noise, x_t, eps, x0} with
         PNG data URLs), then `done` ({image}) or `error` ({error})."""
-        picture = picture_or_404(image)
+        picture = lab.picture_or_404(image)
         if model is not None:
-            source, info = learned_part("replay", "replay at a model's size")(ReplayRequest(model, seed, steps, picture.id, picture))
-            slot = await gate.acquire()
-            return JobResponse(Job(slot, source, {"kind": "replay", "image": picture.id, "seed": seed, "model": model, **info}), config.stall_timeout)
-        s = scheds[schedule]
+            source, info = lab.learned_part("replay", "replay at a model's size")(ReplayRequest(model, seed, steps, picture.id, picture))
+            slot = await lab.gate.acquire()
+            return JobResponse(Job(slot, source, {"kind": "replay", "image": picture.id, "seed": seed, "model": model, **info}), lab.config.stall_timeout)
+        s = lab.scheds[schedule]
         ts = replay_timesteps(s, steps)
         source = replay_source(s, picture.tensor(), _noise(picture, seed), ts)
         start = {"kind": "replay", "image": picture.id, "schedule": s.name, "seed": seed, "steps": len(ts),
                  "ts": ts.tolist(), "width": picture.width, "height": picture.height}
-        slot = await gate.acquire()
-        return JobResponse(Job(slot, source, start), config.stall_timeout)
+        slot = await lab.gate.acquire()
+        return JobResponse(Job(slot, source, start), lab.config.stall_timeout)
 
-    @app.get("/api/generate", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
+    @app.get("/api/lab.generate", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def generate_stream(
-        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
-        model: Annotated[ModelName, model_query()] = default_model,
+        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
+        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
         sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
-        steps: Annotated[int | None, Query(ge=1, le=config.max_steps, description=MODEL_DEFAULT)] = None,
+        steps: Annotated[int | None, Query(ge=1, le=lab.config.max_steps, description=MODEL_DEFAULT)] = None,
         guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
-        num_images: Annotated[int, Query(ge=1, le=config.max_images)] = 1,
+        num_images: Annotated[int, Query(ge=1, le=lab.config.max_images)] = 1,
     ) -> JobResponse:
         """The learned reverse, streamed like /api/replay (x_t, predicted ε̂ and x̂0 per step).  Sampler, steps
         and guidance left out are the model's own (a distilled student's ddim, 4 steps, its w); the start event
         says which were used."""
-        if generate is None:
-            raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to generate with")
+        if lab.generate is None:
+            raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to lab.generate with")
         request = GenerateRequest(prompt, model, sampler, steps, guidance, seed, num_images)
-        source, start = generate(request)  # an UnnoiseError (unknown model, sampler) → 422
-        slot = await gate.acquire()
-        return JobResponse(Job(slot, source, {"kind": "generate", **asdict(request), **start}), config.stall_timeout)
+        source, start = lab.generate(request)  # an UnnoiseError (unknown model, sampler) → 422
+        return await lab.start("lab.generate", source, request, start)
 
 
 def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
     """Part 5, offered by the model source when it can: image to image and the strength ladder."""
-    config = lab.config
-    learned_part = lab.learned_part
-    gate = lab.gate
-    default_model = lab.default_model
-    model_query = lab.model_query
-    picture_or_404 = lab.picture_or_404
-    ModelName = lab.model_name  # noqa: N806
 
     @app.get("/api/img2img", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def img2img_stream(
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
         strength: Annotated[float, Query(gt=0, le=1)] = DEFAULT_STRENGTH,
-        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
-        model: Annotated[ModelName, model_query()] = default_model,
+        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
+        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
         sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
-        steps: Annotated[int | None, Query(ge=1, le=config.max_steps, description=MODEL_DEFAULT)] = None,
+        steps: Annotated[int | None, Query(ge=1, le=lab.config.max_steps, description=MODEL_DEFAULT)] = None,
         guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     ) -> JobResponse:
@@ -423,83 +400,71 @@ def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
         schedule, then denoise the remaining steps under the prompt, streamed like /api/generate (sampler, steps
         and guidance default to the model's own).  The start event adds `init`, the picture as the model sees it
         (centre square at its size)."""
-        method = learned_part("img2img", "re-paint a picture")
-        picture = picture_or_404(image)
+        method = lab.learned_part("img2img", "re-paint a picture")
+        picture = lab.picture_or_404(image)
         request = Img2ImgRequest(prompt, model, sampler, steps, guidance, seed, strength, picture.id, picture)
         source, start = method(request)
-        slot = await gate.acquire()
-        info = {k: v for k, v in asdict(request).items() if k != "picture"}
-        return JobResponse(Job(slot, source, {"kind": "img2img", **info, **start}), config.stall_timeout)
+        return await lab.start("img2img", source, request, start)
 
     @app.get("/api/img2img/ladder", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def ladder_stream(
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
-        strength: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Query(min_length=1, max_length=config.max_tiles)] = list(LADDER_STRENGTHS),
-        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
-        model: Annotated[ModelName, model_query()] = default_model,
+        strength: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Query(min_length=1, max_length=lab.config.max_tiles)] = list(LADDER_STRENGTHS),
+        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
+        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
         sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
-        steps: Annotated[int | None, Query(ge=1, le=config.max_sweep_steps, description=MODEL_DEFAULT)] = None,
+        steps: Annotated[int | None, Query(ge=1, le=lab.config.max_sweep_steps, description=MODEL_DEFAULT)] = None,
         guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     ) -> JobResponse:
         """The strength ladder (part 5): the picture re-painted at each strength (default 0.2 … 1), one run
         after another from the same seed, streamed like /api/spacings/run (each run's x̂0 per step as its
         tile); `done` has {images, strengths}, the start event the picture as the model sees it (`init`)."""
-        method = learned_part("ladder", "re-paint a picture")
-        picture = picture_or_404(image)
+        method = lab.learned_part("ladder", "re-paint a picture")
+        picture = lab.picture_or_404(image)
         request = LadderRequest(prompt, model, sampler, steps, guidance, seed, tuple(strength), picture.id, picture)
         source, start = method(request)
-        slot = await gate.acquire()
-        info = {k: v for k, v in asdict(request).items() if k != "picture"}
-        return JobResponse(Job(slot, source, {"kind": "ladder", **info, **start}), config.stall_timeout)
+        return await lab.start("ladder", source, request, start)
 
 
 def _sweep_routes(app: FastAPI, lab: _Lab) -> None:
     """Parts 6 and 7, offered by the model source when it can: the guidance dial and where the steps go."""
-    config = lab.config
-    learned_part = lab.learned_part
-    gate = lab.gate
-    default_model = lab.default_model
-    model_query = lab.model_query
-    ModelName = lab.model_name  # noqa: N806
 
     @app.get("/api/guidance", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def dial_stream(
-        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
-        model: Annotated[ModelName, model_query()] = default_model,
+        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
+        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
         sampler: SamplerName = "dpmpp_2m",
-        steps: Annotated[int, Query(ge=1, le=config.max_steps)] = 20,
+        steps: Annotated[int, Query(ge=1, le=lab.config.max_steps)] = 20,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
-        scale: Annotated[list[Annotated[float, Field(ge=0, le=LAB_MAX_GUIDANCE)]], Query(min_length=1, max_length=config.max_tiles)] = list(DIAL_SCALES),
+        scale: Annotated[list[Annotated[float, Field(ge=0, le=LAB_MAX_GUIDANCE)]], Query(min_length=1, max_length=lab.config.max_tiles)] = list(DIAL_SCALES),
     ) -> JobResponse:
         """The guidance dial: one prompt and seed at several scales (default 0, 1, 3, 7, 12) in one batch.
 
         Events: `start`, `step` ×steps ({index, total, tiles: [{tile, step, steps, t, sigma, x0}]}: every
         scale's x̂0), then `done` ({images, scales}) or `error`."""
-        method = learned_part("dial", "turn the guidance dial")
+        method = lab.learned_part("dial", "turn the guidance dial")
         request = DialRequest(prompt, model, sampler, steps, seed, tuple(scale))
         source, start = method(request)
-        slot = await gate.acquire()
-        return JobResponse(Job(slot, source, {"kind": "dial", **asdict(request), **start}), config.stall_timeout)
+        return await lab.start("dial", source, request, start)
 
     @app.get("/api/spacings/run", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def spacings_stream(
-        prompt: Annotated[str, Query(max_length=config.max_prompt_chars)] = "",
-        model: Annotated[ModelName, model_query()] = default_model,
+        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
+        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
         sampler: SamplerName = "dpmpp_2m",
-        steps: Annotated[int, Query(ge=1, le=config.max_sweep_steps)] = 8,
+        steps: Annotated[int, Query(ge=1, le=lab.config.max_sweep_steps)] = 8,
         guidance: Annotated[float, Query(ge=0, le=LAB_MAX_GUIDANCE)] = 5.0,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
-        spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=config.max_tiles)] = list(schedules.SPACINGS),
+        spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=lab.config.max_tiles)] = list(schedules.SPACINGS),
     ) -> JobResponse:
         """Where the steps go: one prompt and seed under each spacing, one run after another, then a
         many-step reference run; `done` has {images, reference, metrics} (shape error and detail ratio of
         each picture against the reference).  The start event has the model schedule's `chart`."""
-        method = learned_part("spacings", "compare spacings")
+        method = lab.learned_part("spacings", "compare spacings")
         request = SpacingsRequest(prompt, model, sampler, steps, guidance, seed, _unique(spacing))
         source, start = method(request)  # a spacing that cannot place the steps → 422
-        slot = await gate.acquire()
-        return JobResponse(Job(slot, source, {"kind": "spacings", **asdict(request), **start}), config.stall_timeout)
+        return await lab.start("spacings", source, request, start)
 
 
 def _unique(names) -> tuple[str, ...]:
