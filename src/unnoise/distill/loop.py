@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from tqdm import tqdm
@@ -88,7 +88,8 @@ class Distiller:
             torch.set_num_threads(cfg.threads)
         self.quiet = quiet
         self.out = Path(cfg.out)
-        self.teacher, self.info, self.teacher_path = load_model_dir(cfg.teacher)
+        teacher, self.info, self.teacher_path = load_model_dir(cfg.teacher)
+        self.teacher = cast("UNet", teacher)  # for the type checker: a UNet once the diffusers check below passes
         if self.info.scheduler:
             raise DistillError(f"{self.teacher_path} is a diffusers pipeline folder: unnoise distill teaches from "
                                "text-conditioned unnoise models only")
@@ -96,7 +97,8 @@ class Distiller:
         # a distilled student may teach a student of fewer calls (progressive, K' → K): its own sampler's calls
         self.student_teacher = bool(self.teacher.config.guidance_embedding)
         self.teacher_digest = file_digest(self.teacher_path / "model.safetensors")
-        init_net, self.init = self._load_init(cfg.init, cfg) if cfg.init else (None, {})  # checked before the data loads
+        # --init is checked before the data loads
+        init_net, self.init = self._load_init(cfg.init, cfg) if cfg.init else (None, {})
         self.schedule = schedules.get(self.info.schedule, self.info.num_train_steps)
         self.cfg = cfg = resolve(cfg, self.info)
         if self.student_teacher:
@@ -108,7 +110,8 @@ class Distiller:
         self.student = self._build_student(cfg, init_net)
         self.target = UNet(self.student.config).requires_grad_(False).eval()  # f_θ⁻: the EMA weights
         self.ema = EMA(self.student, cfg.ema_decay)
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for p in self.student.parameters():
             (no_decay if p.ndim < 2 else decay).append(p)
         self.optimizer = torch.optim.AdamW(
@@ -119,7 +122,8 @@ class Distiller:
         self.student_d = DiscreteDenoiser(self.student, self.schedule, self.prediction_type)
         self.target_d = DiscreteDenoiser(self.target, self.schedule, self.prediction_type)
         self.sigmas = self.schedule.sigmas(cfg.ode_steps, cfg.spacing)  # (N + 1,) float64, last 0
-        self.student_sigmas = self.schedule.sigmas(cfg.steps, cfg.spacing)[:-1]  # (K,) the σs its K-step sampler queries
+        # (K,) the σs its K-step sampler queries
+        self.student_sigmas = self.schedule.sigmas(cfg.steps, cfg.spacing)[:-1]
         self.method: Method = CLASSES[cfg.method](self)  # what the student learns at each step
         self.step = 0
         self.elapsed = 0.0  # wall seconds over all invocations
@@ -169,9 +173,10 @@ class Distiller:
         from ..models.widen import widened_config
 
         try:
-            net, info, path = load_model_dir(init)
+            module, info, path = load_model_dir(init)
         except ModelDirError as e:
             raise DistillError(f"--init: {e}") from e
+        net = cast("UNet", module)
         if not net.config.guidance_embedding:
             raise DistillError(f"--init: {path} is not a distilled student (it has no guidance input)")
         if info.training.get("teacher_digest") != self.teacher_digest:
@@ -182,9 +187,9 @@ class Distiller:
             wide = net.config == widened_config(narrow)
             raise DistillError(f"--init: {path}'s network differs from the student's"
                                + (" (it is twice as wide: pass --student-width 2)" if wide else ""))
-        return net, {"path": str(path), "digest": file_digest(path / "model.safetensors"), "method": info.training.get("method"),
-                "steps": info.training.get("steps"), "wall_s": info.training.get("wall_s"),
-                "wall_s_total": chain_wall_s(info.training)}
+        return net, {"path": str(path), "digest": file_digest(path / "model.safetensors"),
+                     "method": info.training.get("method"), "steps": info.training.get("steps"),
+                     "wall_s": info.training.get("wall_s"), "wall_s_total": chain_wall_s(info.training)}
 
     def _load_latest(self) -> None:
         path = checkpoint.latest_path(self.out)
@@ -208,7 +213,8 @@ class Distiller:
         state = {"ema_updates": self.ema.num_updates, "unnoise_version": __version__, "config": self.cfg.to_dict(),
                  "teacher_digest": self.teacher_digest, "elapsed_s": self.elapsed}
         checkpoint.save(self.out, self.step, self.student.state_dict(), self.ema.state_dict(),
-                        self.optimizer.state_dict(), state, keep=self.cfg.keep_checkpoints, extra=self.method.checkpoint_extra())
+                        self.optimizer.state_dict(), state, keep=self.cfg.keep_checkpoints,
+                        extra=self.method.checkpoint_extra())
 
     # --- the models as functions of (x, σ) ------------------------------------------------------------
     def guided_teacher(self, x, sigma, cond, uncond, w) -> torch.Tensor:
@@ -302,7 +308,8 @@ class Distiller:
                 last = now
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    row = {"step": self.step, "loss": sum(window) / len(window), "lr": learning_rate(cfg, self.step - 1),
+                    row = {"step": self.step, "loss": sum(window) / len(window),
+                           "lr": learning_rate(cfg, self.step - 1),
                            "images_per_s": len(window) * cfg.batch_size / max(1e-9, now - began), "time": time.time()}
                     with open(self.out / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(row) + "\n")
@@ -313,7 +320,8 @@ class Distiller:
                 if stop.requested:
                     self.save_checkpoint()
                     bar.close()
-                    self._log(f"interrupted: saved step {self.step} to {self.out / 'checkpoints'}; continue with --resume")
+                    self._log(f"interrupted: saved step {self.step} to {self.out / 'checkpoints'}; "
+                              "continue with --resume")
                     raise KeyboardInterrupt
                 if deadline is not None and now > deadline:
                     self._log(f"--max-minutes {cfg.max_minutes:g} reached at step {self.step}; continue with --resume")
