@@ -256,12 +256,12 @@ def test_trajectory_distillation_follows_the_teachers_fine_solve(teacher, square
     d = Distiller(config(teacher, squares, tmp_path / "tr", method="trajectory", steps=2, ode_steps=8, max_steps=120,
                          batch_size=16, warmup_steps=5, checkpoint_every=120, log_every=40, lr=1e-3, ema_decay=0.9),
                   quiet=True)
-    assert d.grid_steps() == 2 and [len(seg) - 1 for seg in d.segments] == [4, 1]
+    assert d.grid_steps() == 2 and [len(seg) - 1 for seg in d.method.segments] == [4, 1]
     d.shape = (3, 16, 16)
     prompts, seeds = list(COLOURS), [s for _ in COLOURS for s in range(6)]
     rows = [p for p in prompts for _ in range(6)]
     cond, uncond = d.encoder.encode(rows), d.encoder.encode([""] * len(rows))
-    fine = [d.segments[0][0]] + [p for seg in d.segments for p in seg[1:]]  # the teacher's grid the student follows
+    fine = [d.method.segments[0][0]] + [p for seg in d.method.segments for p in seg[1:]]  # the teacher's grid the student follows
     reference = generate(d.teacher, d.schedule, d.prediction_type, cond, uncond, shape=d.shape, seeds=seeds,
                          guidance=3.0, sampler="dpmpp_2m", sigmas=torch.tensor(fine, dtype=torch.float64))
     before = errors(student_samples(d, d.student, "ddim", 2, cond, seeds, 3.0), reference, 2)["path"]
@@ -279,10 +279,10 @@ def test_last_target_x0_teaches_the_last_call_the_teachers_own_x0(teacher, squar
     d = Distiller(config(teacher, squares, tmp_path / "x0", method="trajectory", steps=2, ode_steps=8,
                          spacing="log_snr_trailing", last_target="x0"), quiet=True)
     coarse = d.schedule.sigmas(2, "log_snr_trailing").tolist()
-    assert [len(seg) - 1 for seg in d.segments] == [4, 1] and d.segments[1] == [coarse[1], 0.0]
+    assert [len(seg) - 1 for seg in d.method.segments] == [4, 1] and d.method.segments[1] == [coarse[1], 0.0]
     assert coarse[1] > 10 * d.schedule.sigma_min  # never a call at σ_min
     x0, cond, uncond, w, n, noise = d.draw(0, 16)
-    x, sigma, target = d._trajectory_target(x0, cond, uncond, w, n, noise)
+    x, sigma, target = d.method.fresh(x0, cond, uncond, w, n, noise)
     last = n == 1
     assert last.any() and (~last).any()
     pick = lambda c: {k: v[last] for k, v in c.items()}  # noqa: E731
@@ -290,8 +290,8 @@ def test_last_target_x0_teaches_the_last_call_the_teachers_own_x0(teacher, squar
     torch.testing.assert_close(target[last], direct, rtol=1e-5, atol=1e-5)
     ode = Distiller(config(teacher, squares, tmp_path / "ode", method="trajectory", steps=2, ode_steps=8,
                            spacing="log_snr_trailing"), quiet=True)
-    assert [len(seg) - 1 for seg in ode.segments] == [4, 4]  # the default: to σ_min in 3 steps, then x̂0
-    _, _, target_ode = ode._trajectory_target(x0, cond, uncond, w, n, noise)
+    assert [len(seg) - 1 for seg in ode.method.segments] == [4, 4]  # the default: to σ_min in 3 steps, then x̂0
+    _, _, target_ode = ode.method.fresh(x0, cond, uncond, w, n, noise)
     torch.testing.assert_close(target_ode[~last], target[~last], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(target_ode[last], target[last], atol=1e-4)
     with pytest.raises(DistillError, match="last_target must be ode or x0"):
@@ -311,7 +311,7 @@ def test_a_ddim_student_teaches_a_student_of_fewer_calls_its_own_painting(teache
                          spacing="log_snr_trailing", max_steps=3), quiet=True)
     d = Distiller(config(two, squares, tmp_path / "one", method="trajectory", steps=1, max_steps=3), quiet=True)
     grid = d.schedule.sigmas(2, "log_snr_trailing").tolist()
-    assert d.student_teacher and d.cfg.spacing == "log_snr_trailing" and d.segments == [grid]
+    assert d.student_teacher and d.cfg.spacing == "log_snr_trailing" and d.method.segments == [grid]
     assert all(torch.equal(v, d.student.state_dict()[k]) for k, v in d.teacher.state_dict().items())
     d.shape = (3, 16, 16)
     seeds, rows = [0, 1, 2, 3], ["a red square", "a blue square"] * 2
@@ -327,7 +327,7 @@ def test_a_ddim_student_teaches_a_student_of_fewer_calls_its_own_painting(teache
     assert calls == [4, 4]  # one pass of B per call: no CFG batch
     torch.testing.assert_close(solved, painted, rtol=0, atol=1e-6)
     x0, cond, uncond, w, n, noise = d.draw(0, 4)
-    _, sigma, target = d._trajectory_target(x0, cond, uncond, w, n, noise)
+    _, sigma, target = d.method.fresh(x0, cond, uncond, w, n, noise)
     assert torch.equal(sigma, torch.full((4,), grid[0], dtype=torch.float32)) and target.abs().max() <= 1.0
     meta = json.loads((d.run() / "unnoise.json").read_text())
     assert meta["defaults"] == {**meta["defaults"], "steps": 1, "sampler": "ddim", "spacing": "log_snr_trailing"}
@@ -362,7 +362,7 @@ def test_weighting_scales_each_samples_error(teacher, squares, tmp_path):
     # trajectory: --interval-weights multiplies each student interval's samples by its own factor
     tr = Distiller(config(teacher, squares, tmp_path / "t", method="trajectory", weighting="uniform",
                           interval_weights=(1.0, 50.0)), quiet=True)
-    x, sigma, *_, scale = tr.teacher_batch()
+    x, sigma, *_, scale = tr.method.teacher_batch()
     last = sigma == tr.student_sigmas[-1].float()
     assert last.any() and (~last).any()
     assert scale.flatten().tolist() == [50.0 if v else 1.0 for v in last.tolist()]
@@ -381,18 +381,18 @@ def test_reuse_serves_each_teacher_target_for_r_steps_and_resumes_exactly(teache
     calls = []
     teacher_d = d.teacher_d
     d.teacher_d = lambda x, *a: calls.append(x.shape[0]) or teacher_d(x, *a)
-    first = d.teacher_batch()
+    first = d.method.teacher_batch()
     assert first[0].shape[0] == 4  # step 0: only its own 4 fresh samples
     n0 = sum(calls)
     d.train_step()
     assert sum(calls) == n0  # step 0's targets are computed once
-    second = d.teacher_batch()
+    second = d.method.teacher_batch()
     assert 0 < sum(calls) - n0 <= 2 * 2 * 4  # step 1: its 4 fresh samples only (≤ 2 calls an interval, 2 passes)
     tensors = (0, 1, 3, 4)  # x, σ, w, target
     assert second[0].shape[0] == 8 and all(torch.equal(first[i], second[i][:4]) for i in tensors)
     fresh = Distiller(config(teacher, squares, tmp_path / "b", **kw), quiet=True)
     fresh.step = 1  # as after a resume: step 0's targets are recomputed
-    again = fresh.teacher_batch()
+    again = fresh.method.teacher_batch()
     assert all(torch.equal(again[i], second[i]) for i in tensors)
 
     assert_resume_is_exact(teacher, squares, tmp_path, **kw)
@@ -413,8 +413,8 @@ def test_student_states_start_intervals_where_the_students_own_painting_is(teach
     d = Distiller(config(teacher, squares, tmp_path / "s", student_states=0.5, **kw), quiet=True)
     x0, cond, uncond, w, n, noise = d.draw(0, 16)
     n = torch.tensor([3, 2, 1, 0] * 4)  # every interval in both halves
-    x, sigma, target = d._trajectory_target(x0, cond, uncond, w, n, noise)
-    coarse = [seg[0] for seg in d.segments]
+    x, sigma, target = d.method.fresh(x0, cond, uncond, w, n, noise)
+    coarse = [seg[0] for seg in d.method.segments]
     student = lambda x, s, c, w: d.student_d(x, s, {**c, "guidance": w}).clamp(-1, 1)  # noqa: E731
     with torch.no_grad():
         for i in range(8):  # the student's half: its own DDIM painting down to σ_{n_i}
@@ -426,7 +426,7 @@ def test_student_states_start_intervals_where_the_students_own_painting_is(teach
     assert torch.equal(x[8:], data[8:]) and torch.equal(x[3], data[3]) and not torch.allclose(x[:3], data[:3])
     plain = Distiller(config(teacher, squares, tmp_path / "p", **kw), quiet=True)
     with torch.no_grad():
-        _, _, plain_target = plain._trajectory_target(x0, cond, uncond, w, n, noise)
+        _, _, plain_target = plain.method.fresh(x0, cond, uncond, w, n, noise)
     torch.testing.assert_close(target[8:], plain_target[8:], rtol=1e-5, atol=1e-5)  # same teacher, same states
 
     assert_resume_is_exact(teacher, squares, tmp_path, student_states=0.5, reuse=2, **kw)

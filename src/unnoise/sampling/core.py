@@ -178,7 +178,7 @@ def lambdas(sigmas: list[float]) -> list[float]:
     return [-math.log(s) if s > 0 else math.inf for s in sigmas]
 
 
-def toward(denoised: torch.Tensor, x: torch.Tensor, keep: float) -> torch.Tensor:
+def toward(denoised: torch.Tensor, x: torch.Tensor, keep: float | torch.Tensor) -> torch.Tensor:
     """x_next = x̂0 + keep·(x − x̂0): the exponential-integrator step (DDIM, Song et al. 2021, eq. 12;
     DPM-Solver-1 / DPM-Solver++(1), Lu et al. 2022) that keeps the fraction ``keep`` of the distance
     to x̂0.  With keep = σ_next/σ it is also exactly Euler's step on the probability-flow ODE

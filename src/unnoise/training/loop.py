@@ -16,7 +16,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +87,20 @@ class Batches:
         return x0, torch.where(drop, torch.full_like(captions, null_index), captions)
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+class LRSettings(Protocol):
+    """What learning_rate reads: a TrainConfig or a distillation's DistillConfig."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def warmup_steps(self) -> int: ...
+    @property
+    def lr_decay(self) -> str: ...
+    @property
+    def max_steps(self) -> int: ...
+
+
+def learning_rate(cfg: LRSettings, step: int) -> float:
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.lr_decay == "cosine":
         progress = min(1.0, step / max(1, cfg.max_steps))
