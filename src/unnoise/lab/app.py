@@ -265,7 +265,7 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
 
     @app.get("/api/schedules")
     async def all_schedules() -> ScheduleList:
-        """Every schedule's ᾱ list (the page draws the signal, noise and log-SNR lab.curves from it)."""
+        """Every schedule's ᾱ list (the page draws the signal, noise and log-SNR curves from it)."""
         return lab.curves
 
     @app.get("/api/schedules/{name}", responses=_errors(422))
@@ -362,7 +362,7 @@ def _stream_routes(app: FastAPI, lab: _Lab) -> None:
         slot = await lab.gate.acquire()
         return JobResponse(Job(slot, source, start), lab.config.stall_timeout)
 
-    @app.get("/api/lab.generate", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
+    @app.get("/api/generate", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def generate_stream(
         prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
         model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
@@ -376,10 +376,10 @@ def _stream_routes(app: FastAPI, lab: _Lab) -> None:
         and guidance left out are the model's own (a distilled student's ddim, 4 steps, its w); the start event
         says which were used."""
         if lab.generate is None:
-            raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to lab.generate with")
+            raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to generate with")
         request = GenerateRequest(prompt, model, sampler, steps, guidance, seed, num_images)
         source, start = lab.generate(request)  # an UnnoiseError (unknown model, sampler) → 422
-        return await lab.start("lab.generate", source, request, start)
+        return await lab.start("generate", source, request, start)
 
 
 def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
