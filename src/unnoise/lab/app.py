@@ -256,7 +256,7 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
 
     @app.get("/api/spacings", responses=_errors(422))
     async def spacings_chart(
-        schedule: ScheduleName = "linear",
+        schedule: lab.schedule_name = "linear",
         steps: Annotated[int, Query(ge=1, le=lab.config.max_steps)] = 8,
         spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=lab.config.max_tiles)] = list(schedules.SPACINGS),
     ) -> SpacingChart:
@@ -337,7 +337,7 @@ def _stream_routes(app: FastAPI, lab: _Lab) -> None:
     @app.get("/api/replay", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
     async def replay(
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
-        schedule: ScheduleName = "linear",
+        schedule: lab.schedule_name = "linear",
         steps: Annotated[int, Query(ge=1, le=lab.config.max_steps)] = 50,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
         model: Annotated[lab.model_name | None, lab.model_query()] = None,
