@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
@@ -55,7 +55,7 @@ def _root(
 
 @app.command()
 def schedule(
-    name: List[str] = typer.Option(
+    name: list[str] = typer.Option(
         ["linear", "cosine"], "--name", "-n", help="Schedule(s) to draw side by side: linear, cosine, sigmoid, optionally with +ztsnr."
     ),
     out: Path = typer.Option(Path("schedule.png"), "--out", "-o", help="Output PNG file."),
@@ -75,10 +75,10 @@ def schedule(
 
 @app.command()
 def noise(
-    image: Optional[Path] = typer.Argument(None, help="Image to dissolve (default: the cat from scikit-image)."),
+    image: Path | None = typer.Argument(None, help="Image to dissolve (default: the cat from scikit-image)."),
     out: Path = typer.Option(Path("noise.gif"), "--out", "-o", help="Output: .gif animation or .png strip."),
     schedule_name: str = typer.Option("linear", "--schedule", "-s", help="Noise schedule."),
-    frames: Optional[int] = typer.Option(None, "--frames", "-k", help="Number of frames, 2 … 1000 (default: 40 for .gif, 8 for .png)."),
+    frames: int | None = typer.Option(None, "--frames", "-k", help="Number of frames, 2 … 1000 (default: 40 for .gif, 8 for .png)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the one noise draw used for every frame."),
     num_steps: int = typer.Option(1000, "--num-steps", help="Training steps T of the schedule."),
 ) -> None:
@@ -100,42 +100,42 @@ def noise(
 @app.command()
 def paint(
     ctx: typer.Context,
-    prompt: Optional[str] = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
+    prompt: str | None = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
     model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
-    steps: Optional[int] = typer.Option(None, "--steps", help=f"Sampler steps ({model_default('steps')})."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale "
+    steps: int | None = typer.Option(None, "--steps", help=f"Sampler steps ({model_default('steps')})."),
+    guidance: float | None = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale "
                                              f"({model_default('guidance')})."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler, by our name or A1111's, e.g. "
+    sampler: str | None = typer.Option(None, "--sampler", help="Sampler, by our name or A1111's, e.g. "
                                           f"\"DPM++ 2M Karras\" (`unnoise samplers`) ({model_default('sampler')})."),
-    seed: Optional[int] = typer.Option(None, "--seed", help=f"{SEED_HELP} (default: random)."),
+    seed: int | None = typer.Option(None, "--seed", help=f"{SEED_HELP} (default: random)."),
     num_images: int = typer.Option(1, "--num-images", "-k", help="How many images to paint."),
     out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output .png, .jpg or .webp, each with the "
                              "parameters; with -k > 1: STEM-1.png … STEM-k.png (and with --grid, OUT is the grid)."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
     guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Guidance rescale φ (Lin et al. 2023), 0 … 1."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, "
+    spacing: str | None = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, "
                                           "trailing, leading, linspace, or log_snr@S (log-SNR steps down to a last call at "
                                           f"σ = S) ({model_default('spacing')})."),
     grid: bool = typer.Option(False, "--grid", help="With -k > 1: --out is all images as one grid, beside STEM-1 … STEM-k."),
-    init_image: Optional[Path] = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
-    strength: Optional[float] = typer.Option(None, "--strength", help=f"How far to noise --init-image, (0, 1] (default: {DEFAULT_STRENGTH:g})."),
-    animate: Optional[Path] = typer.Option(None, "--animate", help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
-    from_png: Optional[Path] = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise .png, .jpg "
+    init_image: Path | None = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
+    strength: float | None = typer.Option(None, "--strength", help=f"How far to noise --init-image, (0, 1] (default: {DEFAULT_STRENGTH:g})."),
+    animate: Path | None = typer.Option(None, "--animate", help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
+    from_png: Path | None = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise .png, .jpg "
                                             "or .webp (options given here override it)."),
     size: int = typer.Option(256, "--size", help="Upscale the saved images to this side (nearest neighbour); 0: native."),
-    snap: Optional[bool] = typer.Option(None, "--snap/--no-snap", help="Condition an unknown prompt on the most similar "
+    snap: bool | None = typer.Option(None, "--snap/--no-snap", help="Condition an unknown prompt on the most similar "
                                         "training caption, if the model has a vocabulary (default: on)."),
-    prompts_file: Optional[Path] = typer.Option(None, "--prompts-file", help="Paint each line of this text file "
+    prompts_file: Path | None = typer.Option(None, "--prompts-file", help="Paint each line of this text file "
                                                 "instead of PROMPT: -k images a line, named STEM-LINE-i.EXT."),
     device: str = typer.Option("cpu", "--device", help="Where to paint: cpu, cuda (cuda:N) or mps."),
-    class_label: Optional[int] = typer.Option(None, "--class-label", help="The class a class-conditional diffusers "
+    class_label: int | None = typer.Option(None, "--class-label", help="The class a class-conditional diffusers "
                                               "model paints, 0 … N−1 (default: the prompt if it is a number, else 0)."),
 ) -> None:
     """Paint images from a prompt (or a file of prompts) with a bundled or trained model, or a diffusers
     pipeline folder."""
     from . import images, infotext
     from .paint_cli import notes, paint_all, read_prompts_file
-    from .pipeline import PaintParams, Painter, check_paint_args
+    from .pipeline import Painter, PaintParams, check_paint_args
 
     out = images.check_writable(out, tuple(infotext.FORMATS))
     if animate is not None:
@@ -231,15 +231,14 @@ def lab(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
     port: int = typer.Option(7860, "--port", help="Port to serve on."),
     device: str = typer.Option("cpu", "--device", help="Where the models paint: cpu, cuda (cuda:N) or mps."),
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Also offer this model directory or diffusers "
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Also offer this model directory or diffusers "
                                               "pipeline folder, listed by its folder name (repeatable)."),
 ) -> None:
     """Open the lab: watch the forward process, the schedule and the real learned reverse in the browser."""
+    from .devices import check_device
     from .lab.app import run
     from .lab.learned import PainterFactory
     from .modeldir import BUNDLED, resolve
-
-    from .devices import check_device
 
     if not 1 <= port <= 65535:
         raise CLIError(f"--port must be from 1 to 65535, got {port}")
@@ -271,7 +270,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
     lr: float = typer.Option(3e-4, "--lr", help="AdamW peak learning rate."),
     model_size: str = typer.Option("default", "--model-size", help="UNet preset: tiny, small, default."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Resize images to this (default: the data's, 32)."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Resize images to this (default: the data's, 32)."),
     prediction_type: str = typer.Option("epsilon", "--prediction-type", help="epsilon, v_prediction or sample."),
     schedule_name: str = typer.Option("linear", "--schedule", help="Noise schedule."),
     loss_weighting: str = typer.Option("min_snr", "--loss-weighting", help="uniform or min_snr (γ = 5)."),
@@ -285,15 +284,15 @@ def train(
     log_every: int = typer.Option(50, "--log-every", help="Steps between metrics lines."),
     sample_every: int = typer.Option(1000, "--sample-every", help="Steps between sample grids (0: never)."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or mps (default: cuda if there is one, "
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or mps (default: cuda if there is one, "
                                          "else cpu; under torchrun each process takes GPU LOCAL_RANK)."),
 ) -> None:
     """Train a text-conditioned denoiser.  Multi-process: torchrun --nproc_per_node N -m unnoise train …"""
 
-    from .training import checkpoint
     from .devices import check_device
+    from .training import checkpoint
     from .training.config import TrainConfig
     from .training.loop import RUN_CONFIG, resume_config
     from .training.loop import train as run_training
@@ -330,22 +329,22 @@ def distill(
                                "(w as an input only; paints with dpmpp_2m, one single-batch call per step) or trajectory "
                                "(each of K DDIM steps learns the teacher's fine solve of its interval)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, metrics.jsonl, checkpoints/, model/)."),
-    data: Optional[str] = typer.Option(None, "--data", help="digits, emoji or a folder (default: the teacher's data)."),
+    data: str | None = typer.Option(None, "--data", help="digits, emoji or a folder (default: the teacher's data)."),
     max_steps: int = typer.Option(4000, "--max-steps", help="Optimiser steps in total."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop, checkpoint and export after this long."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop, checkpoint and export after this long."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW peak learning rate."),
     lr_decay: str = typer.Option("constant", "--lr-decay", help="After warm-up: constant or cosine (to 10 % of --lr)."),
     warmup_steps: int = typer.Option(100, "--warmup-steps", help="Linear learning-rate warm-up steps."),
     ema_decay: float = typer.Option(0.95, "--ema-decay", help="EMA μ of the exported student (and the consistency target)."),
-    init: Optional[str] = typer.Option(None, "--init", help="Start from this student model directory (same teacher) "
+    init: str | None = typer.Option(None, "--init", help="Start from this student model directory (same teacher) "
                                        "instead of the teacher, e.g. to go on with other settings."),
     sigma_sampling: str = typer.Option("log_uniform", "--sigma-sampling", help="guidance: log_uniform (σ over the whole "
                                        "schedule) or grid (the K σs of the student's own sampler)."),
     weighting: str = typer.Option("truncated_snr", "--weighting", help="Scale of each sample's x̂0 error (guidance, "
                                   "trajectory): truncated_snr, max(1/σ, 1); sqrt_truncated_snr, its √; or uniform, "
                                   "1 (favours the high-noise steps; docs/distill.md)."),
-    interval_weights: Optional[str] = typer.Option(None, "--interval-weights", help="trajectory: K comma-separated "
+    interval_weights: str | None = typer.Option(None, "--interval-weights", help="trajectory: K comma-separated "
                                                    "factors on the loss of each student interval, noisiest first "
                                                    "(e.g. 1,1,1,100)."),
     last_target: str = typer.Option("ode", "--last-target", help="trajectory, the last interval (to 0): ode, the "
@@ -357,19 +356,19 @@ def distill(
                                          "instead of on noised data (0–1; docs/distill.md)."),
     student_width: int = typer.Option(1, "--student-width", help="1: the student is the teacher's network; 2: twice "
                                       "as wide (~4× the compute a call), started as exactly the teacher (docs/distill.md)."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="The student's σ grid (and the teacher's inside it): "
+    spacing: str | None = typer.Option(None, "--spacing", help="The student's σ grid (and the teacher's inside it): "
                                           "log_snr_trailing never calls at σ_min, log_snr@S ends its calls at σ = S "
                                           "(default: the teacher's spacing)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
                                   "teacher solves each of the K intervals in ⌈N/K⌉ steps (a student teacher: its own calls)."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
     guidance_max: float = typer.Option(6.0, "--guidance-max", help="Largest guidance scale w distilled."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="The student's default w (default: the teacher's)."),
+    guidance: float | None = typer.Option(None, "--guidance", help="The student's default w (default: the teacher's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data order, w, grid points and noise."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
     checkpoint_every: int = typer.Option(250, "--checkpoint-every", help="Steps between checkpoints."),
     log_every: int = typer.Option(50, "--log-every", help="Steps between metrics lines."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads."),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
     """Distil a teacher into a 1–4 call student (consistency, guidance or trajectory distillation, w as an input; docs/distill.md)."""
@@ -408,13 +407,13 @@ def _check_run_dir(out: Path) -> None:
 def export(
     run: Path = typer.Argument(..., help="A training run directory (from `unnoise train --out` or `unnoise distill --out`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (config.json, model.safetensors, unnoise.json)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="The model's default sampler steps."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="The model's default guidance scale."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="The model's default sampler."),
-    spacing: Optional[str] = typer.Option(None, "--spacing", help="The model's default noise-level spacing."),
+    steps: int | None = typer.Option(None, "--steps", help="The model's default sampler steps."),
+    guidance: float | None = typer.Option(None, "--guidance", help="The model's default guidance scale."),
+    sampler: str | None = typer.Option(None, "--sampler", help="The model's default sampler."),
+    spacing: str | None = typer.Option(None, "--spacing", help="The model's default noise-level spacing."),
     fp32: bool = typer.Option(False, "--fp32", help="Keep float32 weights (default: float16, half the size)."),
-    card: Optional[str] = typer.Option(None, "--card", help="Also write MODEL.md + loss.png for a model of this name."),
-    notes: Optional[Path] = typer.Option(None, "--notes", exists=True, dir_okay=False, readable=True,
+    card: str | None = typer.Option(None, "--card", help="Also write MODEL.md + loss.png for a model of this name."),
+    notes: Path | None = typer.Option(None, "--notes", exists=True, dir_okay=False, readable=True,
                                          help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
 ) -> None:
     """Export a run's latest checkpoint (EMA weights) as a model directory, e.g. to bundle it.  A distillation

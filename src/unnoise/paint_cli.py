@@ -4,6 +4,7 @@ each image goes and how it is saved."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -86,7 +87,7 @@ def save_paintings(x: torch.Tensor, p: PaintParams, paths: list[Path], size: int
     return saved
 
 
-def paint_all(painter: Painter, jobs: list[tuple[int | None, str]], params: list[PaintParams],
+def paint_all(painter: Painter, jobs: Sequence[tuple[int | None, str]], params: list[PaintParams],
               init: Image.Image | None, *, out: Path, num_images: int, size: int, grid: bool,
               animate: Path | None) -> list[str]:
     """Paint each job (prompts-file line, prompt) with its parameters, save every image (and the grid and the

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from PIL import Image, PngImagePlugin
 
-from .limits import DEFAULT_STRENGTH, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS
-from .errors import UnnoiseError
 from . import __version__, images, infotext, schedules
+from .errors import UnnoiseError
 from .generation import generate
-from .sampling import seeded_generators
+from .limits import DEFAULT_STRENGTH, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS
 from .modeldir import load_model_dir, model_schedule, paint_defaults
+from .sampling import seeded_generators
 
 PNG_KEY = "unnoise"  # the PNG text chunk that holds the generation parameters as JSON
 
@@ -88,7 +88,7 @@ class PaintParams:
         `save_image` writes into the file; Pillow's resize and copy keep them) and `.unnoise_params`."""
         image.info[PNG_KEY] = json.dumps(asdict(self))
         image.info[infotext.PNG_TEXT_KEY] = self.to_parameters()
-        image.unnoise_params = self
+        image.unnoise_params = self  # type: ignore[attr-defined]  # read back by save_image
         return image
 
     @classmethod

@@ -19,7 +19,8 @@ from typing import Annotated, Any, Literal
 import anyio
 import numpy as np
 import torch
-from fastapi import FastAPI, Path as PathParam, Query, Request
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -33,14 +34,14 @@ from ..sampling import SAMPLERS
 from ..schedules import Schedule
 from .messages import (
     DIAL_SCALES,
+    LADDER_STRENGTHS,
+    LEARNED_PARTS,
     DialRequest,
     ErrorBody,
     ForwardData,
     GenerateFactory,
     GenerateRequest,
     Img2ImgRequest,
-    LADDER_STRENGTHS,
-    LEARNED_PARTS,
     LadderRequest,
     PictureInfo,
     ReplayRequest,

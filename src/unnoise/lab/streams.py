@@ -226,7 +226,7 @@ class Job:
                     raise Cancelled
             if stop.is_set():
                 raise Cancelled
-            post("step", frame.event(previous[0] if previous else None))  # PNG encoding: off the event loop
+            post("step", frame.event(previous[0] if previous else None))  # type: ignore[arg-type]  # same kind
             previous[:] = [frame]
 
         def work() -> None:

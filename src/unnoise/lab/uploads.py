@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import UnnoiseError
 from .. import images
+from ..errors import UnnoiseError
 
 CAT_ID = "cat"
 # Formats a browser can show and Pillow decodes well; anything else is refused rather than parsed.
@@ -108,7 +108,7 @@ class PictureStore:
         self._lock = threading.Lock()
 
     def add(self, pixels: np.ndarray) -> Picture:
-        digest = hashlib.sha256(np.int64(pixels.shape).tobytes() + pixels.tobytes()).hexdigest()[:20]
+        digest = hashlib.sha256(np.asarray(pixels.shape, dtype=np.int64).tobytes() + pixels.tobytes()).hexdigest()[:20]
         picture = Picture(digest, pixels)
         with self._lock:
             self._items[digest] = picture

@@ -11,14 +11,15 @@ raising SamplingCancelled stops the run with SamplingCancelled.  All history is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from ..schedules import Schedule
 from .ancestral import ddim, ddpm, euler_ancestral
+from .consistency import consistency
 from .core import (
     Callback,
     Denoiser,
@@ -29,7 +30,6 @@ from .core import (
     check_generators,
     randn_like,
 )
-from .consistency import consistency
 from .dpm_solver import dpmpp_2m, dpmpp_2m_sde, dpmpp_3m_sde
 from .euler import euler, heun
 from .unipc import unipc

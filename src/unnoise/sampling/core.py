@@ -7,17 +7,17 @@ Notation (σ view, Karras et al. 2022): x = x0 + σ·ε, D(x, σ) ≈ E[x0 | x] 
 
 from __future__ import annotations
 
-from ..errors import UnnoiseError
-
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 
+from ..errors import UnnoiseError
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+Generators = torch.Generator | Sequence[torch.Generator] | None
 Callback = Callable[["StepInfo"], Any]
 
 

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..atomic import atomic_write, clean_debris, fault_point, write_json_atomic, write_text_atomic
-from ..errors import UnnoiseError
 from .. import __version__, diffusion, schedules
+from ..atomic import atomic_write, clean_debris, fault_point, write_json_atomic, write_text_atomic
 from ..data.base import to_float
+from ..errors import UnnoiseError
 from . import checkpoint, distributed
 from .card import read_metrics
 from .config import TrainConfig
