@@ -375,6 +375,7 @@ def distill(
 
     from .distill.config import DistillConfig, resume_config
     from .distill.loop import distill as run_distill
+    from .training import checkpoint
     from .distill.loop import resolve
 
     weights = None
@@ -391,7 +392,7 @@ def distill(
     if dry_run:
         typer.echo(json.dumps(resolve(cfg).to_dict(), indent=2))
         return
-    if not resume and (out / "checkpoints").exists():
+    if not resume and checkpoint.latest_path(out) is not None:  # only a complete checkpoint makes a run
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     model_dir = run_distill(cfg, resume=resume)
     typer.echo(f"done: student in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")

@@ -6,13 +6,14 @@ the distillation method's, one class each in methods.py (consistency, guidance, 
 
 Shared with `unnoise train` (imported, not copied): the step-seeded batches (`Batches`, every random
 choice of step n drawn from a generator seeded by (seed, n), so `--resume` continues bit-exactly), the
-learning-rate schedule, Ctrl-C handling, the EMA and the atomic safetensors checkpoints.
+learning-rate schedule, Ctrl-C handling, the EMA, the atomic safetensors checkpoints, `--resume`'s fall-back
+past corrupt ones (checkpoint.load_newest) and the sweep of killed writers' debris and of metrics rows past
+the resumed step (tidy_run).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import sys
 import time
@@ -28,7 +29,7 @@ from ..conditioning.guidance import batch_conditions
 from ..denoisers import DiscreteDenoiser
 from ..training import checkpoint
 from ..training.ema import EMA
-from ..training.loop import Batches, _step_generator, _StopFlag, learning_rate
+from ..training.loop import Batches, _step_generator, _StopFlag, append_metrics, learning_rate, tidy_run
 from .config import DistillConfig, DistillError
 from .grids import _view, ode_segment, progressive_spacing, student_teacher_segments, trajectory_segments
 from .methods import CLASSES, ROUND_TEACHER, Method
@@ -192,21 +193,27 @@ class Distiller:
                      "wall_s": info.training.get("wall_s"), "wall_s_total": chain_wall_s(info.training)}
 
     def _load_latest(self) -> None:
-        path = checkpoint.latest_path(self.out)
-        if path is None:
-            raise DistillError(f"--resume: no checkpoint in {self.out / 'checkpoints'}")
-        ck = checkpoint.load(path)
+        """The newest checkpoint that loads (past corrupt ones, said so); none at all: start over, said so."""
+        ck = checkpoint.load_newest(self.out, log=lambda m: self._log(f"--resume: {m}", force=True))
+        if ck is None:
+            self._log(f"--resume: no complete checkpoint in {self.out / 'checkpoints'}; starting over from step 0",
+                      force=True)
+            return
+        self.restore(ck)
+        self._log(f"resumed from {ck.path} at step {self.step}")
+
+    def restore(self, ck: checkpoint.Checkpoint) -> None:
         if ck.state.get("teacher_digest") != self.teacher_digest:
             raise DistillError(f"--resume: the teacher's weights changed since this run began ({self.teacher_path})")
         self.student.load_state_dict(ck.model)
         self.ema.load_state_dict(ck.ema, ck.state["ema_updates"])
         self.optimizer.load_state_dict(ck.optimizer)
         self.step, self.elapsed = ck.step, float(ck.state.get("elapsed_s", 0.0))
-        self.method.resumed(path, ck.extra)
-        self._log(f"resumed from {path} at step {self.step}")
+        self.method.resumed(ck.path, ck.extra)
 
-    def _log(self, msg: str) -> None:
-        if not self.quiet:
+    def _log(self, msg: str, force: bool = False) -> None:
+        """A line on stderr (`force`: even when quiet, for what a user must know)."""
+        if not self.quiet or force:
             tqdm.write(msg, file=sys.stderr)
 
     def save_checkpoint(self) -> None:
@@ -294,6 +301,7 @@ class Distiller:
     def run(self) -> Path:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
+        tidy_run(self.out, self.step, self._log)  # debris of killed writers; metrics rows past the resumed step
         checkpoint.write_json_atomic(self.out / RUN_CONFIG, cfg.to_dict())
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step", dynamic_ncols=True,
                    desc=f"distilling ({cfg.method})")
@@ -311,8 +319,7 @@ class Distiller:
                     row = {"step": self.step, "loss": sum(window) / len(window),
                            "lr": learning_rate(cfg, self.step - 1),
                            "images_per_s": len(window) * cfg.batch_size / max(1e-9, now - began), "time": time.time()}
-                    with open(self.out / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    append_metrics(self.out, row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}")
                     window, began = [], now
                 if self.step % cfg.checkpoint_every == 0:
@@ -392,7 +399,13 @@ def export_distill_run(run: str | Path, out: str | Path, *, dtype: torch.dtype =
     """A distillation run's latest checkpoint (the EMA student) → a model directory, e.g. to bundle it."""
     from .config import resume_config
 
-    return Distiller(resume_config(run, {"out": str(run)}), resume=True, quiet=True).export(Path(out), dtype=dtype)
+    cfg = resume_config(run, {"out": str(run)})
+    ck = checkpoint.load_newest(run, log=lambda m: print(f"export: {m}", file=sys.stderr))
+    if ck is None:
+        raise DistillError(f"export: no complete checkpoint in {run}")
+    distiller = Distiller(cfg, quiet=True)
+    distiller.restore(ck)
+    return distiller.export(Path(out), dtype=dtype)
 
 
 def distill(cfg: DistillConfig, *, resume: bool = False, quiet: bool = False) -> Path:

@@ -14,6 +14,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
@@ -216,24 +217,6 @@ class Trainer:
         self.optimizer.load_state_dict(ck.optimizer)
         self.step = ck.step
 
-    def _tidy(self) -> None:
-        """Before (re)starting at self.step: sweep what killed writers left, and cut the run's records back to
-        this step (metrics rows and sample grids after it belong to work that was lost and is about to be
-        redone), so that each step appears once."""
-        for d in (self.out, self.out / "checkpoints", self.out / "samples", self.out / "model"):
-            gone = clean_debris(d)
-            if gone:
-                self._log(f"swept {len(gone)} temporary file(s) left in {d} by a process that died mid-write")
-        metrics = self.out / "metrics.jsonl"
-        if metrics.exists():
-            kept = "".join(json.dumps(r) + "\n" for r in read_metrics(metrics, upto=self.step))
-            if kept != metrics.read_text(errors="replace"):
-                write_text_atomic(metrics, kept)
-        for grid in sorted((self.out / "samples").glob("step-*.*")):
-            step = grid.stem.removeprefix("step-")
-            if step.isdigit() and int(step) > self.step:
-                grid.unlink()
-
     # --- reporting ----------------------------------------------------------------------------------
     def _log(self, msg: str, force: bool = False) -> None:
         """A line on stderr (rank 0; `force`: even when quiet, for what a user must know)."""
@@ -242,10 +225,7 @@ class Trainer:
 
     def _metrics(self, row: dict[str, Any]) -> None:
         if self.dist.is_main:
-            line = json.dumps(row) + "\n"
-            with open(self.out / "metrics.jsonl", "a") as f:
-                fault_point("metrics", before=lambda: (f.write(line[: len(line) // 2]), f.flush()))  # a torn line
-                f.write(line)
+            append_metrics(self.out, row)
 
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
@@ -302,7 +282,7 @@ class Trainer:
         cfg = self.cfg
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            self._tidy()
+            tidy_run(self.out, self.step, self._log)
             write_json_atomic(self.out / RUN_CONFIG, cfg.to_dict())
         bar = self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step",
                               dynamic_ncols=True)
@@ -382,6 +362,33 @@ class Trainer:
 
     def _grid_path(self) -> Path:
         return self.out / "samples" / f"step-{self.step:08d}.png"
+
+
+def tidy_run(out: Path, step: int, log: Callable[[str], None]) -> None:
+    """Before a run (re)starts at `step`: sweep what killed writers left, and cut the run's records back to
+    this step (metrics rows and sample grids after it belong to work that was lost and is about to be
+    redone), so that each step appears once.  Shared by `unnoise train` and `unnoise distill`."""
+    for d in (out, out / "checkpoints", out / "samples", out / "model"):
+        gone = clean_debris(d)
+        if gone:
+            log(f"swept {len(gone)} temporary file(s) left in {d} by a process that died mid-write")
+    metrics = out / "metrics.jsonl"
+    if metrics.exists():
+        kept = "".join(json.dumps(r) + "\n" for r in read_metrics(metrics, upto=step))
+        if kept != metrics.read_text(errors="replace"):
+            write_text_atomic(metrics, kept)
+    for grid in sorted((out / "samples").glob("step-*.*")):
+        stem = grid.stem.removeprefix("step-")
+        if stem.isdigit() and int(stem) > step:
+            grid.unlink()
+
+
+def append_metrics(out: Path, row: dict[str, Any]) -> None:
+    """One row appended to out/metrics.jsonl (a kill may tear it: read_metrics skips a torn line)."""
+    line = json.dumps(row) + "\n"
+    with open(out / "metrics.jsonl", "a") as f:
+        fault_point("metrics", before=lambda: (f.write(line[: len(line) // 2]), f.flush()))  # a torn line
+        f.write(line)
 
 
 def model_config(cfg: TrainConfig, dataset):
