@@ -375,8 +375,8 @@ def distill(
 
     from .distill.config import DistillConfig, resume_config
     from .distill.loop import distill as run_distill
-    from .training import checkpoint
     from .distill.loop import resolve
+    from .training import checkpoint
 
     weights = None
     if interval_weights is not None:
