@@ -22,16 +22,15 @@ import io
 import json
 import sys
 import zlib
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..atomic import atomic_write, write_text_atomic
+from ..atomic import write_text_atomic
 from .base import CaptionedImages, DataError
 from .emoji import ASSET_DIR as NOTO_DIR
-from .emoji import TILES_PER_ATLAS, TILES_PER_ROW, captions_for, emoji_names, family_of, load_asset
+from .emoji import TILES_PER_ATLAS, TILES_PER_ROW, captions_for, emoji_names, family_of, load_asset, write_atlases
 
 ASSET_DIR = Path(__file__).parent / "assets" / "emoji-styles"
 STYLES = ("noto", "twemoji", "openmoji")  # lowercase, as in the caption suffix ", <style> style"
@@ -150,25 +149,6 @@ def keywords(npm: Path) -> dict[str, list[str]]:
         for item in [entry, *entry.get("skins", [])]:
             out[key(item["emoji"])] = tags
     return out
-
-
-def write_atlases(out: Path, prefix: str, tiles: np.ndarray) -> list[str]:
-    """Tiles (N, S, S, 3) as PNG sheets of TILES_PER_ROW columns, TILES_PER_ATLAS tiles each."""
-    from PIL import Image
-
-    size = tiles.shape[1]
-    names = []
-    for k, start in enumerate(range(0, len(tiles), TILES_PER_ATLAS)):
-        chunk = tiles[start : start + TILES_PER_ATLAS]
-        rows = -(-len(chunk) // TILES_PER_ROW)
-        sheet = np.full((rows * size, TILES_PER_ROW * size, 3), 255, np.uint8)
-        for j, tile in enumerate(chunk):
-            r, c = divmod(j, TILES_PER_ROW)
-            sheet[r * size : (r + 1) * size, c * size : (c + 1) * size] = tile
-        name = f"{prefix}-{size}-{k}.png"
-        atomic_write(out / name, partial(Image.fromarray(sheet).save, format="PNG", optimize=True))
-        names.append(name)
-    return names
 
 
 def _versions(npm: Path) -> dict[str, str]:
