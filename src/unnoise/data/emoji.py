@@ -180,26 +180,32 @@ def load_asset(directory: Path, size: int) -> tuple[list[dict], torch.Tensor]:
     return _cache[key]
 
 
-def _decode_asset(directory: Path, size: int) -> tuple[list[dict], torch.Tensor]:
+def read_sheets(directory: Path, names: list[str], count: int, size: int, per_row: int = TILES_PER_ROW,
+                per_atlas: int = TILES_PER_ATLAS) -> torch.Tensor:
+    """The first `count` tiles (≤ count, 3, size, size) uint8 of PNG sheets written by write_atlases."""
     from PIL import Image
 
+    tiles: list[torch.Tensor] = []
+    for name in names:
+        with Image.open(directory / name) as im:
+            sheet = torch.from_numpy(np.asarray(im.convert("RGB")).copy())  # (rows·S, per_row·S, 3)
+        rows = sheet.shape[0] // size
+        grid = sheet.view(rows, size, per_row, size, 3).permute(0, 2, 4, 1, 3)  # (rows, per_row, 3, S, S)
+        keep = min(per_atlas, count - len(tiles) * per_atlas)
+        tiles.append(grid.reshape(rows * per_row, 3, size, size)[:keep])
+    return torch.cat(tiles)
+
+
+def _decode_asset(directory: Path, size: int) -> tuple[list[dict], torch.Tensor]:
     meta_path = directory / "emoji.json"
     try:
         meta = json.loads(meta_path.read_text())
         per_row, per_atlas = meta["tiles_per_row"], meta["tiles_per_atlas"]
         source = size if str(size) in meta["atlases"] else max(int(s) for s in meta["atlases"])
-        tiles: list[torch.Tensor] = []
-        for name in meta["atlases"][str(source)]:
-            with Image.open(directory / name) as im:
-                sheet = torch.from_numpy(np.asarray(im.convert("RGB")).copy())  # (rows·S, per_row·S, 3)
-            rows = sheet.shape[0] // source
-            grid = sheet.view(rows, source, per_row, source, 3).permute(0, 2, 4, 1, 3)  # (rows, per_row, 3, S, S)
-            keep = min(per_atlas, meta["count"] - len(tiles) * per_atlas)
-            tiles.append(grid.reshape(rows * per_row, 3, source, source)[:keep])
+        images = read_sheets(directory, meta["atlases"][str(source)], meta["count"], source, per_row, per_atlas)
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise DataError(f"emoji asset in {directory} is unreadable ({e}); rebuild it: "
                         f"python -m unnoise.data.emoji build --out {directory}") from e
-    images = torch.cat(tiles)
     if len(images) != meta["count"]:
         raise DataError(f"{meta_path}: lists {meta['count']} emoji but the atlases hold {len(images)}")
     return meta["emoji"], images if source == size else _resize(images, size)

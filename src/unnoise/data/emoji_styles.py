@@ -30,7 +30,16 @@ import torch
 from ..atomic import write_text_atomic
 from .base import CaptionedImages, DataError
 from .emoji import ASSET_DIR as NOTO_DIR
-from .emoji import TILES_PER_ATLAS, TILES_PER_ROW, captions_for, emoji_names, family_of, load_asset, write_atlases
+from .emoji import (
+    TILES_PER_ATLAS,
+    TILES_PER_ROW,
+    captions_for,
+    emoji_names,
+    family_of,
+    load_asset,
+    read_sheets,
+    write_atlases,
+)
 
 ASSET_DIR = Path(__file__).parent / "assets" / "emoji-styles"
 STYLES = ("noto", "twemoji", "openmoji")  # lowercase, as in the caption suffix ", <style> style"
@@ -180,23 +189,6 @@ def build(npm: Path, out: Path = ASSET_DIR) -> dict:
 # ---------------------------------------------------------------- loading and the dataset
 
 
-def _read_sheets(directory: Path, names: list[str], count: int, size: int) -> torch.Tensor:
-    """Tiles (count, 3, size, size) uint8 from PNG sheets."""
-    from PIL import Image
-
-    tiles: list[torch.Tensor] = []
-    for name in names:
-        with Image.open(directory / name) as im:
-            sheet = torch.from_numpy(np.asarray(im.convert("RGB")).copy())  # (rows·S, per_row·S, 3)
-        rows = sheet.shape[0] // size
-        grid = sheet.view(rows, size, TILES_PER_ROW, size, 3).permute(0, 2, 4, 1, 3)  # (rows, per_row, 3, S, S)
-        tiles.append(grid.reshape(rows * TILES_PER_ROW, 3, size, size))
-    images = torch.cat(tiles)[:count]
-    if len(images) != count:
-        raise DataError(f"{directory}: {names} hold {len(images)} tiles, styles.json lists {count}")
-    return images
-
-
 def load_styles(directory: Path = ASSET_DIR) -> tuple[dict, dict[str, tuple[list[str], torch.Tensor]]]:
     """styles.json and, per style, its emoji and tiles (N, 3, 32, 32) uint8 (Noto from its own asset)."""
     path = Path(directory) / "styles.json"
@@ -210,7 +202,9 @@ def load_styles(directory: Path = ASSET_DIR) -> tuple[dict, dict[str, tuple[list
                 if [r["emoji"] for r in records] != st["emoji"]:
                     raise DataError(f"{path}: the Noto asset changed since styles.json was built; rebuild it")
             else:
-                tiles = _read_sheets(Path(directory), st["atlases"], len(st["emoji"]), meta["size"])
+                tiles = read_sheets(Path(directory), st["atlases"], len(st["emoji"]), meta["size"])
+                if len(tiles) != len(st["emoji"]):
+                    raise DataError(f"{path}: {st['atlases']} hold {len(tiles)} tiles, it lists {len(st['emoji'])}")
             out[style] = (st["emoji"], tiles)
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise DataError(f"emoji styles asset {path} is unreadable ({e}); rebuild it: "
