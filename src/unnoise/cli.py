@@ -262,7 +262,7 @@ def samplers() -> None:
 @app.command()
 def train(
     ctx: typer.Context,
-    data: str = typer.Option(..., "--data", help="digits, emoji, or a folder of images with metadata.jsonl (file_name, text)."),
+    data: str = typer.Option(..., "--data", help="digits, emoji, emoji-styles, or a folder of images with metadata.jsonl (file_name, text)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, metrics.jsonl, samples/, checkpoints/, model/)."),
     max_steps: int = typer.Option(20_000, "--max-steps", help="Optimiser steps in total."),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch size (split over torchrun processes)."),

@@ -1,6 +1,6 @@
 """Built-in datasets (digits, emoji) and captioned image folders; see docs/data.md.
 
-    ds = get_dataset("digits")                  # or "emoji", or a folder with metadata.jsonl
+    ds = get_dataset("digits")                  # or "emoji", "emoji-styles", or a folder with metadata.jsonl
     image, caption_index = ds[0]                # (C, H, W) float32 in [-1, 1], index into ds.captions
     images, caption_idx = ds.get_batch(items, generator=g)   # a varied caption per draw
 """
@@ -11,11 +11,12 @@ from pathlib import Path
 
 from .base import CaptionedImages, DataError
 
-NAMES = ("digits", "emoji")
+NAMES = ("digits", "emoji", "emoji-styles")
 
 
 def get_dataset(name_or_folder: str | Path, split: str = "train", image_size: int | None = None) -> CaptionedImages:
-    """"digits" (MNIST, splits train/test), "emoji" (split train), or a folder of captioned images.
+    """"digits" (MNIST, splits train/test), "emoji" (split train), "emoji-styles" (Noto, Twemoji and
+    OpenMoji, split train, 32×32 only, held-out Noto pictures left out), or a folder of captioned images.
 
     A folder's split may be a sub-folder with its own metadata.jsonl (folder/test/metadata.jsonl),
     as in Hugging Face's imagefolder; otherwise only split="train" is accepted.  image_size
@@ -34,6 +35,12 @@ def get_dataset(name_or_folder: str | Path, split: str = "train", image_size: in
         if split != "train":
             raise DataError(f"emoji has one split, 'train', not {split!r}")
         return EmojiDataset(size)
+    if name_or_folder == "emoji-styles":
+        from .emoji_styles import EmojiStylesDataset
+
+        if split != "train":
+            raise DataError(f"emoji-styles has one split, 'train', not {split!r}")
+        return EmojiStylesDataset(size)
     if not isinstance(name_or_folder, (str, Path)):
         raise TypeError(f"dataset must be a name or a folder path, got {type(name_or_folder).__name__}")
     folder = Path(name_or_folder)

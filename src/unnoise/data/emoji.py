@@ -134,28 +134,34 @@ def _versions(font_path: Path) -> dict[str, str]:
             "emoji": emoji.__version__, "pillow": PIL.__version__}
 
 
+def write_atlases(out: Path, prefix: str, tiles: np.ndarray, tiles_per_atlas: int = TILES_PER_ATLAS) -> list[str]:
+    """Tiles (N, S, S, 3) as PNG sheets `{prefix}-{S}-{k}.png` of TILES_PER_ROW columns, on white."""
+    from PIL import Image
+
+    size = tiles.shape[1]
+    names = []
+    for k, start in enumerate(range(0, len(tiles), tiles_per_atlas)):
+        chunk = tiles[start : start + tiles_per_atlas]
+        rows = -(-len(chunk) // TILES_PER_ROW)
+        sheet = np.full((rows * size, TILES_PER_ROW * size, 3), 255, np.uint8)
+        for j, tile in enumerate(chunk):
+            r, c = divmod(j, TILES_PER_ROW)
+            sheet[r * size : (r + 1) * size, c * size : (c + 1) * size] = tile
+        name = f"{prefix}-{size}-{k}.png"
+        atomic_write(out / name, partial(Image.fromarray(sheet).save, format="PNG", optimize=True))
+        names.append(name)
+    return names
+
+
 def build(out: Path, font_path: Path = FONT_PATH, *, limit: int | None = None,
           tiles_per_atlas: int = TILES_PER_ATLAS) -> dict:
     """Render the set and write atlas PNGs + emoji.json to `out` (each file written atomically)."""
-    from PIL import Image
 
     if tiles_per_atlas < 1 or tiles_per_atlas % TILES_PER_ROW:
         raise DataError(f"tiles_per_atlas must be a positive multiple of {TILES_PER_ROW}, got {tiles_per_atlas}")
     records, arrays = render_all(font_path, limit=limit)
     out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, list[str]] = {}
-    for size, tiles in zip(ATLAS_SIZES, arrays):
-        files[str(size)] = []
-        for k, start in enumerate(range(0, len(tiles), tiles_per_atlas)):
-            chunk = tiles[start : start + tiles_per_atlas]
-            rows = -(-len(chunk) // TILES_PER_ROW)
-            sheet = np.full((rows * size, TILES_PER_ROW * size, 3), 255, np.uint8)
-            for j, tile in enumerate(chunk):
-                r, c = divmod(j, TILES_PER_ROW)
-                sheet[r * size : (r + 1) * size, c * size : (c + 1) * size] = tile
-            name = f"atlas-{size}-{k}.png"
-            atomic_write(out / name, partial(Image.fromarray(sheet).save, format="PNG", optimize=True))
-            files[str(size)].append(name)
+    files = {str(size): write_atlases(out, "atlas", tiles, tiles_per_atlas) for size, tiles in zip(ATLAS_SIZES, arrays)}
     meta = {"count": len(records), "tiles_per_row": TILES_PER_ROW, "tiles_per_atlas": tiles_per_atlas,
             "atlases": files, "versions": _versions(font_path), "emoji": records}
     write_text_atomic(out / "emoji.json", json.dumps(meta, ensure_ascii=False, indent=0))
@@ -174,26 +180,32 @@ def load_asset(directory: Path, size: int) -> tuple[list[dict], torch.Tensor]:
     return _cache[key]
 
 
-def _decode_asset(directory: Path, size: int) -> tuple[list[dict], torch.Tensor]:
+def read_sheets(directory: Path, names: list[str], count: int, size: int, per_row: int = TILES_PER_ROW,
+                per_atlas: int = TILES_PER_ATLAS) -> torch.Tensor:
+    """The first `count` tiles (≤ count, 3, size, size) uint8 of PNG sheets written by write_atlases."""
     from PIL import Image
 
+    tiles: list[torch.Tensor] = []
+    for name in names:
+        with Image.open(directory / name) as im:
+            sheet = torch.from_numpy(np.asarray(im.convert("RGB")).copy())  # (rows·S, per_row·S, 3)
+        rows = sheet.shape[0] // size
+        grid = sheet.view(rows, size, per_row, size, 3).permute(0, 2, 4, 1, 3)  # (rows, per_row, 3, S, S)
+        keep = min(per_atlas, count - len(tiles) * per_atlas)
+        tiles.append(grid.reshape(rows * per_row, 3, size, size)[:keep])
+    return torch.cat(tiles)
+
+
+def _decode_asset(directory: Path, size: int) -> tuple[list[dict], torch.Tensor]:
     meta_path = directory / "emoji.json"
     try:
         meta = json.loads(meta_path.read_text())
         per_row, per_atlas = meta["tiles_per_row"], meta["tiles_per_atlas"]
         source = size if str(size) in meta["atlases"] else max(int(s) for s in meta["atlases"])
-        tiles: list[torch.Tensor] = []
-        for name in meta["atlases"][str(source)]:
-            with Image.open(directory / name) as im:
-                sheet = torch.from_numpy(np.asarray(im.convert("RGB")).copy())  # (rows·S, per_row·S, 3)
-            rows = sheet.shape[0] // source
-            grid = sheet.view(rows, source, per_row, source, 3).permute(0, 2, 4, 1, 3)  # (rows, per_row, 3, S, S)
-            keep = min(per_atlas, meta["count"] - len(tiles) * per_atlas)
-            tiles.append(grid.reshape(rows * per_row, 3, source, source)[:keep])
+        images = read_sheets(directory, meta["atlases"][str(source)], meta["count"], source, per_row, per_atlas)
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise DataError(f"emoji asset in {directory} is unreadable ({e}); rebuild it: "
                         f"python -m unnoise.data.emoji build --out {directory}") from e
-    images = torch.cat(tiles)
     if len(images) != meta["count"]:
         raise DataError(f"{meta_path}: lists {meta['count']} emoji but the atlases hold {len(images)}")
     return meta["emoji"], images if source == size else _resize(images, size)

@@ -22,7 +22,7 @@ class TrainConfigError(UnnoiseError, ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str  # "digits", "emoji" or a folder with metadata.jsonl
+    data: str  # "digits", "emoji", "emoji-styles" or a folder with metadata.jsonl
     out: str  # run directory: config.json, metrics.jsonl, samples/, checkpoints/, model/
     image_size: int | None = None  # None: the dataset's native size (32)
     model_size: str = "default"  # UNet preset: tiny (tests), small, default
