@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 
-
 def test_schedule_png(tmp_path, cli):
     out = tmp_path / "s.png"
     code, stdout, _ = cli(["schedule", "--name", "linear", "--name", "cosine+ztsnr", "--out", str(out)])

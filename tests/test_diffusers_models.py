@@ -186,10 +186,10 @@ def test_a_folder_without_model_index_is_no_model(tmp_path):
 
 def test_the_lab_lists_a_folder_streams_its_reverse_and_shows_its_schedule(tmp_path):
     from fastapi.testclient import TestClient
+    from test_lab_api import sse_events
 
     from unnoise.lab.app import create_app
     from unnoise.lab.learned import PainterFactory
-    from test_lab_api import sse_events
 
     folder = build(tmp_path / "pipe", num_classes=4, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     with TestClient(create_app(generate=PainterFactory({"pipe": folder}))) as client:

@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from unnoise import schedules
-from unnoise.distill import DistillConfig, DistillError, Distiller, compare_samples, distill
+from unnoise.distill import DistillConfig, Distiller, DistillError, compare_samples, distill
 from unnoise.distill.config import resume_config
 from unnoise.distill.loop import progressive_spacing
 from unnoise.distill.measure import errors, student_samples

@@ -128,7 +128,7 @@ def test_rescale_matches_the_conditional_std_per_sample(seed, w, phi):
     cond, uncond = CONDS["tensor"]
     x, sigma = inputs(seed)
     net = TextDenoiser()
-    c, u = net(x, sigma, cond), net(x, sigma, uncond)
+    c = net(x, sigma, cond)
     plain = CFGDenoiser(net, cond, uncond, w)(x, sigma)
     full = CFGDenoiser(net, cond, uncond, w, rescale=1.0)(x, sigma)
     mixed = CFGDenoiser(net, cond, uncond, w, rescale=phi)(x, sigma)

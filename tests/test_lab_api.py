@@ -20,8 +20,8 @@ from PIL import Image
 
 from unnoise import images, schedules
 from unnoise.lab import GenerateRequest, LabConfig, create_app, serving
-from unnoise.modeldir import ModelDirError
 from unnoise.lab.streams import replay_source, replay_timesteps
+from unnoise.modeldir import ModelDirError
 
 MB = 1024 * 1024
 

@@ -18,12 +18,11 @@ import urllib.request
 import numpy as np
 import pytest
 from PIL import Image
+from test_lab_browser import ARTIFACTS, browser, page  # noqa: F401  (fixtures: chromium, a ready page)
+from test_lab_learned import tiny_model_dirs
 
 from unnoise.lab import create_app, serving
 from unnoise.lab.learned import PainterFactory
-
-from test_lab_browser import ARTIFACTS, browser, page  # noqa: F401  (fixtures: chromium, a ready page)
-from test_lab_learned import tiny_model_dirs
 
 pytestmark = pytest.mark.browser
 

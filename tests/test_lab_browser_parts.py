@@ -8,13 +8,12 @@ real sampler step.  Screenshots land in artifacts/lab/.
 from __future__ import annotations
 
 import pytest
+from test_lab_browser import ARTIFACTS, browser, page  # noqa: F401  (fixtures: chromium, a ready page)
+from test_lab_learned import tiny_model_dirs
 
 from unnoise.lab import create_app, serving
 from unnoise.lab.learned import PainterFactory
 from unnoise.sampling import SAMPLERS
-
-from test_lab_browser import ARTIFACTS, browser, page  # noqa: F401  (fixtures: chromium, a ready page)
-from test_lab_learned import tiny_model_dirs
 
 pytestmark = pytest.mark.browser
 

@@ -14,14 +14,12 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis to fuzz the lab's API")
 from hypothesis import HealthCheck, settings  # noqa: E402
-
 from schemathesis.python import asgi  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
+from test_lab_learned import tiny_model_dirs  # noqa: E402
 
 from unnoise.lab import LabConfig, create_app  # noqa: E402
 from unnoise.lab.learned import PainterFactory  # noqa: E402
-
-from test_lab_learned import tiny_model_dirs  # noqa: E402
 
 # Small pictures keep a fuzzed 1000-step replay cheap; the limits under test are the real defaults.
 app = create_app(LabConfig(image_size=24))

@@ -20,7 +20,16 @@ from unnoise.conditioning.text import TextEncoder  # noqa: E402
 from unnoise.errors import UnnoiseError  # noqa: E402
 from unnoise.modeldir import BUNDLED, load_model_dir  # noqa: E402
 from unnoise.onnx_export import (  # noqa: E402
-    MANIFEST, TEXT_FILE, UNET_FILE, OnnxExportError, OnnxUNet, UNetGraph, export_text_encoder, export_unet, main, unet_inputs,
+    MANIFEST,
+    TEXT_FILE,
+    UNET_FILE,
+    OnnxExportError,
+    OnnxUNet,
+    UNetGraph,
+    export_text_encoder,
+    export_unet,
+    main,
+    unet_inputs,
 )
 
 UNET_ATOL = 1e-4
