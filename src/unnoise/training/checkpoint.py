@@ -183,3 +183,18 @@ def load(path: str | os.PathLike) -> Checkpoint:
     except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError, OSError, KeyError, TypeError, ValueError,
             AttributeError) as e:
         raise CheckpointError(f"corrupt checkpoint {path}: {type(e).__name__}: {e}") from e
+
+
+def resume_newest(run_dir: str | os.PathLike, restore: Callable[[Checkpoint], None],
+                  log: Callable[..., None]) -> Checkpoint | None:
+    """`--resume` for a training or distillation run: restore the newest checkpoint that loads (falling back past
+    corrupt ones) and say so, or say that nothing complete was saved and the run starts over; `log(msg, force=)`
+    is the run's logger."""
+    ck = load_newest(run_dir, log=lambda m: log(f"--resume: {m}", force=True))
+    if ck is None:
+        log(f"--resume: no complete checkpoint in {Path(run_dir) / 'checkpoints'}; starting over from step 0",
+            force=True)
+        return None
+    restore(ck)
+    log(f"resumed from {ck.path} at step {ck.step}")
+    return ck

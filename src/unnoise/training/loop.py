@@ -203,13 +203,7 @@ class Trainer:
     # --- set-up ---------------------------------------------------------------------------------
     def _load_latest(self) -> None:
         """The newest checkpoint that loads (past corrupt ones, said so); none at all: start over, said so."""
-        ck = checkpoint.load_newest(self.out, log=lambda m: self._log(f"--resume: {m}", force=True))
-        if ck is None:
-            self._log(f"--resume: no complete checkpoint in {self.out / 'checkpoints'}; starting over from step 0",
-                      force=True)
-            return
-        self.restore(ck)
-        self._log(f"resumed from {ck.path} at step {self.step}")
+        checkpoint.resume_newest(self.out, self.restore, self._log)
 
     def restore(self, ck: checkpoint.Checkpoint) -> None:
         self.model.load_state_dict(ck.model)
