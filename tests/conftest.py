@@ -1,8 +1,13 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures and helpers shared by the test modules."""
 
+import json
+import time
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+
+SQUARE_COLOURS = {"a red square": (220, 30, 30), "a blue square": (30, 30, 220)}  # caption → RGB of `squares`
 
 
 class CLIResult(NamedTuple):
@@ -52,3 +57,30 @@ def _folder_cache(tmp_path_factory):
         os.environ.pop("UNNOISE_FOLDER_CACHE_DIR", None)
     else:
         os.environ["UNNOISE_FOLDER_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory) -> Path:
+    """A real image folder: 32 noisy red and blue 16×16 squares with captions (SQUARE_COLOURS)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("squares")
+    rng = np.random.default_rng(0)
+    with open(root / "metadata.jsonl", "w") as meta:
+        for i in range(32):
+            caption = list(SQUARE_COLOURS)[i % 2]
+            arr = np.clip(np.array(SQUARE_COLOURS[caption]) + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / f"{i:02d}.png")
+            meta.write(json.dumps({"file_name": f"{i:02d}.png", "text": caption}) + "\n")
+    return root
+
+
+def wait_until(condition, timeout: float = 5.0) -> bool:
+    """Poll `condition` every 20 ms until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

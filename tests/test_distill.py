@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import SQUARE_COLOURS
 from safetensors.torch import load_file
 
 from unnoise import schedules
@@ -22,23 +22,10 @@ from unnoise.training import checkpoint
 from unnoise.training.config import TrainConfig
 from unnoise.training.loop import train
 
-COLOURS = {"a red square": (220, 30, 30), "a blue square": (30, 30, 220)}
+COLOURS = SQUARE_COLOURS
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def squares(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("squares")
-    rng = np.random.default_rng(0)
-    with open(root / "metadata.jsonl", "w") as meta:
-        for i in range(32):
-            caption = list(COLOURS)[i % 2]
-            arr = np.clip(np.array(COLOURS[caption]) + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(arr).save(root / f"{i:02d}.png")
-            meta.write(json.dumps({"file_name": f"{i:02d}.png", "text": caption}) + "\n")
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import wait_until
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -310,14 +311,6 @@ def live_server():
     with serving(app) as url:
         yield app, url
 
-
-def wait_until(condition, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_busy_lab_queues_then_says_429_and_a_leaving_client_stops_its_work(live_server):

@@ -174,7 +174,7 @@ def test_reference_comparison_separates_shapes_from_detail():
 def test_a_leaving_client_stops_a_spacing_comparison(tmp_path_factory):
     """The comparison is several runs in a row: a page that leaves must stop the whole of it."""
     import httpx
-    from test_lab_api import wait_until
+    from conftest import wait_until
 
     from unnoise.lab import LabConfig, serving
 

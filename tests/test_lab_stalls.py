@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import torch
+from conftest import wait_until
 from fastapi.testclient import TestClient
 
 from unnoise import schedules
@@ -32,14 +33,6 @@ def stalled_client(url: str, path: str) -> socket.socket:
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
     return sock
 
-
-def wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_two_clients_that_stop_reading_do_not_lock_the_lab():

@@ -17,10 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from unnoise.training import checkpoint, distributed
@@ -31,19 +29,6 @@ COMMON = ["--image-size", "16", "--model-size", "tiny", "--batch-size", "8", "--
 
 def _env() -> dict[str, str]:  # at call time: after conftest pointed the folder cache at a temporary folder
     return {**os.environ, "OMP_NUM_THREADS": "1", "UNNOISE_DIST_TIMEOUT": "60"}
-
-
-@pytest.fixture(scope="module")
-def squares(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("squares")
-    rng = np.random.default_rng(0)
-    with open(root / "metadata.jsonl", "w") as meta:
-        for i in range(32):
-            colour, caption = [((220, 30, 30), "a red square"), ((30, 30, 220), "a blue square")][i % 2]
-            arr = np.clip(np.array(colour) + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(arr).save(root / f"{i:02d}.png")
-            meta.write(json.dumps({"file_name": f"{i:02d}.png", "text": caption}) + "\n")
-    return root
 
 
 def _port() -> int:

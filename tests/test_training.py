@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import SQUARE_COLOURS
 from safetensors.torch import load_file
 
 from unnoise.training import checkpoint
@@ -20,21 +20,7 @@ from unnoise.training.config import TrainConfig
 from unnoise.training.ema import EMA
 from unnoise.training.loop import Trainer, TrainingError, resume_config, train
 
-COLOURS = {"a red square": (220, 30, 30), "a blue square": (30, 30, 220)}
-
-
-@pytest.fixture(scope="module")
-def squares(tmp_path_factory) -> Path:
-    """A real image folder: 32 noisy red and blue 16×16 squares with captions."""
-    root = tmp_path_factory.mktemp("squares")
-    rng = np.random.default_rng(0)
-    with open(root / "metadata.jsonl", "w") as meta:
-        for i in range(32):
-            caption = list(COLOURS)[i % 2]
-            arr = np.clip(np.array(COLOURS[caption]) + rng.normal(0, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(arr).save(root / f"{i:02d}.png")
-            meta.write(json.dumps({"file_name": f"{i:02d}.png", "text": caption}) + "\n")
-    return root
+COLOURS = SQUARE_COLOURS
 
 
 def config(data: Path, out: Path, **kw) -> TrainConfig:
