@@ -84,3 +84,23 @@ def wait_until(condition, timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return condition()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny untrained model directory (16×16, dpmpp_2m, 6 steps, w = 2): the plumbing is under test, not the
+    pictures.  Modules that need other defaults define their own `model_dir`."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from unnoise import schedules
+    from unnoise.modeldir import save_model_dir
+    from unnoise.models import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig.tiny().replace(image_size=16))
+    meta = SimpleNamespace(channels=3, image_size=16, name="test", example_prompts=["a red square"])
+    out = tmp_path_factory.mktemp("m") / "model"
+    return save_model_dir(out, net, schedule=schedules.get("linear"), prediction_type="epsilon", dataset=meta,
+                          text_encoder="test", defaults={"steps": 6, "guidance": 2.0, "sampler": "dpmpp_2m"})

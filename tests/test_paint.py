@@ -4,27 +4,14 @@ These use a small *untrained* model directory written by the project's own expor
 what is tested here; whether trained models paint well is test_training.py's and the evaluation's job.
 """
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from unnoise import schedules
-from unnoise.modeldir import ModelDirError, save_model_dir
-from unnoise.models import UNet, UNetConfig
+from unnoise.modeldir import ModelDirError
 from unnoise.pipeline import Painter, PaintError, PaintParams, save_png
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    net = UNet(UNetConfig.tiny().replace(image_size=16))
-    meta = SimpleNamespace(channels=3, image_size=16, name="test", example_prompts=["a red square"])
-    out = tmp_path_factory.mktemp("m") / "model"
-    return save_model_dir(out, net, schedule=schedules.get("linear"), prediction_type="epsilon", dataset=meta,
-                          text_encoder="test", defaults={"steps": 6, "guidance": 2.0, "sampler": "dpmpp_2m"})
 
 
 @pytest.fixture(scope="module")

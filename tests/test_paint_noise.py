@@ -1,28 +1,18 @@
 """Painter(…, noise=Tensor): a caller's start noise instead of the seed's draw (the browser lab's contract:
 the page and Python paint the same picture from the same noise)."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from unnoise import schedules
 from unnoise.errors import UnnoiseError
-from unnoise.modeldir import save_model_dir
-from unnoise.models import UNet, UNetConfig
 from unnoise.pipeline import Painter, PaintError
 
 
 @pytest.fixture(scope="module")
-def painter(tmp_path_factory):
-    torch.manual_seed(0)
-    net = UNet(UNetConfig.tiny().replace(image_size=16))
-    meta = SimpleNamespace(channels=3, image_size=16, name="test", example_prompts=["a red square"])
-    out = tmp_path_factory.mktemp("m") / "model"
-    save_model_dir(out, net, schedule=schedules.get("linear"), prediction_type="epsilon", dataset=meta,
-                   text_encoder="test", defaults={"steps": 6, "guidance": 2.0, "sampler": "dpmpp_2m"})
-    return Painter.from_pretrained(out)
+def painter(model_dir):
+    return Painter.from_pretrained(model_dir)
 
 
 def seed_draw(shape, seeds):
