@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import atomic_write
 from .errors import UnnoiseError
-from .models.unet import _atomic_write  # write to a temporary sibling, then os.replace
 
 OPSET = 18
 UNET_FILE, TEXT_FILE, MANIFEST = "unet.onnx", "text_encoder.onnx", "onnx.json"
@@ -114,7 +114,7 @@ def unet_inputs(unet: nn.Module, batch: int = 2, length: int = 8, seed: int = 0)
 
 def _export(module: nn.Module, inputs: dict[str, torch.Tensor], outputs: list[str], dynamic: dict, path: Path) -> Path:
     """torch.onnx.export, written atomically (readers never see half a file)."""
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             # The UNet's input checks read shapes as Python values (TracerWarning), and the exporter itself is
             # deprecated in favour of the dynamo one (DeprecationWarning): both are expected here.
@@ -124,7 +124,7 @@ def _export(module: nn.Module, inputs: dict[str, torch.Tensor], outputs: list[st
                               input_names=list(inputs), output_names=outputs, dynamic_axes=dynamic)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 
@@ -183,7 +183,7 @@ def weights_to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, lossless_
     for node in reversed(casts):  # first in the node list keeps the graph topologically sorted
         graph.node.insert(0, node)
     dst = Path(dst)
-    _atomic_write(dst, lambda tmp: onnx.save(model, tmp))
+    atomic_write(dst, lambda tmp: onnx.save(model, str(tmp)))
     return dst
 
 
@@ -202,7 +202,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, ops: tuple[str
     except ImportError as e:
         raise OnnxExportError(f"int8 needs onnxruntime ({e}): pip install onnxruntime") from None
     dst = Path(dst)
-    _atomic_write(dst, lambda tmp: quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8, per_channel=True,
+    atomic_write(dst, lambda tmp: quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                                                        op_types_to_quantize=list(ops) if ops else None))
     return dst
 
@@ -229,7 +229,7 @@ def export_model(name_or_dir: str | os.PathLike, out_dir: str | os.PathLike, *, 
                          "precision": text_precision, "max_length": encoder.max_length, "id": encoder.id},
     }
     text = json.dumps(manifest, indent=2) + "\n"
-    _atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(text))
     return out
 
 

@@ -51,7 +51,7 @@ def _root(training: dict) -> str | None:
 
 def write_distill_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, notes: str = "") -> Path:
     """MODEL.md + loss.png in model_dir (an exported student), from run's config.json and metrics.jsonl."""
-    from ..models.unet import _atomic_write
+    from ..atomic import atomic_write
 
     run, model_dir = Path(run), Path(model_dir)
     cfg = DistillConfig.from_dict(json.loads((run / "config.json").read_text()))
@@ -103,5 +103,5 @@ def write_distill_card(run: str | os.PathLike, model_dir: str | os.PathLike, nam
     if notes:
         lines += [notes.rstrip(), ""]
     out = model_dir / "MODEL.md"
-    _atomic_write(out, lambda p: Path(p).write_text("\n".join(lines)))
+    atomic_write(out, lambda p: p.write_text("\n".join(lines)))
     return out

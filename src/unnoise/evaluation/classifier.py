@@ -75,9 +75,9 @@ def train_classifier(out: str | os.PathLike, *, epochs: int = 4, batch_size: int
     from safetensors.torch import save_file
     from tqdm import tqdm
 
+    from ..atomic import atomic_write
     from ..data import get_dataset
     from ..data.base import to_float
-    from ..models.unet import _atomic_write
 
     train, test = get_dataset("digits", "train"), get_dataset("digits", "test")
     assert train.labels is not None and test.labels is not None  # digits carry their class labels
@@ -111,8 +111,8 @@ def train_classifier(out: str | os.PathLike, *, epochs: int = 4, batch_size: int
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    _atomic_write(out / "model.safetensors", lambda p: save_file(state, p))
-    _atomic_write(out / "config.json", lambda p: Path(p).write_text(json.dumps(info, indent=2) + "\n"))
+    atomic_write(out / "model.safetensors", lambda p: save_file(state, str(p)))
+    atomic_write(out / "config.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
     return info
 
 

@@ -416,7 +416,3 @@ class UNet(nn.Module):
             raise UNetConfigError(f"{directory / WEIGHTS_NAME} does not match its config: {e}") from e
         return model.to(dtype=dtype or torch.float32)
 
-
-def _atomic_write(path: Path, write) -> None:
-    """Kept for older callers: unnoise.atomic.atomic_write with write(str(tmp_path))."""
-    atomic_write(path, lambda p: write(str(p)))
