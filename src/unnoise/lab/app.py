@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__, schedules
 from ..errors import UnnoiseError
-from ..limits import DEFAULT_SAMPLER, DEFAULT_STRENGTH, LAB_MAX_GUIDANCE, MAX_STEPS
+from ..limits import DEFAULT_STRENGTH, LAB_MAX_GUIDANCE, MAX_STEPS
 from ..sampling import SAMPLERS
 from ..schedules import Schedule
 from .messages import (
@@ -45,7 +45,6 @@ from .messages import (
     LadderRequest,
     PictureInfo,
     ReplayRequest,
-    SamplerInfo,
     SamplerList,
     ScheduleCurves,
     ScheduleList,
@@ -53,6 +52,7 @@ from .messages import (
     SpacingsRequest,
     Status,
 )
+from .site import IMAGE_ID, MAX_SEED, curves, sampler_list
 from .streams import Busy, Job, JobGate, JobResponse, Source, replay_source, replay_timesteps
 from .sweeps import spacing_chart
 from .uploads import CAT_ID, Picture, PictureStore, UploadError, b64, decode_upload, the_cat
@@ -62,8 +62,6 @@ STATIC = Path(__file__).parent / "static"
 ScheduleName = Literal[tuple(schedules.available())]  # type: ignore[valid-type]
 SpacingName = Literal[schedules.SPACINGS]  # type: ignore[valid-type]
 SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
-IMAGE_ID = r"^(cat|[0-9a-f]{20})$"
-MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -86,16 +84,6 @@ class LabConfig:
     retry_after: int = 5  # the Retry-After a 429 carries, seconds
     store_capacity: int = 32  # uploads kept (small copies, least recently used dropped)
     decode_concurrency: int = 2  # uploads decoded at once
-
-
-def _curves(s: Schedule) -> ScheduleCurves:
-    return ScheduleCurves(
-        name=s.name,
-        num_steps=s.num_steps,
-        zero_terminal_snr=s.zero_terminal_snr,
-        crossing_step=s.crossing_step(),
-        alphas_cumprod=s.alphas_cumprod.tolist(),
-    )
 
 
 def _noise(picture: Picture, seed: int) -> torch.Tensor:
@@ -127,7 +115,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     scheds = {name: schedules.get(name, config.num_train_steps) for name in schedules.available()}
     scheds.update(getattr(generate, "model_schedules", dict)())  # a diffusers folder's own β schedule, by its model
     ScheduleName = Literal[tuple(scheds)]  # type: ignore[valid-type]  # noqa: N806
-    curves = ScheduleList(default="linear", schedules=[_curves(s) for s in scheds.values()])
+    curves = ScheduleList(default="linear", schedules=[curves(s) for s in scheds.values()])
     app.state.gate, app.state.store, app.state.config, app.state.generate = gate, store, config, generate
     known = sorted(getattr(generate, "models", None) or [])  # a PainterFactory says; a bare callable may not
     default_model = "emoji" if not known or "emoji" in known else known[0]
@@ -250,10 +238,7 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
     @app.get("/api/samplers")
     async def samplers() -> SamplerList:
         """The registered samplers (unnoise.sampling.SAMPLERS) and inference spacings: the page's lists."""
-        listed = [SamplerInfo(name=s.name, order=s.order, stochastic=s.stochastic, calls_per_step=s.calls_per_step,
-                              paper=s.paper) for s in SAMPLERS.values()]
-        return SamplerList(default=DEFAULT_SAMPLER, samplers=listed, default_spacing=schedules.DEFAULT_SPACING,
-                           spacings=list(schedules.SPACINGS))
+        return sampler_list()
 
     @app.get("/api/spacings", responses=_errors(422))
     async def spacings_chart(
@@ -272,7 +257,7 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
     @app.get("/api/schedules/{name}", responses=_errors(422))
     async def one_schedule(name: Annotated[lab.schedule_name, PathParam()]) -> ScheduleCurves:
         """One schedule's ᾱ list and crossing step."""
-        return _curves(lab.scheds[name])
+        return curves(lab.scheds[name])
 
 
 def _picture_routes(app: FastAPI, lab: _Lab) -> None:

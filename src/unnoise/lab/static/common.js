@@ -11,7 +11,39 @@ export const state = {
 };
 window.lab = state; // for the browser tests and the curious
 
-// --- talking to the server ---------------------------------------------------------------------
+// --- talking to the lab: every request of the page goes through `api` -------------------------------
+// Served (`unnoise lab`): fetch JSON and read the server's event streams.  Static (an exported site, whose
+// index.html carries data-site="site.json"): local.js answers the very same paths in the page, with the same
+// JSON and the same events, so the parts never know which lab they talk to.
+let local = null; // the static site's answerer, or null while a server answers
+export const api = {
+  get mode() { return local ? "static" : "served"; },
+
+  /** Chooses the mode once, before the first request. */
+  async init() {
+    const site = document.documentElement.dataset.site;
+    if (!site) return;
+    const { LocalLab } = await import("./local.js");
+    local = await LocalLab.open(new URL(site, document.baseURI));
+  },
+
+  /** The JSON answer of `path` (an /api/… path with its query), or an Error in the page's own words. */
+  async json(path, options = {}) {
+    if (local) return local.json(path, options);
+    const r = await fetch(path, options);
+    if (!r.ok) throw new Error(await errorText(r));
+    return r.json();
+  },
+
+  /** The events of a streamed run, [name, data] each (start, step…, done or error); aborting `signal` stops it. */
+  async* stream(path, { signal } = {}) {
+    if (local) { yield* local.stream(path, { signal }); return; }
+    const response = await fetch(path, { signal });
+    if (!response.ok) throw new Error(await errorText(response));
+    yield* events(response);
+  },
+};
+
 export async function errorText(response) {
   try {
     const body = await response.json();
@@ -95,7 +127,7 @@ export class Work {
     const known = this.counts.every(([, e]) => e > 0);
     this.bar.classList.toggle("indeterminate", !known);
     this.bar.firstChild.style.width = known ? `${(100 * Math.min(d, t)) / t}%` : "";
-    this.text.textContent = known ? `${Math.min(d, t)} of ${t} steps` : "working… (waiting for the server)";
+    this.text.textContent = known ? `${Math.min(d, t)} of ${t} steps` : (api.mode === "static" ? "working…" : "working… (waiting for the server)");
   }
 
   show(on) {
@@ -104,12 +136,6 @@ export class Work {
     for (const id of this.buttons) $(id).disabled = on;
     if (on) for (let k = 0; k < this.counts.length; k++) this.progress(k, 0, 0);
   }
-}
-
-export async function getJSON(path, options) {
-  const r = await fetch(path, options);
-  if (!r.ok) throw new Error(await errorText(r));
-  return r.json();
 }
 
 export function bytes(b64) {
@@ -125,7 +151,7 @@ export function showError(id, message) {
 }
 
 // --- streamed runs: the replay and the learned reverse share one player ------------------------
-// Reads a text/event-stream from fetch (not EventSource: we need the JSON of a 4xx, and
+// Reads a server's text/event-stream from fetch (not EventSource: we need the JSON of a 4xx, and
 // aborting the fetch is how the page tells the server to stop).
 export async function* events(response) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -168,9 +194,7 @@ export class Player {
     $(`${this.p}-readout`).textContent = "starting…";
     this.setPlaying(true);
     try {
-      const response = await fetch(url, { signal });
-      if (!response.ok) throw new Error(await errorText(response));
-      for await (const [name, data] of events(response)) {
+      for await (const [name, data] of api.stream(url, { signal })) {
         if (name === "start") { this.total = data.steps; if (onStart) onStart(data); }
         else if (name === "step") this.add(data);
         else if (name === "error") throw new Error(data.error);

@@ -3,7 +3,7 @@
 // The forward process is composed here, exactly: the server sends the picture x0 (uint8), one
 // noise draw ε (float32) and each schedule's ᾱ list (float64 in JSON); a slider move is then
 // x_t = sqrt(ᾱ_t)·x0 + sqrt(1−ᾱ_t)·ε per pixel, with no round trip.
-import { $, Player, Work, bytes, getJSON, query, showError, state } from "./common.js";
+import { $, Player, Work, api, bytes, query, showError, state } from "./common.js";
 import { fillSelects, wireDial, wireImg2img, wireSteps } from "./parts.js";
 
 const COLORS = {
@@ -17,7 +17,7 @@ const canvas = $("forward-canvas"), ctx = canvas.getContext("2d");
 let frame = null; // ImageData reused across slider moves
 
 async function loadPicture(image, seed) {
-  const data = await getJSON(`/api/forward?image=${encodeURIComponent(image)}&seed=${seed}`);
+  const data = await api.json(`/api/forward?image=${encodeURIComponent(image)}&seed=${seed}`);
   const u8 = bytes(data.x0), x0 = new Float64Array(u8.length);
   for (let i = 0; i < u8.length; i++) x0[i] = u8[i] / 127.5 - 1;
   const eb = bytes(data.noise);
@@ -95,7 +95,7 @@ async function upload(file) {
     return;
   }
   try {
-    const info = await getJSON("/api/images", {
+    const info = await api.json("/api/images", {
       method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" },
     });
     await loadPicture(info.id, state.seed);
@@ -310,9 +310,21 @@ function wireLearned(status) {
   });
 }
 
+// --- the static site (an exported lab, no server): the words that promised one -------------------------
+function staticWords() {
+  $("forward-note").textContent = "Drawn in your browser from the picture, one fixed noise draw ε and the schedule's "
+    + "exact ᾱₜ list, so every position of the slider is exact.";
+  $("replay-note").textContent = "Uses part 1's picture and noise seed (“new noise” there draws another); every step "
+    + "is computed in this page.";
+  $("footer").textContent = "unnoise lab, as a static page: the models' real networks paint here, in your browser "
+    + "(ONNX Runtime Web), from unnoise's own schedules · nothing leaves this machine";
+}
+
 // --- start -------------------------------------------------------------------------------------
 async function main() {
-  const list = await getJSON("/api/schedules");
+  await api.init();
+  if (api.mode === "static") staticWords();
+  const list = await api.json("/api/schedules");
   for (const s of list.schedules) {
     state.schedules.set(s.name, { ab: Float64Array.from(s.alphas_cumprod), crossing: s.crossing_step, ztsnr: s.zero_terminal_snr });
   }
@@ -321,7 +333,7 @@ async function main() {
   wireSchedule();
   wireForward();
   await loadPicture("cat", 0);
-  const [status, samplers] = await Promise.all([getJSON("/api/status"), getJSON("/api/samplers")]);
+  const [status, samplers] = await Promise.all([api.json("/api/status"), api.json("/api/samplers")]);
   fillSelects(status.models || [], samplers, status.model_defaults || {}, status.default_model || "");
   const chip = $("model-status");
   chip.textContent = status.learned ? "a trained model is loaded" : "no trained model loaded yet: parts 3, 5, 6 and 7 are waiting for one";

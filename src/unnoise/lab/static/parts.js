@@ -1,5 +1,5 @@
 // unnoise lab, parts 5–7: image to image, the guidance dial, where the steps go.
-import { $, Player, Work, crisp, errorText, events, getJSON, query, showError, state } from "./common.js";
+import { $, Player, Work, api, crisp, query, showError, state } from "./common.js";
 
 // Model and sampler pickers: the server's own lists (/api/status, /api/samplers), never the page's guesses.
 // Picking a model fills its part's sampler, steps and guidance with that model's own defaults
@@ -119,9 +119,7 @@ class TileRun {
     const readout = this.readout && $(this.readout);
     if (readout) readout.textContent = "starting…";
     try {
-      const response = await fetch(url, { signal });
-      if (!response.ok) throw new Error(await errorText(response));
-      for await (const [name, data] of events(response)) {
+      for await (const [name, data] of api.stream(url, { signal })) {
         if (name === "start") { this.start = data; onStart(data); progress(0, data.total); }
         else if (name === "step") {
           onStep(data);
@@ -238,7 +236,7 @@ function drawStepsChart() {
 async function loadStepsChart() {
   const q = new URLSearchParams({ schedule: "linear", steps: $("steps-steps").value || 8 });
   try {
-    state.stepsChart = await getJSON(`/api/spacings?${q}`);
+    state.stepsChart = await api.json(`/api/spacings?${q}`);
     showError("steps-error", "");
     drawStepsChart();
   } catch (e) { showError("steps-error", e.message); }
