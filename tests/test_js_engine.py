@@ -1,0 +1,164 @@
+"""The in-browser lab's pure JavaScript engine (src/unnoise/lab/static/engine/) against the Python it mirrors.
+
+Each test writes a fixture computed by the Python side, runs a node harness (tests/js/*.mjs) on it and
+compares the harness's JSON answer here.  Skipped, with the reason, where `node` is not installed."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from unnoise import schedules
+
+NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(NODE is None, reason="node (Node.js ≥ 20) is not installed")
+HARNESS = Path(__file__).parent / "js"
+
+
+def run_node(harness: str, fixture, tmp_path: Path):
+    """Run tests/js/<harness>.mjs on the fixture (written as JSON) and return its JSON stdout."""
+    path = tmp_path / f"{harness}.json"
+    path.write_text(json.dumps(fixture, allow_nan=False))
+    done = subprocess.run([NODE, str(HARNESS / f"{harness}.mjs"), str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def max_rel(ours, theirs) -> float:
+    a = torch.as_tensor(ours, dtype=torch.float64)
+    b = torch.as_tensor(theirs, dtype=torch.float64)
+    assert a.shape == b.shape
+    return float(((a - b).abs() / b.abs().clamp(min=1e-300)).max()) if a.numel() else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# schedules.js
+
+
+SCHEDULES = [*schedules.available()]
+STEPS = [1, 2, 4, 20, 50, 1000]
+SPACINGS = [*schedules.SPACINGS, "log_snr@0.5", "log_snr@0.02"]
+
+
+def test_schedules_match_python(tmp_path):
+    probe = [0.0, 1e-3, 0.0064, 0.01, 0.3, 1.0, 1.7, 80.0, 157.0, 1e5]
+    cases = [{"name": n, "numSteps": 1000, "steps": STEPS, "spacing": SPACINGS, "probe": probe} for n in SCHEDULES]
+    cases.append({"name": "cosine", "numSteps": 37, "steps": [1, 2, 5, 37], "spacing": SPACINGS, "probe": probe})
+    worst = {"alphas_cumprod": 0.0, "sigmas": 0.0, "t": 0.0}
+    for case, got in zip(cases, run_node("schedules", {"cases": cases}, tmp_path)):
+        s = schedules.get(case["name"], case["numSteps"])
+        worst["alphas_cumprod"] = max(worst["alphas_cumprod"], max_rel(got["alphasCumprod"], s.alphas_cumprod))
+        t = s.sigma_to_t(torch.tensor(probe, dtype=torch.float64))
+        worst["t"] = max(worst["t"], float((torch.tensor(got["t"], dtype=torch.float64) - t).abs().max()))
+        for steps in case["steps"]:
+            for spacing in case["spacing"]:
+                js = got["sigmas"][str(steps)][spacing]
+                try:
+                    py = s.sigmas(steps, spacing)
+                except schedules.ScheduleError:
+                    assert isinstance(js, dict), (case["name"], steps, spacing, "Python refuses, JS does not")
+                    continue
+                assert not isinstance(js, dict), (case["name"], steps, spacing, js)
+                assert js[-1] == 0.0
+                worst["sigmas"] = max(worst["sigmas"], max_rel(js[:-1], py[:-1]))
+    print("schedules.js max relative differences:", worst)
+    assert worst["alphas_cumprod"] < 1e-12 and worst["sigmas"] < 1e-6 and worst["t"] < 1e-9, worst
+
+
+# ---------------------------------------------------------------------------------------------------------
+# samplers.js: every sampler, every step, on the same analytic denoiser as Python
+
+
+IMAGE = (3, 4, 4)  # C, H, W of the toy images; a batch of 2 whose noise comes from seeds 11 and 12
+
+
+def _toy_data():
+    g = torch.Generator().manual_seed(5)
+    mu = torch.rand(IMAGE, generator=g, dtype=torch.float64) * 1.6 - 0.8
+    s2 = torch.rand(IMAGE, generator=g, dtype=torch.float64) * 0.5 + 0.05
+    return mu, s2
+
+
+def _analytic(mu, s2, calls):
+    """x̂0 = (s²·x + σ²·μ)/(s² + σ²) + 0.05·tanh(x)·σ/(1 + σ²), in float64, returned in x's dtype (= tests/js)."""
+    def denoiser(x, sigma):
+        calls.append(float(sigma[0]))
+        x64 = x.to(torch.float64)
+        s = sigma.to(torch.float64).view(-1, 1, 1, 1)
+        v = s * s
+        out = (s2 * x64 + v * mu) / (s2 + v) + 0.05 * torch.tanh(x64) * s / (1 + v)
+        return out.to(x.dtype)
+    return denoiser
+
+
+def _draws(x: torch.Tensor, count: int) -> list[list[float]]:
+    """The first `count` fresh-noise draws a sampler makes with generators seeded 11 and 12 (core.randn_like)."""
+    from unnoise.sampling.core import randn_like
+
+    gens = [torch.Generator().manual_seed(s) for s in (11, 12)]
+    return [randn_like(x, gens).flatten().tolist() for _ in range(count)]
+
+
+SAMPLER_RUNS = [(name, {}) for name in ("ddim", "ddpm", "euler", "euler_ancestral", "heun", "dpmpp_2m",
+                                         "dpmpp_2m_sde", "dpmpp_3m_sde", "unipc", "consistency")] + [
+    ("euler", {"s_churn": 1.5}), ("heun", {"s_churn": 1.0, "s_tmin": 0.05, "s_tmax": 50.0}),
+    ("ddim", {"eta": 0.5}), ("euler_ancestral", {"eta": 1.7}), ("dpmpp_2m_sde", {"eta": 0.5}),
+    ("dpmpp_3m_sde", {"order3_max_h": math.inf}), ("unipc", {"order": 3}), ("unipc", {"variant": "bh1"}),
+    ("unipc", {"variant": "bh2", "order": 3}), ("unipc", {"corrector": False}),
+]
+
+
+def _sampler_runs():
+    from unnoise.sampling import SAMPLERS
+
+    mu, s2 = _toy_data()
+    sched = schedules.get("linear")
+    runs, expected = [], []
+    for dtype in (torch.float64, torch.float32):
+        grid = [(n, sp) for n in (1, 2, 5, 20) for sp in ("log_snr", "karras", "trailing", "log_snr@0.5")]
+        if dtype == torch.float32:
+            grid = [(5, "log_snr_trailing"), (20, "log_snr")]
+        for (name, options), (steps, spacing) in [(r, g) for r in SAMPLER_RUNS for g in grid]:
+            sigmas = sched.sigmas(steps, spacing)
+            x = torch.randn((2, *IMAGE), generator=torch.Generator().manual_seed(steps), dtype=dtype) * float(sigmas[0])
+            calls, seen = [], []
+            gens = [torch.Generator().manual_seed(s) for s in (11, 12)]
+            final = SAMPLERS[name](_analytic(mu, s2, calls), x, sigmas, generator=gens, callback=seen.append, **options)
+            runs.append({"sampler": name, "options": options, "sigmas": sigmas.tolist(), "x": x.flatten().tolist(),
+                         "dtype": str(dtype).removeprefix("torch."), "noises": _draws(x, 2 * steps)})
+            expected.append((final, seen, len(calls)))
+    return {"mu": mu.flatten().tolist(), "s2": s2.flatten().tolist(), "runs": runs}, expected
+
+
+def test_samplers_match_python_at_every_step(tmp_path):
+    from unnoise.sampling import SAMPLERS
+
+    fixture, expected = _sampler_runs()
+    fixture["runs"] = [{**r, "options": {k: (1e308 if v == math.inf else v) for k, v in r["options"].items()}}
+                       for r in fixture["runs"]]
+    worst = {"float64": 0.0, "float32": 0.0, "float32 final": 0.0}
+    for run, got, (final, seen, calls) in zip(fixture["runs"], run_node("samplers", fixture, tmp_path), expected):
+        what = (run["sampler"], run["options"], len(run["sigmas"]) - 1, run["dtype"])
+        assert got["calls"] == calls == SAMPLERS[run["sampler"]].nfe(len(run["sigmas"]) - 1), what
+        assert got["kind"] == ("Float32Array" if run["dtype"] == "float32" else "Float64Array"), what
+        assert len(got["steps"]) == len(seen), what
+        for js, py in zip(got["steps"], seen):
+            assert (js["index"], js["total"]) == (py.i, py.steps), what
+            assert js["sigma"] == pytest.approx(py.sigma, rel=1e-12) and js["sigmaNext"] == py.sigma_next, what
+            scale = max(1.0, py.sigma)
+            for key in ("x", "denoised"):
+                diff = float((torch.tensor(js[key], dtype=torch.float64) - py[key].flatten().double()).abs().max())
+                worst[run["dtype"]] = max(worst[run["dtype"]], diff / scale)
+        diff = float((torch.tensor(got["final"], dtype=torch.float64) - final.flatten().double()).abs().max())
+        worst[run["dtype"]] = max(worst[run["dtype"]], diff)
+        if run["dtype"] == "float32":
+            worst["float32 final"] = max(worst["float32 final"], diff)
+    print(f"samplers.js max |Δx|/max(1, σ) over {len(expected)} runs, every step:", worst)
+    assert worst["float64"] < 1e-10 and worst["float32"] < 1e-5 and worst["float32 final"] < 1e-5, worst
