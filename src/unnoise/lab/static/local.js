@@ -32,6 +32,7 @@ export class LocalLab {
     Object.assign(this, { site, base, engine, lab, limits: lab.status.limits, runtime: null });
     this.pictures = new PictureStore(this.limits.store_capacity, cat);
     this.curves = new Map(lab.schedules.schedules.map((s) => [s.name, s]));
+    this.abs = new Map();
     const runnable = new Set(Object.keys(engine.samplers.SAMPLERS));
     const listed = lab.samplers.samplers.filter((s) => runnable.has(s.name));
     this.samplerList = { ...lab.samplers, samplers: listed, default: runnable.has(lab.samplers.default) ? lab.samplers.default : listed[0]?.name };
@@ -80,7 +81,7 @@ export class LocalLab {
       }
       case "/api/spacings": {
         const v = checked(q, { schedule: S.schedule, steps: { type: "int", ge: 1, le: this.limits.max_steps, def: 8 }, spacing: S.spacing });
-        return spacingChart(this.engine.schedules, this.curves.get(v.schedule), v.steps, [...new Set(v.spacing)]);
+        return spacingChart(this.engine.schedules, this.curves.get(v.schedule), this.alphas(v.schedule), v.steps, [...new Set(v.spacing)]);
       }
       case "/api/forward": return this.forward(checked(q, { image: S.image, seed: S.seed }));
       case "/api/images":
@@ -92,6 +93,12 @@ export class LocalLab {
   }
 
   model(name) { return this.lab.models[name]; }
+
+  /** A schedule's ᾱ list as one Float64Array per schedule (the engine caches its log σ per array). */
+  alphas(name) {
+    if (!this.abs.has(name)) this.abs.set(name, Float64Array.from(this.curves.get(name).alphas_cumprod));
+    return this.abs.get(name);
+  }
 
   picture(id) {
     const picture = this.pictures.get(id);

@@ -10,8 +10,8 @@ const stopIf = (signal) => { if (signal?.aborted) throw signal.reason; };
 const roundHalfEven = (v) => { const r = Math.round(v); return Math.abs(v % 1) === 0.5 && r % 2 ? r - 1 : r; };
 
 /** Where each spacing puts its steps (lab/sweeps.py spacing_chart), from the engine's σ lists. */
-export function spacingChart(engine, curve, steps, spacings) {
-  const ab = Float64Array.from(curve.alphas_cumprod), rows = [];
+export function spacingChart(engine, curve, ab, steps, spacings) {
+  const rows = [];
   for (const spacing of spacings) {
     let sigmas;
     try { sigmas = Array.from(engine.sigmas(ab, steps, spacing)); } catch (e) { throw new Refused(e.message); }
@@ -22,12 +22,11 @@ export function spacingChart(engine, curve, steps, spacings) {
 }
 
 // --- the replay (part 4): from the static, subtract the noise that was added -----------------------------
-// Descending timesteps from T−1 (trailing, Schedule.timesteps); one later at a zero-terminal-SNR end.
-function replayTimesteps(ab, steps) {
-  const T = ab.length, ts = [];
-  for (let k = 0; k < steps; k++) ts.push(roundHalfEven(T - k * (T / steps)) - 1);
-  if (ts.some((t, k) => k && t >= ts[k - 1])) throw new Refused(`'trailing' spacing cannot place ${steps} distinct steps in ${T}`);
-  if (ab[ts[0]] === 0) ts[0] = T - 2;
+// Descending timesteps from T−1 (trailing); at a zero-terminal-SNR end (ᾱ = 0: no trace of the picture) one later.
+function replayTimesteps(engine, ab, steps) {
+  let ts;
+  try { ts = engine.timesteps(ab.length, steps, "trailing"); } catch (e) { throw new Refused(e.message); }
+  if (ab[ts[0]] === 0) ts[0] = ab.length - 2;
   return ts.filter((t, k) => k === 0 || t !== ts[k - 1]);
 }
 
@@ -37,7 +36,7 @@ async function* replay(lab, query, signal) {
     seed: S.seed, model: { ...S.model, def: undefined } });
   const picture = lab.picture(v.image);
   if (v.model !== null) { yield* modelReplay(lab, v, picture, signal); return; }
-  const curve = lab.curves.get(v.schedule), ab = curve.alphas_cumprod, ts = replayTimesteps(ab, v.steps);
+  const curve = lab.curves.get(v.schedule), ab = lab.alphas(v.schedule), ts = replayTimesteps(lab.engine.schedules, ab, v.steps);
   const { width, height } = picture, n = width * height;
   const x0 = Float64Array.from({ length: 3 * n }, (_, i) => picture.pixels[3 * (i % n) + Math.floor(i / n)] / 127.5 - 1);
   const eps = new lab.engine.random.TorchGenerator(v.seed).randn(3 * n); // (3, H, W), as /api/forward's ε
@@ -59,7 +58,7 @@ async function* replay(lab, query, signal) {
 // at the model's size and σ grid: the very static image to image at strength 1 starts from.
 async function* modelReplay(lab, v, picture, signal) {
   const m = lab.model(v.model), size = m.image_size, C = m.channels, n = size * size;
-  const ab = Float64Array.from(lab.curves.get(m.schedule).alphas_cumprod), spacing = m.defaults.spacing;
+  const ab = lab.alphas(m.schedule), spacing = m.defaults.spacing;
   let sigmas;
   try { sigmas = Array.from(lab.engine.schedules.sigmas(ab, v.steps, spacing)); } catch (e) { throw new Refused(e.message); }
   const x0 = seenBy(picture, size, C), eps = new lab.engine.random.TorchGenerator(v.seed).randn(C * n);
@@ -175,7 +174,7 @@ async function* spacings(lab, query, signal) {
     steps: { type: "int", ge: 1, le: L.max_sweep_steps, def: 8 }, guidance: { type: "float", ge: 0, le: c.max_guidance, def: 5 },
     seed: S.seed, spacing: S.spacing });
   const m = lab.model(v.model), size = m.image_size, names = [...new Set(v.spacing)];
-  const chart = spacingChart(lab.engine.schedules, lab.curves.get(m.schedule), v.steps, names); // a refusal before any work
+  const chart = spacingChart(lab.engine.schedules, lab.curves.get(m.schedule), lab.alphas(m.schedule), v.steps, names); // a refusal before any work
   const refSteps = Math.min(L.max_steps, Math.max(c.min_reference_steps, 2 * v.steps)), refSpacing = m.defaults.spacing;
   const base = fields(v, ["prompt", "model", "sampler", "guidance", "seed"]);
   const requests = [...names.map((spacing) => ({ count: v.steps, request: { ...base, steps: v.steps, spacing } })),

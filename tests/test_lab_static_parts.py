@@ -1,0 +1,216 @@
+"""The lab as a static site, in a real browser: every part works with no unnoise process running.
+
+One site per module, exported from the bundled models (`unnoise lab --export`) and served by a plain
+`python -m http.server` subprocess; Debian chromium via playwright as in test_lab_browser.py.  Pages are
+shared by test groups (module-scoped) to keep the browser work small on a 2-core machine.
+Screenshots land in artifacts/lab/static-*.png for a person to look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_lab_api import bomb_png
+from test_lab_browser import ARGS, ARTIFACTS, CHROMIUM, canvas_pixels, set_slider
+
+from unnoise import images, schedules
+from unnoise.lab.site import write_lab_site
+from unnoise.modeldir import BUNDLED, ModelDirError, resolve
+
+pytestmark = pytest.mark.browser
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+STATIC = Path(__file__).resolve().parents[1] / "src" / "unnoise" / "lab" / "static"
+
+
+def bundled_models() -> dict[str, Path]:
+    found = {}
+    for name in BUNDLED:
+        try:
+            found[name] = resolve(name)
+        except ModelDirError:
+            pass
+    return found
+
+
+def export_site(out: Path, models: dict[str, Path]) -> Path:
+    """The site as `unnoise lab --export` writes it; where the exporter is not there yet, its lab half alone
+    (the page, its scripts, site.json's "lab"): enough for the parts that need no network."""
+    try:
+        from unnoise.lab.export import export_site as export  # webexport's exporter
+    except ImportError:
+        shutil.copytree(STATIC, out / "static")
+        (out / "site.json").write_text(json.dumps({"lab": write_lab_site(out, models)}))
+        return out
+    export(out, list(models))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def site_url(tmp_path_factory):
+    """The exported site under `python -m http.server` (no unnoise anywhere in that process)."""
+    site = export_site(tmp_path_factory.mktemp("site"), bundled_models())
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(site)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(url + "site.json", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"python -m http.server did not start on port {port}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    pg = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    requests: list[str] = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.lab_errors, pg.lab_requests = errors, requests
+    pg.goto(url)
+    pg.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(browser, site_url):
+    """One page for the parts that need no network: forward, schedules, replay, spacing chart, uploads."""
+    pg = open_page(browser, site_url)
+    yield pg
+    pg.close()
+    assert not pg.lab_errors, pg.lab_errors  # no script errors, no failed requests
+    assert not [u for u in pg.lab_requests if "/api/" in u]  # nothing asked a server
+
+
+def test_static_page_starts_with_its_own_lists(page):
+    assert page.evaluate("document.documentElement.dataset.site") == "site.json"
+    names = page.eval_on_selector_all("#schedule-select option", "os => os.map(o => o.value)")
+    assert names == schedules.available()
+    models = sorted(bundled_models())
+    assert page.eval_on_selector_all("#learn-model option", "os => os.map(o => o.value)") == models
+    assert page.inner_text("#model-status") == "a trained model is loaded"
+    assert "in your browser" in page.inner_text("footer")
+    chart = canvas_pixels(page, "#schedule-canvas")
+    assert (chart.sum(axis=2) < 600).mean() > 0.005  # curves and axes were drawn
+    steps_chart = canvas_pixels(page, "#steps-canvas")
+    assert (steps_chart.sum(axis=2) < 600).mean() > 0.001
+    page.screenshot(path=ARTIFACTS / "static-page.png", full_page=True)
+
+
+def test_static_forward_is_the_servers_forward(page):
+    """The cat and the seed's noise draw are the server's to the grey level: x_t = sqrt(ᾱ)·x0 + sqrt(1−ᾱ)·ε."""
+    cat = np.asarray(images.limit_size(images.default_cat(), 256), dtype=np.int16)
+    x0 = np.asarray(page.evaluate("Array.from(window.lab.x0, (v) => Math.round((v + 1) * 127.5))")).reshape(cat.shape)
+    assert np.array_equal(x0, cat)  # the picture exactly, from the site's PNG
+    set_slider(page, 500)
+    s = schedules.get("linear")
+    x0 = torch.from_numpy(cat.astype(np.float64)).permute(2, 0, 1) / 127.5 - 1
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32).double()
+    x_t = s.add_noise(x0[None], eps[None], torch.tensor([500]))[0]
+    assert np.abs(canvas_pixels(page, "#forward-canvas") - np.asarray(images.to_pil(x_t), dtype=np.int16)).max() <= 1
+    page.click("#new-noise")
+    page.wait_for_function("window.lab.seed === 1")
+    set_slider(page, 0)
+
+
+def test_static_spacing_chart_is_the_servers(page):
+    """Part 7's chart: the same σ and t per step as /api/spacings (the engine's schedules)."""
+    from unnoise.lab.sweeps import spacing_chart
+
+    page.fill("#steps-steps", "6")
+    page.dispatch_event("#steps-steps", "change")
+    page.wait_for_function("window.lab.stepsChart && window.lab.stepsChart.steps === 6")
+    chart = page.evaluate("window.lab.stepsChart")
+    want = spacing_chart(schedules.get("linear"), 6, schedules.SPACINGS)
+    for got, row in zip(chart["spacings"], want["spacings"], strict=True):
+        assert got["spacing"] == row["spacing"] and got["noisy_steps"] == row["noisy_steps"]
+        np.testing.assert_allclose(got["sigmas"], row["sigmas"], rtol=1e-12)
+        np.testing.assert_allclose(got["ts"], row["ts"], atol=1e-9)
+    page.fill("#steps-steps", "8")
+    page.dispatch_event("#steps-steps", "change")
+
+
+def test_static_replay_streams_and_stops(page):
+    page.select_option("#replay-steps", "10")
+    page.evaluate("document.getElementById('versus-model').value = 'emoji'")
+    page.click("#replay-run")
+    page.wait_for_function("window.lab.replay.finished", timeout=30_000)
+    assert page.evaluate("window.lab.replay.frames.length") == 11  # 10 steps and the finished picture
+    page.wait_for_function("!window.lab.replay.playing", timeout=10_000)
+    assert page.eval_on_selector("#replay-xt", "i => i.complete && i.naturalWidth") == 32  # the model's size
+    page.locator("#replay").screenshot(path=ARTIFACTS / "static-replay.png")
+
+
+def upload(page, path: Path) -> str:
+    page.set_input_files("#upload", str(path))
+    page.wait_for_function(
+        "!document.getElementById('forward-error').hidden || window.lab.image !== 'cat'", timeout=15_000)
+    return "" if page.is_hidden("#forward-error") else page.inner_text("#forward-error")
+
+
+def test_static_bad_uploads_get_the_servers_words(page, tmp_path):
+    text = tmp_path / "notes.png"  # the name says picture, the bytes say otherwise
+    text.write_text("shopping list: milk, eggs, a cat\n")
+    assert upload(page, text) == "Could not use “notes.png”: not an image: cannot identify the uploaded bytes as any image format"
+    bomb = tmp_path / "huge.png"
+    bomb.write_bytes(bomb_png(20_000, 20_000))
+    started = time.monotonic()
+    assert upload(page, bomb) == ("Could not use “huge.png”: image too large: 20000×20000 pixels "
+                                  "(the limit is 16,777,216 pixels)")
+    assert time.monotonic() - started < 5  # refused from its header, never decoded
+    tiff = tmp_path / "scan.tif"
+    Image.new("RGB", (8, 8)).save(tiff)
+    assert upload(page, tiff) == "Could not use “scan.tif”: TIFF images are not accepted; use PNG, JPEG, GIF, WebP or BMP"
+    assert page.evaluate("window.lab.image") == "cat"  # the old picture stays
+
+
+def test_static_upload_replaces_the_picture(page, tmp_path):
+    path = tmp_path / "stripes.png"
+    im = Image.new("RGBA", (600, 400), (255, 255, 255, 0))  # transparent: composited onto white, as the server does
+    for x in range(0, 600, 100):
+        im.paste((200, 30, 30, 255), (x, 0, x + 50, 400))
+    im.save(path)
+    assert upload(page, path) == ""
+    assert page.evaluate("[window.lab.width, window.lab.height]") == [256, 171]  # longer side 256, as the server's
+    served = np.asarray(images.limit_size(images.flatten(im, "RGB"), 256), dtype=np.int16)
+    assert np.abs(canvas_pixels(page, "#forward-canvas") - served).mean() < 6
+    page.click("#use-cat")
+    page.wait_for_function("window.lab.image === 'cat'")
