@@ -52,7 +52,8 @@ from .messages import (
     SpacingsRequest,
     Status,
 )
-from .site import IMAGE_ID, MAX_SEED, curves, sampler_list
+from .site import IMAGE_ID, MAX_SEED, sampler_list
+from .site import curves as schedule_curves
 from .streams import Busy, Job, JobGate, JobResponse, Source, replay_source, replay_timesteps
 from .sweeps import spacing_chart
 from .uploads import CAT_ID, Picture, PictureStore, UploadError, b64, decode_upload, the_cat
@@ -115,7 +116,7 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     scheds = {name: schedules.get(name, config.num_train_steps) for name in schedules.available()}
     scheds.update(getattr(generate, "model_schedules", dict)())  # a diffusers folder's own β schedule, by its model
     ScheduleName = Literal[tuple(scheds)]  # type: ignore[valid-type]  # noqa: N806
-    curves = ScheduleList(default="linear", schedules=[curves(s) for s in scheds.values()])
+    curves = ScheduleList(default="linear", schedules=[schedule_curves(s) for s in scheds.values()])
     app.state.gate, app.state.store, app.state.config, app.state.generate = gate, store, config, generate
     known = sorted(getattr(generate, "models", None) or [])  # a PainterFactory says; a bare callable may not
     default_model = "emoji" if not known or "emoji" in known else known[0]
@@ -257,7 +258,7 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
     @app.get("/api/schedules/{name}", responses=_errors(422))
     async def one_schedule(name: Annotated[lab.schedule_name, PathParam()]) -> ScheduleCurves:
         """One schedule's ᾱ list and crossing step."""
-        return curves(lab.scheds[name])
+        return schedule_curves(lab.scheds[name])
 
 
 def _picture_routes(app: FastAPI, lab: _Lab) -> None:
