@@ -238,3 +238,39 @@ def test_denoiser_and_guidance_match_python(tmp_path):
         worst = max(worst, diff)
         assert diff < 1e-6, {k: v for k, v in case.items() if k not in ("cond", "uncond")}
     print(f"denoiser.js + guidance.js max |Δx̂0|/max(1, |x̂0|) over {len(cases)} cases:", worst)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# random.js: torch.randn's CPU draws
+
+
+def test_random_matches_torch_randn(tmp_path):
+    from unnoise.sampling import seeded_generators
+    from unnoise.sampling.core import randn_like
+
+    seeds = [0, 1, 42, 123456789, 2**31 + 5, 2**40 + 7]
+    single = [[s, n] for s in seeds for n in (1, 2, 7, 15, 16, 17, 31, 100, 3072, 6144)]
+    sequences = [[5, [3, 5, 20, 1, 1, 16, 7, 3072]], [9, [17, 1, 33, 2, 15]]]
+    painter = [[0, 1, 3, 32, 32, 2], [1234, 3, 3, 32, 32, 2], [7, 2, 1, 32, 32, 1]]
+    got = run_node("random", {"single": [[str(s), n] for s, n in single], "sequences": sequences, "painter": painter},
+                   tmp_path)
+    worst = 0.0
+
+    def check(js, want):
+        nonlocal worst
+        js = torch.tensor(js, dtype=torch.float32)
+        assert js.shape == want.shape
+        worst = max(worst, float((js - want).abs().max()))
+
+    for (seed, n), js in zip(single, got["single"]):
+        check(js, torch.randn(n, generator=torch.Generator().manual_seed(seed)))
+    for (seed, sizes), js in zip(sequences, got["sequences"]):
+        g = torch.Generator().manual_seed(seed)
+        for n, draw in zip(sizes, js):
+            check(draw, torch.randn(n, generator=g))
+    for (seed, k, c, h, w, draws), js in zip(painter, got["painter"]):
+        gens = seeded_generators(range(seed, seed + k))  # the Painter's start noise, then a sampler's draws
+        for draw in js:
+            check(draw, randn_like(torch.empty(k, c, h, w), gens).flatten())
+    print("random.js max |Δ| vs torch.randn:", worst)
+    assert worst <= 1e-6
