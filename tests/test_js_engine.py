@@ -162,3 +162,115 @@ def test_samplers_match_python_at_every_step(tmp_path):
             worst["float32 final"] = max(worst["float32 final"], diff)
     print(f"samplers.js max |Δx|/max(1, σ) over {len(expected)} runs, every step:", worst)
     assert worst["float64"] < 1e-10 and worst["float32"] < 1e-5 and worst["float32 final"] < 1e-5, worst
+
+
+# ---------------------------------------------------------------------------------------------------------
+# denoiser.js + guidance.js around a fake network written in both languages
+
+
+def _fake_network(x_t, t, cond):
+    """out = 0.6·tanh(x_t) + 0.001·t·cos(i) + c_n with c_n = mean(tokens_n) + 0.1·Σ mask_n + 0.3·pooled_n[0]
+    (+ 0.05·guidance_n): a closed form of (x_t, t, cond), float32 out (= tests/js/guidance.mjs)."""
+    n = x_t.shape[0]
+    i = torch.arange(x_t[0].numel(), dtype=torch.float64).view(x_t.shape[1:])
+    c = torch.zeros(n, dtype=torch.float64)
+    if cond is not None:
+        c = (cond["tokens"].double().reshape(n, -1).mean(1) + 0.1 * cond["mask"].double().sum(1)
+             + 0.3 * cond["pooled"][:, 0].double())
+        if "guidance" in cond:
+            c = c + 0.05 * cond["guidance"].double()
+    view = (n, 1, 1, 1)
+    out = 0.6 * torch.tanh(x_t.double()) + 0.001 * t.double().view(view) * torch.cos(i) + c.view(view)
+    return out.float()
+
+
+def _condition(rows: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(rows, length, dtype=torch.bool)
+    mask[:, length - 1] = False
+    return {"tokens": torch.randn(rows, length, 4, generator=g) * mask[..., None], "mask": mask,
+            "pooled": torch.randn(rows, 4, generator=g)}
+
+
+def _as_json(cond):
+    if cond is None:
+        return None
+    return {k: {"data": v.flatten().tolist(), "dims": list(v.shape), "bool": v.dtype == torch.bool} for k, v in cond.items()}
+
+
+def _guidance_cases():
+    cond, uncond, short, one = _condition(2, 5, 1), _condition(2, 5, 2), _condition(1, 3, 3), _condition(1, 5, 4)
+    conditions = [(cond, uncond), (cond, short), (one, uncond), (None, None)]
+    base = {"schedule": "linear", "predictionType": "epsilon", "scale": 3.0, "takesGuidance": False, "rescale": 0.0,
+            "rescaleSpace": "x0", "clip": None}
+    variants = [{"scale": 1.0}, {"scale": 0.0}, {}, {"scale": [1.5, 4.0]}, {"clip": 1.0},
+                *({"rescale": 0.7, "rescaleSpace": sp} for sp in ("x0", "eps", "v")),
+                {"takesGuidance": True}, {"takesGuidance": True, "scale": [2.0, 5.0]},
+                {"predictionType": "v_prediction"}, {"predictionType": "sample"},
+                {"schedule": "cosine+ztsnr", "predictionType": "v_prediction", "rescale": 0.5, "rescaleSpace": "v"}]
+    for sigma in (0.0, 0.002, 0.5, 1.0, 14.6, 157.0, 4000.0, [0.3, 60.0]):
+        for k, (c, u) in enumerate(conditions):
+            for v in variants if k == 0 else variants[2:4]:
+                if v.get("takesGuidance") and c is None:
+                    continue
+                yield {**base, **v, "sigma": sigma, "cond": c, "uncond": u}
+
+
+def test_denoiser_and_guidance_match_python(tmp_path):
+    from unnoise.conditioning.guidance import guided
+    from unnoise.denoisers import DiscreteDenoiser
+
+    x = torch.randn((2, *IMAGE), generator=torch.Generator().manual_seed(3)) * 2.0
+    cases = list(_guidance_cases())
+    fixture = {"imageSize": x[0].numel(), "x": x.flatten().tolist(),
+               "cases": [{**c, "cond": _as_json(c["cond"]), "uncond": _as_json(c["uncond"])} for c in cases]}
+    worst = 0.0
+    for case, got in zip(cases, run_node("guidance", fixture, tmp_path)):
+        denoiser = DiscreteDenoiser(_fake_network, schedules.get(case["schedule"]), case["predictionType"])
+        g = guided(denoiser, case["cond"], case["uncond"], case["scale"], takes_guidance=case["takesGuidance"],
+                   rescale=case["rescale"], rescale_space=case["rescaleSpace"])
+        sigma = torch.tensor(case["sigma"], dtype=torch.float32).expand(2)
+        raw = g(x, sigma).float()
+        want = raw if case["clip"] is None else raw.clamp(-case["clip"], case["clip"])
+        # relative to the size of x̂0 before clipping: ε prediction at σ = 4000 gives |x̂0| in the thousands,
+        # where float32's ulp is 2e-4
+        diff = float((torch.tensor(got) - want.flatten().double()).abs().max()) / max(1.0, float(raw.abs().max()))
+        worst = max(worst, diff)
+        assert diff < 1e-6, {k: v for k, v in case.items() if k not in ("cond", "uncond")}
+    print(f"denoiser.js + guidance.js max |Δx̂0|/max(1, |x̂0|) over {len(cases)} cases:", worst)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# random.js: torch.randn's CPU draws
+
+
+def test_random_matches_torch_randn(tmp_path):
+    from unnoise.sampling import seeded_generators
+    from unnoise.sampling.core import randn_like
+
+    seeds = [0, 1, 42, 123456789, 2**31 + 5, 2**40 + 7]
+    single = [[s, n] for s in seeds for n in (1, 2, 7, 15, 16, 17, 31, 100, 3072, 6144)]
+    sequences = [[5, [3, 5, 20, 1, 1, 16, 7, 3072]], [9, [17, 1, 33, 2, 15]]]
+    painter = [[0, 1, 3, 32, 32, 2], [1234, 3, 3, 32, 32, 2], [7, 2, 1, 32, 32, 1]]
+    got = run_node("random", {"single": [[str(s), n] for s, n in single], "sequences": sequences, "painter": painter},
+                   tmp_path)
+    worst = 0.0
+
+    def check(js, want):
+        nonlocal worst
+        js = torch.tensor(js, dtype=torch.float32)
+        assert js.shape == want.shape
+        worst = max(worst, float((js - want).abs().max()))
+
+    for (seed, n), js in zip(single, got["single"]):
+        check(js, torch.randn(n, generator=torch.Generator().manual_seed(seed)))
+    for (seed, sizes), js in zip(sequences, got["sequences"]):
+        g = torch.Generator().manual_seed(seed)
+        for n, draw in zip(sizes, js):
+            check(draw, torch.randn(n, generator=g))
+    for (seed, k, c, h, w, draws), js in zip(painter, got["painter"]):
+        gens = seeded_generators(range(seed, seed + k))  # the Painter's start noise, then a sampler's draws
+        for draw in js:
+            check(draw, randn_like(torch.empty(k, c, h, w), gens).flatten())
+    print("random.js max |Δ| vs torch.randn:", worst)
+    assert worst <= 1e-6
