@@ -214,3 +214,48 @@ def test_static_upload_replaces_the_picture(page, tmp_path):
     assert np.abs(canvas_pixels(page, "#forward-canvas") - served).mean() < 6
     page.click("#use-cat")
     page.wait_for_function("window.lab.image === 'cat'")
+
+
+BAD_INPUTS = [  # (control, value typed or forced into it, the same request to the served lab)
+    ("learn-steps", "0", {"steps": "0"}),
+    ("learn-steps", "1000000000", {"steps": "1000000000"}),
+    ("learn-steps", "1e9", {"steps": "1e9"}),
+    ("learn-guidance", "NaN", {"guidance": ""}),  # a number input keeps no "NaN": it sends an empty value
+    ("learn-prompt", "a" * 301, {"prompt": "a" * 301}),
+    ("learn-model", "nope", {"model": "nope"}),
+]
+
+
+@pytest.fixture(scope="module")
+def served_words():
+    """What the served lab answers each bad request, as its page words it (friendly(detail[0]))."""
+    from fastapi.testclient import TestClient
+
+    from unnoise.lab import create_app
+    from unnoise.lab.learned import PainterFactory
+
+    client = TestClient(create_app(generate=PainterFactory(bundled_models())))
+
+    def words(page, params: dict) -> str:
+        r = client.get("/api/generate", params=params)
+        assert r.status_code == 422, r.text
+        return page.evaluate("d => import('./static/common.js').then((m) => m.friendly(d))", r.json()["detail"][0])
+
+    return words
+
+
+@pytest.mark.parametrize("control, value, params", BAD_INPUTS, ids=[f"{c}={v[:8]}" for c, v, _ in BAD_INPUTS])
+def test_static_bad_input_reads_as_the_served_page_says_it(page, served_words, control, value, params):
+    page.evaluate("""([id, v]) => {
+        const el = document.getElementById(id);
+        if (el.tagName === "SELECT" && ![...el.options].some((o) => o.value === v)) el.add(new Option(v, v));
+        el.value = v;
+    }""", [control, value])
+    page.click("#learn-run")
+    page.wait_for_selector("#learn-error:not([hidden])", timeout=10_000)
+    assert page.inner_text("#learn-error") == served_words(page, params)
+    assert page.inner_text("#learn-readout") == "stopped" and page.is_enabled("#learn-run")
+    page.evaluate("""() => {
+        for (const [id, v] of [["learn-steps", "20"], ["learn-guidance", "3"], ["learn-prompt", ""], ["learn-model", "emoji"]])
+            document.getElementById(id).value = v;
+    }""")
