@@ -5,7 +5,9 @@
 #
 # `npm ci` installs exactly the onnxruntime-web pinned by scripts/web_runtime/package-lock.json into a
 # throw-away folder; only the WebAssembly-only ES module bundle and its threaded SIMD runtime are copied
-# (the WebGPU/JSEP bundle is left out: ~2x the weight for models this small), plus the licence.
+# (the WebGPU/JSEP bundle is left out: ~2x the weight for models this small), plus the licence.  The 14.8 MB
+# .wasm ships gzipped (3.8 MB; `gzip -9 -n`: no name or time, the same bytes every build): runtime.js inflates it
+# with the browser's DecompressionStream and hands it to ORT as env.wasm.wasmBinary.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -16,10 +18,11 @@ cp "$here/web_runtime/package.json" "$here/web_runtime/package-lock.json" "$work
 (cd "$work" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 pkg="$work/node_modules/onnxruntime-web"
 version="$(node -p "require('$pkg/package.json').version")"
-files=(ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm)
+files=(ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm.gz)
 tmp="$dest.tmp.$$"
 rm -rf "$tmp" && mkdir -p "$tmp"
-for f in "${files[@]}"; do cp "$pkg/dist/$f" "$tmp/$f"; done
+cp "$pkg/dist/ort.wasm.min.mjs" "$pkg/dist/ort-wasm-simd-threaded.mjs" "$tmp/"
+gzip -9 -n -c "$pkg/dist/ort-wasm-simd-threaded.wasm" > "$tmp/ort-wasm-simd-threaded.wasm.gz"
 # The npm package declares "license": "MIT" but carries no LICENSE file: write the onnxruntime repository's.
 test "$(node -p "require('$pkg/package.json').license")" = MIT
 cat > "$tmp/LICENSE" <<'MIT'
