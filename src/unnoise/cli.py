@@ -232,7 +232,11 @@ def lab(
     port: int = typer.Option(7860, "--port", help="Port to serve on."),
     device: str = typer.Option("cpu", "--device", help="Where the models paint: cpu, cuda (cuda:N) or mps."),
     model: list[str] | None = typer.Option(None, "--model", "-m", help="Also offer this model directory or diffusers "
-                                              "pipeline folder, listed by its folder name (repeatable)."),
+                                              "pipeline folder, listed by its folder name (repeatable); with "
+                                              "--export: only these models (default: every bundled one)."),
+    export: Path | None = typer.Option(None, "--export", help="Write the lab as a static site into this folder "
+                                       "(new, empty or an earlier export) instead of serving it; the page paints "
+                                       "in the browser: python -m http.server -d DIR."),
 ) -> None:
     """Open the lab: watch the forward process, the schedule and the real learned reverse in the browser."""
     from .devices import check_device
@@ -240,6 +244,13 @@ def lab(
     from .lab.learned import PainterFactory
     from .modeldir import BUNDLED, resolve
 
+    if export is not None:
+        from .lab.export import export_site, site_bytes
+
+        out = export_site(export, model or None)  # ExportError / ModelDirError: one line
+        typer.echo(f"wrote the static lab to {out} ({site_bytes(out) / 1e6:.1f} MB); serve it with: "
+                   f"python -m http.server -d {out}")
+        return
     if not 1 <= port <= 65535:
         raise CLIError(f"--port must be from 1 to 65535, got {port}")
     factory = PainterFactory.bundled(str(check_device(device)))

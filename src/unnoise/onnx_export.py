@@ -46,7 +46,7 @@ OPSET = 18
 UNET_FILE, TEXT_FILE, MANIFEST = "unet.onnx", "text_encoder.onnx", "onnx.json"
 UNET_INPUTS = ("x", "t", "tokens", "mask", "pooled")  # + "guidance" for guidance-distilled students
 TEXT_INPUTS = ("input_ids", "mask")
-PRECISIONS = ("fp32", "fp16", "fp16-int8emb", "int8")
+PRECISIONS = ("fp32", "fp16", "fp16-int8emb", "fp16-int8rows", "int8w", "int8")
 FP16_MIN_SIZE = 1024  # fp16 storage for weights of at least this many numbers; small ones (biases, norms) stay fp32
 
 
@@ -157,9 +157,69 @@ def export_text_encoder(encoder, path: str | os.PathLike, precision: str = "fp32
         weights_to_fp16(path, path)
     elif precision == "fp16-int8emb":  # the table is read by Gather: int8 there, the rest as fp16
         weights_to_fp16(quantize_int8(path, path, ops=("Gather",)), path)
+    elif precision == "fp16-int8rows":
+        weights_to_int8(path, path, ops=("Gather",))
+    elif precision == "int8w":
+        weights_to_int8(path, path)
     elif precision == "int8":
         quantize_int8(path, path)
     return path
+
+
+def weights_to_int8(src: str | os.PathLike, dst: str | os.PathLike, ops: tuple[str, ...] = ("MatMul", "Gather")) -> Path:
+    """Weight-only int8 for the weights of `ops`, symmetric, a float32 scale per channel: a MatMul weight (K, N)
+    per output column behind a DequantizeLinear; a Gather table (V, D) per row, gathered as int8 and scaled after
+    the lookup (only the looked-up rows are ever widened).  The other big weights are stored as fp16 (as
+    `weights_to_fp16`).  Unlike `quantize_int8`, activations stay float32: the arithmetic is float32 on weights
+    rounded to 1/254 of each channel's largest magnitude.  Needs only `onnx`."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph, inserted, after = model.graph, [], {}
+    axis_of = {n.input[1]: 1 for n in graph.node if n.op_type == "MatMul" and "MatMul" in ops}  # (K, N): per column
+    axis_of.update({n.input[0]: 0 for n in graph.node if n.op_type == "Gather" and "Gather" in ops})  # (V, D): per row
+    for init in list(graph.initializer):  # a snapshot: the scales appended below are not visited
+        if init.data_type != TensorProto.FLOAT or _numel(init) < FP16_MIN_SIZE:
+            continue
+        full = numpy_helper.to_array(init)
+        axis = axis_of.get(init.name)
+        if axis is None or full.ndim != 2:
+            half = numpy_helper.from_array(full.astype("float16"), init.name + "_fp16")
+            inserted.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
+            init.CopyFrom(half)
+            continue
+        scale = (np.abs(full).max(axis=1 - axis) / 127.0).astype(np.float32)
+        scale[scale == 0] = 1.0
+        q = np.clip(np.round(full / scale.reshape((-1, 1) if axis == 0 else (1, -1))), -127, 127).astype(np.int8)
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(q, name + "_int8"))
+        graph.initializer.append(numpy_helper.from_array(scale, name + "_scale"))
+        if axis == 1:
+            graph.initializer.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), name + "_zero"))
+            inserted.append(helper.make_node("DequantizeLinear", [name + "_int8", name + "_scale", name + "_zero"],
+                                             [name], axis=1))
+            continue
+        graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), name + "_last"))
+        for node in graph.node:
+            if node.op_type == "Gather" and node.input[0] == name:  # rows = int8 rows · their scales
+                out, ids = node.output[0], node.input[1]
+                node.input[0], node.output[0] = name + "_int8", out + "_int8"
+                after[id(node)] = [
+                    helper.make_node("Cast", [out + "_int8"], [out + "_wide"], to=TensorProto.FLOAT),
+                    helper.make_node("Gather", [name + "_scale", ids], [out + "_rowscale"]),
+                    helper.make_node("Unsqueeze", [out + "_rowscale", name + "_last"], [out + "_rowscale1"]),
+                    helper.make_node("Mul", [out + "_wide", out + "_rowscale1"], [out]),
+                ]
+    nodes = [*inserted]  # the weights' casts first keep the graph topologically sorted
+    for node in graph.node:
+        nodes += [node, *after.get(id(node), [])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    dst = Path(dst)
+    atomic_write(dst, lambda tmp: onnx.save(model, str(tmp)))
+    return dst
 
 
 def weights_to_fp16(src: str | os.PathLike, dst: str | os.PathLike, *, lossless_only: bool = False) -> Path:
