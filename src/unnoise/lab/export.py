@@ -107,9 +107,10 @@ def _model_names(models: list[str], resolve) -> dict[str, Path]:
 def _write_site(tmp: Path, models: dict[str, Path], text_precision: str) -> None:
     from ..conditioning.text import TextEncoder
     from ..onnx_export import export_text_encoder
+    from .site import write_lab_site
 
     shutil.copytree(STATIC, tmp / "static", ignore=shutil.ignore_patterns("__pycache__", "*.map", ".*"))
-    shutil.copyfile(STATIC / "index.html", tmp / "index.html")
+    lab = write_lab_site(tmp, models)  # webparts: index.html marked static, pictures/cat.png, site.json's "lab"
     encoder = TextEncoder.load()
     _gzip(export_text_encoder(encoder, tmp / "text_encoder.onnx", text_precision))
     shutil.copyfile(_vocab_txt(), tmp / "vocab.txt")
@@ -126,6 +127,7 @@ def _write_site(tmp: Path, models: dict[str, Path], text_precision: str) -> None
         "limits": {"max_steps": limits.MAX_STEPS, "max_images": limits.MAX_IMAGES,
                    "max_guidance": limits.LAB_MAX_GUIDANCE, "max_prompt_chars": MAX_PROMPT_CHARS,
                    "default_strength": limits.DEFAULT_STRENGTH, "max_seed": 2**32 - 1},
+        "lab": lab,  # what the page's static mode answers /api with (unnoise.lab.site)
         "ort": (STATIC / "vendor" / "ort" / "VERSIONS").read_text().splitlines()[0],
     }
     _write_json(tmp / SITE_FILE, site)
