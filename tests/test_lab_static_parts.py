@@ -257,3 +257,132 @@ def test_static_bad_input_reads_as_the_served_page_says_it(page, served_words, c
         for (const [id, v] of [["learn-steps", "20"], ["learn-guidance", "3"], ["learn-prompt", ""], ["learn-model", "emoji"]])
             document.getElementById(id).value = v;
     }""")
+
+
+# --- the painting parts: the runtime's real networks, in the page ----------------------------------------------
+@pytest.fixture(scope="module")
+def paint_page(browser, site_url):
+    """One page for the parts that paint (3–7): they share the runtime's ONNX sessions once loaded."""
+    pg = open_page(browser, site_url)
+    yield pg
+    pg.close()
+    assert not pg.lab_errors, pg.lab_errors
+    assert not [u for u in pg.lab_requests if "/api/" in u]
+
+
+def finished(pg, name: str, timeout: float = 60_000) -> None:
+    pg.wait_for_function(f"window.lab.{name} && window.lab.{name}.finished", timeout=timeout)
+
+
+def natural_sizes(pg, selector: str) -> list[int]:
+    return pg.eval_on_selector_all(selector, "is => is.map((i) => i.complete ? i.naturalWidth : -1)")
+
+
+def test_static_part3_paints_every_step(paint_page):
+    pg = paint_page
+    pg.fill("#learn-prompt", "")  # an empty prompt paints, as on the served page (the model's unconditional picture)
+    pg.fill("#learn-steps", "6")
+    pg.click("#learn-run")
+    finished(pg, "learned")
+    run = pg.evaluate("window.lab.learned.frames.map(f => ({final: !!f.final, index: f.index, t: f.t}))")
+    assert [f["index"] for f in run if not f["final"]] == list(range(6)) and run[-1]["final"]
+    ts = [f["t"] for f in run if not f["final"]]
+    assert ts == sorted(ts, reverse=True) and ts[0] > 900  # from the static down
+    assert natural_sizes(pg, "#learn-images img") == [32, 32, 32]
+    pg.fill("#learn-prompt", "red apple")
+    pg.select_option("#learn-model", "digits")  # a grey model: its own defaults, grey pictures
+    pg.fill("#learn-steps", "4")
+    pg.click("#learn-run")
+    pg.wait_for_function("window.lab.learned.finished && window.lab.learned.frames.length === 5", timeout=60_000)
+    pg.wait_for_function("!window.lab.learned.playing", timeout=10_000)
+    assert "finished picture, after 4 steps" in pg.inner_text("#learn-readout")
+    pg.select_option("#learn-model", "emoji")
+    pg.locator("#reverse").screenshot(path=ARTIFACTS / "static-learned.png")
+
+
+def test_static_stop_ends_a_run_and_the_page_goes_on(paint_page):
+    pg = paint_page
+    pg.fill("#learn-prompt", "a smiling cat")
+    pg.fill("#learn-steps", "1000")
+    pg.click("#learn-run")
+    pg.wait_for_function("window.lab.learned.frames.length >= 2", timeout=60_000)
+    assert pg.is_disabled("#learn-run")
+    pg.click("#learn-stop")
+    pg.wait_for_function("document.getElementById('learn-readout').textContent === 'stopped: you pressed Stop'", timeout=5_000)
+    assert pg.is_enabled("#learn-run") and pg.is_hidden("#learn-error")
+    frames = pg.evaluate("window.lab.learned.frames.length")
+    time.sleep(0.5)
+    assert pg.evaluate("window.lab.learned.frames.length") == frames < 1000  # nothing runs on after Stop
+    pg.fill("#learn-steps", "4")
+    pg.click("#learn-run")
+    finished(pg, "learned")  # the next run is not held up by the stopped one
+
+
+def test_static_part4_replay_beside_the_learned_reverse(paint_page):
+    pg = paint_page
+    pg.select_option("#replay-steps", "10")
+    pg.fill("#versus-prompt", "red heart")
+    pg.click("#replay-run")
+    finished(pg, "replay")
+    finished(pg, "versus")
+    replay = pg.evaluate("window.lab.replay.frames.filter(f => !f.final).map(f => f.t)")
+    versus = pg.evaluate("window.lab.versus.frames.filter(f => !f.final).map(f => f.t)")
+    np.testing.assert_allclose(replay, versus, atol=1e-6)  # the same noise levels, step for step
+    assert natural_sizes(pg, "#replay-images img") == [32, 32, 32]
+    pg.locator("#replay").screenshot(path=ARTIFACTS / "static-replay-versus.png")
+
+
+def test_static_img2img_on_an_uploaded_picture_and_the_ladder(paint_page, tmp_path):
+    pg = paint_page
+    path = tmp_path / "stripes.png"
+    im = Image.new("RGB", (300, 200), "white")
+    for x in range(0, 300, 60):
+        im.paste((200, 30, 30), (x, 0, x + 30, 200))
+    im.save(path)
+    assert upload(pg, path) == ""
+    pg.fill("#i2i-prompt", "red heart")
+    pg.fill("#i2i-strength", "0.5")
+    pg.fill("#i2i-steps", "10")
+    pg.click("#i2i-run")
+    finished(pg, "img2img")
+    steps = pg.evaluate("window.lab.img2img.frames.filter(f => !f.final).map(f => f.t)")
+    assert len(steps) == 5 and steps[0] < 700  # strength 0.5 of 10 steps: part of the way up, not from the static
+    assert natural_sizes(pg, "#i2i-images img") == [32, 32, 32, 32]
+    init = pg.evaluate("""() => { const i = document.getElementById('i2i-init'), c = document.createElement('canvas');
+        c.width = i.naturalWidth; c.height = i.naturalHeight; const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+        return Array.from(g.getImageData(0, 0, c.width, c.height).data); }""")
+    seen = np.asarray(init, dtype=np.int16).reshape(32, 32, 4)[..., :3]
+    want = np.asarray(images.fit(im, 32), dtype=np.int16)  # the uploaded stripes, as the model sees them
+    assert np.abs(seen - want).mean() < 12
+    pg.fill("#i2i-strengths", "0.5, 1")
+    pg.fill("#i2i-steps", "4")
+    pg.click("#i2i-ladder-run")
+    finished(pg, "ladder")
+    assert pg.eval_on_selector_all("#i2i-ladder figcaption b", "bs => bs.map(b => b.textContent)") == [
+        "the picture", "strength 0.5", "strength 1"]
+    assert natural_sizes(pg, "#i2i-ladder img") == [32, 32, 32]
+    pg.locator("#img2img").screenshot(path=ARTIFACTS / "static-img2img.png")
+    pg.click("#use-cat")
+    pg.wait_for_function("window.lab.image === 'cat'")
+
+
+def test_static_guidance_dial_and_spacing_comparison(paint_page):
+    pg = paint_page
+    pg.fill("#dial-prompt", "red heart")
+    pg.fill("#dial-scales", "0, 3, 7")
+    pg.fill("#dial-steps", "6")
+    pg.click("#dial-run")
+    finished(pg, "dial")
+    sources = pg.eval_on_selector_all("#dial-tiles img", "is => is.map(i => i.src)")
+    assert sources == pg.evaluate("window.lab.dial.done.images") and len(set(sources)) == 3
+    assert "3 scales × 6 steps" in pg.inner_text("#dial-readout")
+    pg.locator("#guidance").screenshot(path=ARTIFACTS / "static-dial.png")
+    pg.fill("#steps-prompt", "red heart")
+    pg.fill("#steps-steps", "3")
+    pg.click("#steps-run")
+    finished(pg, "steps", timeout=120_000)
+    titles = pg.eval_on_selector_all("#steps-tiles figcaption b", "bs => bs.map(b => b.textContent)")
+    assert titles == [*schedules.SPACINGS, "reference"]
+    assert natural_sizes(pg, "#steps-tiles img") == [32] * 7
+    assert "folklore" in pg.inner_text("#steps-verdict strong")
+    pg.locator("#steps").screenshot(path=ARTIFACTS / "static-steps.png")
