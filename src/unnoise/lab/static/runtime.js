@@ -13,8 +13,9 @@
 import * as ort from "./vendor/ort/ort.wasm.min.mjs";
 import { WordPiece } from "./engine/wordpiece.js";
 import { sigmas as makeSigmas, sigmaToT } from "./engine/schedules.js";
-import { TorchGenerator } from "./engine/random.js";
-import { makeDenoiser } from "./engine/denoiser.js";
+import { painterNoise } from "./engine/random.js";
+import { clipped, makeDenoiser } from "./engine/denoiser.js";
+import { guided } from "./engine/guidance.js";
 import { SAMPLERS } from "./engine/samplers.js";
 
 const VENDOR = new URL("./vendor/ort/", import.meta.url);
@@ -231,72 +232,39 @@ export function toRGBA(x, [C, H, W], k = 0) {
   return data;
 }
 
-/** Rows of a condition batch: the text rows `rows` (indices into the encoded prompts), padded to one length. */
-function conditionRows(text, rows, guidance) {
-  const L = text.length, B = rows.length;
-  const tokens = new Float32Array(B * L * DIM), mask = new Uint8Array(B * L), pooled = new Float32Array(B * DIM);
-  rows.forEach((r, b) => {
-    tokens.set(text.tokens.subarray(r * L * DIM, (r + 1) * L * DIM), b * L * DIM);
-    mask.set(text.mask.subarray(r * L, (r + 1) * L), b * L);
-    pooled.set(text.pooled.subarray(r * DIM, (r + 1) * DIM), b * DIM);
-  });
-  const feeds = {
-    tokens: new ort.Tensor("float32", tokens, [B, L, DIM]),
-    mask: new ort.Tensor("bool", mask, [B, L]),
-    pooled: new ort.Tensor("float32", pooled, [B, DIM]),
+/** Row `row` of the encoded prompts as a condition of batch 1 ({data, dims} tensors; guidance.js broadcasts it). */
+function conditionRow(text, row) {
+  const L = text.length;
+  return {
+    tokens: { data: text.tokens.slice(row * L * DIM, (row + 1) * L * DIM), dims: [1, L, DIM] },
+    mask: { data: text.mask.slice(row * L, (row + 1) * L), dims: [1, L] },
+    pooled: { data: text.pooled.slice(row * DIM, (row + 1) * DIM), dims: [1, DIM] },
   };
-  if (guidance !== undefined) feeds.guidance = new ort.Tensor("float32", new Float32Array(B).fill(guidance), [B]);
-  return feeds;
 }
 
-/** generate()'s guided, clamped denoiser D(x, σ) → x̂0 for B images: one network call per step, counted. */
+/** generate()'s guided, clipped denoiser D(x, σ) → x̂0 for a batch of images; every UNet call is counted. */
 function guidedDenoiser(model, text, r, counter) {
   const { card, unet } = model;
-  const B = r.numImages, [C, H, W] = card.shape, size = C * H * W;
-  const network = (feeds) => async (xt, t) => {
+  const [C, H, W] = card.shape;
+  const network = async (xt, t, cond) => {
     counter.calls += 1;
     const rows = t.length;
-    const out = await unet.run({ ...feeds, x: new ort.Tensor("float32", xt, [rows, C, H, W]), t: new ort.Tensor("float32", t, [rows]) });
+    const feeds = {
+      x: new ort.Tensor("float32", xt, [rows, C, H, W]),
+      t: new ort.Tensor("float32", t, [rows]),
+      tokens: new ort.Tensor("float32", Float32Array.from(cond.tokens.data), cond.tokens.dims),
+      mask: new ort.Tensor("bool", Uint8Array.from(cond.mask.data), cond.mask.dims),
+      pooled: new ort.Tensor("float32", Float32Array.from(cond.pooled.data), cond.pooled.dims),
+    };
+    if (card.takes_guidance) feeds.guidance = new ort.Tensor("float32", Float32Array.from(cond.guidance.data), cond.guidance.dims);
+    const out = await unet.run(feeds);
     return out.out.data;
   };
-  const denoiser = (feeds) => makeDenoiser({ alphasCumprod: card.alphas, predictionType: card.prediction_type, network: network(feeds) });
-  const clip = card.clip_sample;
-  const clamp = (x0) => (clip == null ? x0 : x0.map((v) => Math.min(clip, Math.max(-clip, v))));
-  const cond = Array(B).fill(0), uncond = Array(B).fill(1);
-  if (card.takes_guidance) { // a guidance-distilled student: w is an input, one pass of B (GuidanceInput)
-    const D = denoiser(conditionRows(text, cond, r.guidance));
-    return async (x, sigma) => clamp(await D(x, sigma));
-  }
-  if (r.guidance === 1 || r.guidance === 0) { // CFGDenoiser: w = 1 is the conditional pass, w = 0 the unconditional
-    const D = denoiser(conditionRows(text, r.guidance === 1 ? cond : uncond));
-    return async (x, sigma) => clamp(await D(x, sigma));
-  }
-  const D = denoiser(conditionRows(text, [...cond, ...uncond])); // the CFG pair as one batch of 2B
-  const w = Math.fround(r.guidance), f = Math.fround;
-  return async (x, sigma) => {
-    const pair = new Float32Array(2 * B * size);
-    pair.set(x, 0);
-    pair.set(x, B * size);
-    const sig = typeof sigma === "number" ? sigma : Float64Array.from([...sigma, ...sigma]);
-    const both = await D(pair, sig);
-    const out = new Float32Array(B * size);
-    for (let i = 0; i < B * size; i++) {
-      const c = both[i], u = both[B * size + i];
-      out[i] = f(u + f(w * f(c - u))); // uncond_x0 + w·(cond_x0 − uncond_x0), float32 as torch
-    }
-    return clamp(out);
-  };
-}
-
-/** Per-image torch generators; randn(n) draws n/B numbers from each in turn (sampling.core.randn_like). */
-function generators(seed, B) {
-  const gens = Array.from({ length: B }, (_, i) => new TorchGenerator(seed + i));
-  const randn = (n) => {
-    const per = n / B, out = new Float32Array(n);
-    gens.forEach((g, i) => out.set(g.randn(per), i * per));
-    return out;
-  };
-  return { randn };
+  const imageSize = C * H * W;
+  const denoiser = makeDenoiser({ alphasCumprod: card.alphas, predictionType: card.prediction_type, network, imageSize });
+  const both = guided({ denoiser, cond: conditionRow(text, 0), uncond: conditionRow(text, 1), scale: r.guidance,
+    takesGuidance: card.takes_guidance, imageSize });
+  return clipped(both, card.clip_sample ?? null);
 }
 
 /** Paint, step by step.  Yields {kind:"start", …}, then per step {kind:"step", index, total, t, sigma, signal,
@@ -321,21 +289,18 @@ export async function* paintSteps(request, { signal } = {}) {
     }
   }
   let sigmas = makeSigmas(card.alphas, r.steps, r.spacing);
-  const gen = generators(r.seed, B);
-  let x;
-  let randn = gen.randn;
+  const seeded = painterNoise(r.seed, B, C, H, W); // drawn even when `noise` replaces it (generation.generate)
+  let x, randn = seeded.randn;
   if (r.init) { // SDEdit (Painter._img2img_start): the last round(steps·strength) steps from the noised picture
     const run = Math.max(1, Math.min(r.steps, roundHalfEven(r.steps * r.strength)));
     sigmas = sigmas.slice(r.steps - run);
-    const noise = r.noise ?? gen.randn(B * size);
-    randn = generators(r.seed, B).randn; // generate() gets fresh generators: the ancestral draws start over
+    const noise = r.noise ?? seeded.noise;
+    randn = painterNoise(r.seed, B, C, H, W).randn; // generate() gets fresh generators: the draws start over
     const s0 = Math.fround(sigmas[0]);
     x = new Float32Array(B * size).map((_, i) => Math.fround(r.init[i % size] + Math.fround(s0 * noise[i])));
   } else {
-    const drawn = gen.randn(B * size); // drawn even when `noise` replaces it: later draws stay the seed's own
-    const noise = r.noise ?? drawn;
     const s0 = Math.fround(sigmas[0]);
-    x = noise.map((v) => Math.fround(v * s0));
+    x = (r.noise ?? seeded.noise).map((v) => Math.fround(v * s0));
   }
   const counter = { calls: 0 };
   const denoise = guidedDenoiser(model, text, r, counter);
