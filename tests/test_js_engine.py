@@ -274,3 +274,71 @@ def test_random_matches_torch_randn(tmp_path):
             check(draw, randn_like(torch.empty(k, c, h, w), gens).flatten())
     print("random.js max |Δ| vs torch.randn:", worst)
     assert worst <= 1e-6
+
+
+# ---------------------------------------------------------------------------------------------------------
+# wordpiece.js: token for token against the Python tokenizer (itself checked against `tokenizers`)
+
+
+def _prompts() -> list[str]:
+    from test_wordpiece import TYPED, _random_prompts  # the Python tokenizer's own test prompts
+
+    own = ["", "😀", "grinning face with big eyes 😃", "Crème Brûlée à la mode", "naïve café résumé", "東京タワー 北京",
+           "ctrl\x01\x02\x7f\x9f chars", "lone \ud800 surrogate", "ΣΊΣΥΦΟΣ", "İIıi", "ﬀ ﬁ ﬂ ǅ Ⅻ ⓐ", "a\u0301\u0327b",
+           "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝟘𝟙", "the digit " + "seven " * 80, "\u1c89\ua7cb\U00011383\u1acf punct\u1b4e x"]
+    return TYPED + own + _random_prompts(600, seed=1)
+
+
+def _vocab_path() -> str:
+    from unnoise.conditioning.text import model_dir
+
+    return str(model_dir() / "vocab.txt")
+
+
+def test_wordpiece_matches_python_token_for_token(tmp_path):
+    from unnoise.conditioning.text import MAX_LENGTH
+    from unnoise.conditioning.wordpiece import WordPiece
+
+    prompts = _prompts()
+    ours = WordPiece.from_file(_vocab_path(), max_length=MAX_LENGTH)
+    batch = ["a cat face", "", "kitten", "x " * 100, "東京"]
+    got = run_node("wordpiece", {"vocab": _vocab_path(), "prompts": prompts, "batch": batch}, tmp_path)
+    for prompt, ids in zip(prompts, got["one"]):
+        assert ids == ours.encode(prompt), repr(prompt)
+    want_ids, want_mask = ours.encode_batch(batch)
+    assert got["batch"]["length"] == len(want_ids[0]) == MAX_LENGTH
+    assert got["batch"]["ids"] == [i for row in want_ids for i in row]
+    assert got["batch"]["mask"] == [m for row in want_mask for m in row]
+    try:
+        import tokenizers
+        from unnoise.conditioning.text import original_model_dir
+
+        theirs = tokenizers.Tokenizer.from_file(str(original_model_dir() / "tokenizer.json"))
+    except Exception as e:  # tokenizers or the original model missing: the Python tokenizer is the reference
+        print("wordpiece.js checked against the Python tokenizer only:", type(e).__name__, e)
+        return
+    theirs.enable_truncation(max_length=MAX_LENGTH)
+    theirs.no_padding()
+    valid = [(p, ids) for p, ids in zip(prompts, got["one"]) if p.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == p]
+    same = [p for p, ids in valid if ids == theirs.encode(p).ids]  # tokenizers takes no lone surrogates
+    print(f"wordpiece.js: {len(prompts)} prompts equal to the Python tokenizer, {len(same)} of {len(valid)} to tokenizers")
+    assert len(same) == len(valid)
+
+
+@pytest.mark.slow
+def test_wordpiece_unicode_tables_match_python_everywhere(tmp_path):
+    """Every code point: the category class the tokenizer asks for and normalize() of the character alone, so
+    a JS engine with newer Unicode tables (node 20: Unicode 17; Python: 14) tokenizes as Python does."""
+    import unicodedata
+
+    from unnoise.conditioning.wordpiece import _category, normalize
+
+    got = run_node("wordpiece", {"vocab": _vocab_path(), "prompts": [], "batch": ["a"], "table": True}, tmp_path)
+
+    def short(cat: str) -> str:
+        return cat[1] if cat in ("Cc", "Cf", "Co", "Cs") else "M" if cat == "Mn" else "P" if cat[0] == "P" else "L"
+
+    differ = [cp for cp in range(0x110000) if short(_category(chr(cp))) != got["classes"][cp]
+              or (not 0xD800 <= cp <= 0xDFFF and normalize(chr(cp)) != got["normalized"][cp])]
+    print(f"Unicode {unicodedata.unidata_version} (Python) vs node: {len(differ)} code points differ")
+    assert not differ, [hex(cp) for cp in differ[:20]]

@@ -8,8 +8,6 @@ Screenshots land in artifacts/lab/static-*.png for a person to look at.
 
 from __future__ import annotations
 
-import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from test_lab_api import bomb_png
 from test_lab_browser import ARGS, ARTIFACTS, CHROMIUM, canvas_pixels, set_slider
 
 from unnoise import images, schedules
-from unnoise.lab.site import write_lab_site
+from unnoise.lab.export import export_site
 from unnoise.modeldir import ModelDirError, resolve
 
 pytestmark = pytest.mark.browser
@@ -43,19 +41,6 @@ def site_models() -> dict[str, Path]:
         pytest.skip(f"the bundled models are not installed: {e}")
 
 
-def export_site(out: Path, models: dict[str, Path]) -> Path:
-    """The site as `unnoise lab --export` writes it; where the exporter is not there yet, its lab half alone
-    (the page, its scripts, site.json's "lab"): enough for the parts that need no network."""
-    try:
-        from unnoise.lab.export import export_site as export  # webexport's exporter
-    except ImportError:
-        shutil.copytree(STATIC, out / "static")
-        (out / "site.json").write_text(json.dumps({"lab": write_lab_site(out, models)}))
-        return out
-    export(out, list(models))
-    return out
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,7 +50,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def site_url(tmp_path_factory):
     """The exported site under `python -m http.server` (no unnoise anywhere in that process)."""
-    site = export_site(tmp_path_factory.mktemp("site"), site_models())
+    site = tmp_path_factory.mktemp("site") / "lab"
+    export_site(site, list(site_models()))
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(site)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -119,7 +105,7 @@ def page(browser, site_url):
 
 
 def test_static_page_starts_with_its_own_lists(page):
-    assert page.evaluate("document.documentElement.dataset.site") == "site.json"
+    assert page.get_attribute('meta[name="unnoise-site"]', "content") == "site.json"
     names = page.eval_on_selector_all("#schedule-select option", "os => os.map(o => o.value)")
     assert names == schedules.available()
     models = sorted(MODELS)

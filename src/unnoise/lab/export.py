@@ -110,7 +110,8 @@ def _write_site(tmp: Path, models: dict[str, Path], text_precision: str) -> None
     from .site import write_lab_site
 
     shutil.copytree(STATIC, tmp / "static", ignore=shutil.ignore_patterns("__pycache__", "*.map", ".*"))
-    lab = write_lab_site(tmp, models)  # webparts: index.html marked static, pictures/cat.png, site.json's "lab"
+    (tmp / "index.html").write_text(static_page((STATIC / "index.html").read_text(encoding="utf-8")), encoding="utf-8")
+    lab = write_lab_site(tmp, models)  # webparts: pictures/cat.png and site.json's "lab" (the page's /api answers)
     encoder = TextEncoder.load()
     _gzip(export_text_encoder(encoder, tmp / "text_encoder.onnx", text_precision))
     shutil.copyfile(_vocab_txt(), tmp / "vocab.txt")
@@ -131,6 +132,18 @@ def _write_site(tmp: Path, models: dict[str, Path], text_precision: str) -> None
         "ort": (STATIC / "vendor" / "ort" / "VERSIONS").read_text().splitlines()[0],
     }
     _write_json(tmp / SITE_FILE, site)
+
+
+def static_page(html: str) -> str:
+    """The lab page as the static site serves it: its own files by relative paths (the site may live in a
+    sub-folder of a host), and a `<meta name="unnoise-site">` that tells the page's scripts to paint in the
+    browser (static/runtime.js defines window.unnoise) instead of asking a server."""
+    html = html.replace('"/static/', '"static/')
+    head = ('<meta name="unnoise-site" content="site.json">\n'
+            '<script type="module" src="static/runtime.js"></script>\n')
+    if "static/runtime.js" in html:
+        head = head.split("\n")[0] + "\n"
+    return html.replace("</head>", head + "</head>", 1)
 
 
 def _vocab_txt() -> Path:

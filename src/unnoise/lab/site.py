@@ -1,16 +1,16 @@
 """The lab's half of an exported static site (`unnoise lab --export DIR`): what the page's static mode
 (static/local.js) answers /api with, written from the very objects the served lab answers with.
 
-`write_lab_site(out_dir, models)` writes the page (index.html, marked `data-site="site.json"` so the page
-answers its own requests) and the pictures it starts from, and returns the JSON-able dict that the exporter
-puts in site.json under "lab": /api/status, /api/samplers and /api/schedules as the server gives them, each
-model's size, schedule and defaults, and the limits and constants the page checks requests against.
+`write_lab_site(out_dir, models)` writes the pictures the page starts from and returns the JSON-able dict
+that the exporter puts in site.json under "lab": /api/status, /api/samplers and /api/schedules as the
+server gives them, each model's size, schedule and defaults, and the limits and constants the page checks
+requests against.  (The exporter's index.html carries `<meta name="unnoise-site" content="site.json">`,
+which switches the page to answering its own requests.)
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -36,15 +36,13 @@ from .messages import (
 from .sweeps import MIN_REFERENCE_STEPS
 from .uploads import the_cat
 
-STATIC = Path(__file__).parent / "static"
-SITE_JSON = "site.json"
 CAT_PNG = "pictures/cat.png"
 IMAGE_ID = r"^(cat|[0-9a-f]{20})$"  # the picture ids the lab's requests accept
 MAX_SEED = 2**32 - 1
 
 
 class SiteError(UnnoiseError, ValueError):
-    """The static site cannot be written as asked (a model that cannot be read, a page that cannot be marked)."""
+    """The static site cannot be written as asked (a model that cannot be read)."""
 
 
 def sampler_list() -> SamplerList:
@@ -59,15 +57,6 @@ def curves(s: schedules.Schedule) -> ScheduleCurves:
     """One schedule as /api/schedules gives it: ᾱ per step and where signal = noise."""
     return ScheduleCurves(name=s.name, num_steps=s.num_steps, zero_terminal_snr=s.zero_terminal_snr,
                           crossing_step=s.crossing_step(), alphas_cumprod=s.alphas_cumprod.tolist())
-
-
-def static_index_html() -> str:
-    """The lab's page, marked as a static site's: it then answers /api itself from site.json."""
-    html = (STATIC / "index.html").read_text(encoding="utf-8")
-    marked, count = re.subn(r"<html lang=\"en\">", f'<html lang="en" data-site="{SITE_JSON}">', html, count=1)
-    if count != 1:
-        raise SiteError(f"{STATIC / 'index.html'} has no <html lang=\"en\"> tag to mark as a static site")
-    return marked
 
 
 def lab_site_data(models: Mapping[str, str | os.PathLike], num_train_steps: int = 1000) -> dict[str, Any]:
@@ -115,9 +104,9 @@ def lab_site_data(models: Mapping[str, str | os.PathLike], num_train_steps: int 
 
 
 def write_lab_site(out_dir: str | os.PathLike, models: Mapping[str, str | os.PathLike]) -> dict[str, Any]:
-    """Write the page (index.html) and its pictures (pictures/cat.png) into out_dir; return site.json's "lab".
+    """Write the page's pictures (pictures/cat.png) into out_dir; return site.json's "lab".
 
-    The static folder itself (scripts, styles, the runtime) is the exporter's to copy to out_dir/static."""
+    The page and the static folder (scripts, styles, the runtime) are the exporter's to write."""
     from .app import LabConfig
 
     out = Path(out_dir)
@@ -125,6 +114,4 @@ def write_lab_site(out_dir: str | os.PathLike, models: Mapping[str, str | os.Pat
     (out / CAT_PNG).parent.mkdir(parents=True, exist_ok=True)
     cat = Image.fromarray(the_cat(LabConfig().image_size).pixels)
     atomic_write(out / CAT_PNG, lambda tmp: cat.save(tmp, format="PNG"))  # exact pixels, no colour profile
-    page = static_index_html()
-    atomic_write(out / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return data

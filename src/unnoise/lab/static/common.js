@@ -13,15 +13,16 @@ window.lab = state; // for the browser tests and the curious
 
 // --- talking to the lab: every request of the page goes through `api` -------------------------------
 // Served (`unnoise lab`): fetch JSON and read the server's event streams.  Static (an exported site, whose
-// index.html carries data-site="site.json"): local.js answers the very same paths in the page, with the same
-// JSON and the same events, so the parts never know which lab they talk to.
+// index.html carries <meta name="unnoise-site" content="site.json">): local.js answers the very same paths in
+// the page, with the same JSON and the same events, so the parts never know which lab they talk to.  (No probe
+// request decides it: in served mode a 404 would be a console error.)
 let local = null; // the static site's answerer, or null while a server answers
 export const api = {
   get mode() { return local ? "static" : "served"; },
 
   /** Chooses the mode once, before the first request. */
   async init() {
-    const site = document.documentElement.dataset.site;
+    const site = document.querySelector('meta[name="unnoise-site"]')?.content;
     if (!site) return;
     const { LocalLab } = await import("./local.js");
     local = await LocalLab.open(new URL(site, document.baseURI));

@@ -99,7 +99,7 @@ async function* frames(runtime, request, signal, size) {
     if (ev.kind === "step") {
       yield ["step", { index: ev.index, total: ev.total, t: ev.t, signal: ev.signal, noise: Math.sqrt(Math.max(0, 1 - ev.signal ** 2)),
         x_t: png(ev.x_t), eps: png(ev.eps), x0: png(ev.x0) }];
-    } else if (ev.kind === "done") yield ["done", { image: png(ev.image) }];
+    } else if (ev.kind === "done") yield ["done", { image: png(ev.images[0]) }];
   }
 }
 
@@ -130,7 +130,7 @@ async function* inTurn(runtime, requests, signal, size, finals) {
       stopIf(signal);
       if (ev.kind === "step") {
         yield ["step", { index: count++, total, tiles: [{ tile: k, step: ev.index, steps: ev.total, t: ev.t, sigma: ev.sigma, x0: pngDataUrl(ev.x0, size, size) }] }];
-      } else if (ev.kind === "done") finals.push(ev.image);
+      } else if (ev.kind === "done") finals.push(ev.images[0]);
     }
   }
 }
@@ -157,8 +157,11 @@ async function* dial(lab, query, signal) {
   const m = lab.model(v.model), size = m.image_size, runtime = await lab.paintRuntime(), scales = v.scale;
   yield ["start", { kind: "dial", ...fields(v, ["prompt", "model", "sampler", "steps", "seed"]), scales, width: size, height: size,
     model_prompts: m.example_prompts.slice(0, 8), total: v.steps }];
-  const request = { ...fields(v, ["prompt", "model", "sampler", "steps", "seed"]), guidance: scales, numImages: scales.length };
-  const png = (x) => pngDataUrl(x, size, size), per = m.channels * size * size;
+  // every scale a row of one batch, all from the seed's one start noise (the same static), as the served dial
+  const per = m.channels * size * size, one = lab.engine.random.painterNoise(v.seed, 1, m.channels, size, size).noise;
+  const noise = new Float32Array(per * scales.length).map((_, i) => one[i % per]);
+  const request = { ...fields(v, ["prompt", "model", "sampler", "steps", "seed"]), guidance: scales, numImages: scales.length, noise };
+  const png = (x) => pngDataUrl(x, size, size);
   for await (const ev of runtime.paintSteps(request, { signal })) {
     stopIf(signal);
     if (ev.kind === "step") {
