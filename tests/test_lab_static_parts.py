@@ -266,10 +266,16 @@ def natural_sizes(pg, selector: str) -> list[int]:
 
 def test_static_part3_paints_every_step(paint_page):
     pg = paint_page
-    pg.fill("#learn-prompt", "")  # an empty prompt paints, as on the served page (the model's unconditional picture)
+    pg.fill("#learn-prompt", "")  # the painter in the page asks for a prompt, in one clear line
+    pg.click("#learn-run")
+    pg.wait_for_selector("#learn-error:not([hidden])", timeout=30_000)
+    assert pg.inner_text("#learn-error") == 'prompt is empty: type what to paint, e.g. "cat face"'
+    assert pg.inner_text("#learn-readout") == "stopped" and pg.is_enabled("#learn-run")
+    pg.fill("#learn-prompt", "red apple")
     pg.fill("#learn-steps", "6")
     pg.click("#learn-run")
     finished(pg, "learned")
+    assert pg.is_hidden("#learn-error")
     run = pg.evaluate("window.lab.learned.frames.map(f => ({final: !!f.final, index: f.index, t: f.t}))")
     assert [f["index"] for f in run if not f["final"]] == list(range(6)) and run[-1]["final"]
     ts = [f["t"] for f in run if not f["final"]]

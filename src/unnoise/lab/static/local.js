@@ -138,7 +138,7 @@ export class LocalLab {
       for await (const event of run) { started = true; yield event; }
     } catch (e) {
       if (e?.name === "AbortError" || signal?.aborted) throw signal?.reason ?? e;
-      if (!started || e instanceof Refused) throw new Error(e.message);
+      if (!started || e instanceof Refused || e?.name === "PaintError") throw new Error(e.message); // the request's fault
       console.warn("unnoise lab: a run failed", e); // a bug, not the request's fault: the page says so in one line
       yield ["error", { error: `the run failed: ${e.message}` }];
     }

@@ -5,7 +5,12 @@
 import { Refused, checked } from "./checks.js";
 import { compareToReference, pngDataUrl, seenBy } from "./pictures.js";
 
-const breathe = () => new Promise((resolve) => setTimeout(resolve, 0)); // let the page paint and hear Stop
+// A new task (no 4 ms timer clamp): the page draws and hears Stop between steps.
+const breathe = () => new Promise((resolve) => {
+  const channel = new MessageChannel();
+  channel.port1.onmessage = () => { channel.port1.close(); resolve(); };
+  channel.port2.postMessage(null);
+});
 const stopIf = (signal) => { if (signal?.aborted) throw signal.reason; };
 const roundHalfEven = (v) => { const r = Math.round(v); return Math.abs(v % 1) === 0.5 && r % 2 ? r - 1 : r; };
 
@@ -92,9 +97,16 @@ function paintQuery(lab, query, extra = {}, overrides = {}) {
 // The server's start event names the request's fields (lab.start: asdict(request)) and what the run adds.
 const fields = (v, names) => Object.fromEntries(names.map((k) => [k, v[k]]));
 
-async function* frames(runtime, request, signal, size) {
+// The runtime's run, started: its checks (an empty prompt, a sampler it lacks) refuse before our start event,
+// as the server's do before its stream opens.  → {events: the rest of the run, start: the runtime's start}
+async function begin(runtime, request, signal) {
+  const events = runtime.paintSteps(request, { signal }), first = await events.next();
+  return { events, start: first.value };
+}
+
+async function* frames(events, signal, size) {
   const png = (x) => pngDataUrl(x, size, size);
-  for await (const ev of runtime.paintSteps(request, { signal })) {
+  for await (const ev of events) {
     stopIf(signal);
     if (ev.kind === "step") {
       yield ["step", { index: ev.index, total: ev.total, t: ev.t, signal: ev.signal, noise: Math.sqrt(Math.max(0, 1 - ev.signal ** 2)),
@@ -106,9 +118,10 @@ async function* frames(runtime, request, signal, size) {
 async function* generate(lab, query, signal) {
   const v = paintQuery(lab, query, { num_images: { type: "int", ge: 1, le: lab.limits.max_images, def: 1 } });
   const m = lab.model(v.model), runtime = await lab.paintRuntime();
+  const { events } = await begin(runtime, { ...fields(v, PAINT), numImages: v.num_images }, signal);
   yield ["start", { kind: "generate", ...fields(v, [...PAINT, "num_images"]), width: m.image_size, height: m.image_size,
     model_prompts: m.example_prompts.slice(0, 8) }];
-  yield* frames(runtime, { ...fields(v, PAINT), numImages: v.num_images }, signal, m.image_size);
+  yield* frames(events, signal, m.image_size);
 }
 
 async function* img2img(lab, query, signal) {
@@ -116,17 +129,20 @@ async function* img2img(lab, query, signal) {
   const v = paintQuery(lab, query, { image: S.image, strength: { type: "float", gt: 0, le: 1, def: lab.lab.constants.default_strength } });
   const m = lab.model(v.model), picture = lab.picture(v.image), init = seenBy(picture, m.image_size, m.channels);
   const runtime = await lab.paintRuntime();
+  const { events } = await begin(runtime, { ...fields(v, PAINT), init, strength: v.strength }, signal);
   yield ["start", { kind: "img2img", ...fields(v, [...PAINT, "strength"]), image: picture.id, width: m.image_size,
     height: m.image_size, model_prompts: m.example_prompts.slice(0, 8), init: pngDataUrl(init, m.image_size, m.image_size) }];
-  yield* frames(runtime, { ...fields(v, PAINT), init, strength: v.strength }, signal, m.image_size);
+  yield* frames(events, signal, m.image_size);
 }
 
 // Runs one after another, each step's x̂0 a tile of one side-by-side stream of `total` events; the finals.
-async function* inTurn(runtime, requests, signal, size, finals) {
+// `first`: the first run, begun (so its refusal came before the start event).
+async function* inTurn(runtime, requests, signal, size, finals, first) {
   let count = 0;
   const total = requests.reduce((a, r) => a + r.count, 0);
   for (const [k, r] of requests.entries()) {
-    for await (const ev of runtime.paintSteps(r.request, { signal })) {
+    const events = k === 0 ? first.events : runtime.paintSteps(r.request, { signal });
+    for await (const ev of events) {
       stopIf(signal);
       if (ev.kind === "step") {
         yield ["step", { index: count++, total, tiles: [{ tile: k, step: ev.index, steps: ev.total, t: ev.t, sigma: ev.sigma, x0: pngDataUrl(ev.x0, size, size) }] }];
@@ -141,11 +157,12 @@ async function* ladder(lab, query, signal) {
     { steps: { type: "int", ge: 1, le: lab.limits.max_sweep_steps } });
   const m = lab.model(v.model), size = m.image_size, picture = lab.picture(v.image), init = seenBy(picture, size, m.channels);
   const runs = v.strength.map((s) => Math.max(1, Math.min(v.steps, roundHalfEven(v.steps * s)))); // as Painter._img2img_start
-  const runtime = await lab.paintRuntime();
+  const runtime = await lab.paintRuntime(), requests = v.strength.map((s, k) => ({ count: runs[k], request: { ...fields(v, PAINT), init, strength: s } }));
+  const first = await begin(runtime, requests[0].request, signal);
   yield ["start", { kind: "ladder", ...fields(v, PAINT), strengths: v.strength, image: picture.id, width: size, height: size,
     model_prompts: m.example_prompts.slice(0, 8), init: pngDataUrl(init, size, size), total: runs.reduce((a, b) => a + b, 0), runs }];
-  const finals = [], requests = v.strength.map((s, k) => ({ count: runs[k], request: { ...fields(v, PAINT), init, strength: s } }));
-  yield* inTurn(runtime, requests, signal, size, finals);
+  const finals = [];
+  yield* inTurn(runtime, requests, signal, size, finals, first);
   yield ["done", { images: finals.map((x) => pngDataUrl(x, size, size)), strengths: v.strength }];
 }
 
@@ -155,14 +172,15 @@ async function* dial(lab, query, signal) {
     steps: { type: "int", ge: 1, le: L.max_steps, def: 20 }, seed: S.seed,
     scale: { type: "float", ge: 0, le: c.max_guidance, list: [1, L.max_tiles], def: c.dial_scales } });
   const m = lab.model(v.model), size = m.image_size, runtime = await lab.paintRuntime(), scales = v.scale;
-  yield ["start", { kind: "dial", ...fields(v, ["prompt", "model", "sampler", "steps", "seed"]), scales, width: size, height: size,
-    model_prompts: m.example_prompts.slice(0, 8), total: v.steps }];
   // every scale a row of one batch, all from the seed's one start noise (the same static), as the served dial
   const per = m.channels * size * size, one = lab.engine.random.painterNoise(v.seed, 1, m.channels, size, size).noise;
   const noise = new Float32Array(per * scales.length).map((_, i) => one[i % per]);
   const request = { ...fields(v, ["prompt", "model", "sampler", "steps", "seed"]), guidance: scales, numImages: scales.length, noise };
+  const { events } = await begin(runtime, request, signal);
+  yield ["start", { kind: "dial", ...fields(v, ["prompt", "model", "sampler", "steps", "seed"]), scales, width: size, height: size,
+    model_prompts: m.example_prompts.slice(0, 8), total: v.steps }];
   const png = (x) => pngDataUrl(x, size, size);
-  for await (const ev of runtime.paintSteps(request, { signal })) {
+  for await (const ev of events) {
     stopIf(signal);
     if (ev.kind === "step") {
       yield ["step", { index: ev.index, total: ev.total, tiles: scales.map((_, k) => ({ tile: k, step: ev.index, steps: ev.total,
@@ -182,12 +200,12 @@ async function* spacings(lab, query, signal) {
   const base = fields(v, ["prompt", "model", "sampler", "guidance", "seed"]);
   const requests = [...names.map((spacing) => ({ count: v.steps, request: { ...base, steps: v.steps, spacing } })),
     { count: refSteps, request: { ...base, steps: refSteps, spacing: refSpacing } }];
-  const runtime = await lab.paintRuntime();
+  const runtime = await lab.paintRuntime(), first = await begin(runtime, requests[0].request, signal);
   yield ["start", { kind: "spacings", ...fields(v, ["prompt", "model", "sampler", "steps", "guidance", "seed"]), spacings: names,
     width: size, height: size, model_prompts: m.example_prompts.slice(0, 8), chart, total: names.length * v.steps + refSteps,
     reference_steps: refSteps, reference_spacing: refSpacing, stochastic: lab.samplerList.samplers.find((s) => s.name === v.sampler).stochastic }];
   const finals = [];
-  yield* inTurn(runtime, requests, signal, size, finals);
+  yield* inTurn(runtime, requests, signal, size, finals, first);
   const reference = finals.pop(), png = (x) => pngDataUrl(x, size, size);
   yield ["done", { images: finals.map(png), reference: png(reference), metrics: finals.map((x) => compareToReference(x, reference, size, size)) }];
 }

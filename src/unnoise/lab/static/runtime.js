@@ -151,11 +151,22 @@ export function snapPrompt(vocabulary, prompt, pooled) {
   return { caption: vocabulary.captions[index], similarity: best };
 }
 
-let current = null;
+/** A promise that resolves in a new task (a MessageChannel message: no 4 ms timer clamp), so that clicks (Stop)
+ *  and drawing get their turn between steps: ORT's single-threaded WASM calls resolve as microtasks. */
+function nextTask() {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => { channel.port1.close(); resolve(); };
+    channel.port2.postMessage(null);
+  });
+}
+
+let current = null, currentBase = null; // current: a Promise of the Site at currentBase
 /** The site at baseUrl (default: the page's folder), loaded once. */
 export async function loadSite(baseUrl = document.baseURI) {
   const base = new URL(".", new URL(baseUrl, document.baseURI));
-  if (!current || current.base.href !== base.href) {
+  if (!current || currentBase !== base.href) {
+    currentBase = base.href;
     current = fetchJSON(new URL("site.json", base)).then((site) => new Site(base, site));
   }
   return current;
@@ -323,6 +334,7 @@ export async function* paintSteps(request, { signal } = {}) {
     for (let i = 0; i < size; i++) { xt[i] = xi[i] * scale; eps[i] = sigma > 0 ? (xi[i] - x0[i]) / sigma : 0; }
     push({ kind: "step", index, total, t: sigmaToT(sigma, card.alphas), sigma, signal: scale, x_t: xt, eps, x0: Float32Array.from(x0),
       batch: Float32Array.from(denoised) }); // batch: every image's x̂0 (the lab's dial shows them side by side)
+    return nextTask(); // the page stays alive between steps (the sampler awaits onStep)
   };
   SAMPLERS[r.sampler].run(denoise, x, sigmas, { randn, onStep, signal })
     .then((x0) => { result = x0; }, (e) => { failure = e; })
