@@ -8,6 +8,8 @@ Screenshots land in artifacts/lab/static-*.png for a person to look at.
 
 from __future__ import annotations
 
+import base64
+import io
 import socket
 import subprocess
 import sys
@@ -211,17 +213,22 @@ BAD_INPUTS = [  # (control, value typed or forced into it, the same request to t
 
 
 @pytest.fixture(scope="module")
-def served_words():
-    """What the served lab answers each bad request, as its page words it (friendly(detail[0]))."""
+def served():
+    """The served lab over the same models (in-process, no socket): what the static page must match."""
     from fastapi.testclient import TestClient
 
     from unnoise.lab import create_app
     from unnoise.lab.learned import PainterFactory
 
-    client = TestClient(create_app(generate=PainterFactory(site_models())))
+    return TestClient(create_app(generate=PainterFactory(site_models())))
+
+
+@pytest.fixture(scope="module")
+def served_words(served):
+    """What the served lab answers each bad request, as its page words it (friendly(detail[0]))."""
 
     def words(page, params: dict) -> str:
-        r = client.get("/api/generate", params=params)
+        r = served.get("/api/generate", params=params)
         assert r.status_code == 422, r.text
         return page.evaluate("d => import('./static/common.js').then((m) => m.friendly(d))", r.json()["detail"][0])
 
@@ -264,7 +271,11 @@ def natural_sizes(pg, selector: str) -> list[int]:
     return pg.eval_on_selector_all(selector, "is => is.map((i) => i.complete ? i.naturalWidth : -1)")
 
 
-def test_static_part3_paints_every_step(paint_page):
+def data_url_pixels(url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"), dtype=np.int16)
+
+
+def test_static_part3_paints_every_step(paint_page, served):
     pg = paint_page
     pg.fill("#learn-prompt", "")  # the painter in the page asks for a prompt, in one clear line
     pg.click("#learn-run")
@@ -281,6 +292,13 @@ def test_static_part3_paints_every_step(paint_page):
     ts = [f["t"] for f in run if not f["final"]]
     assert ts == sorted(ts, reverse=True) and ts[0] > 900  # from the static down
     assert natural_sizes(pg, "#learn-images img") == [32, 32, 32]
+    # the picture the served lab paints for the same request (its stream's last event), to the grey level
+    from test_lab_api import sse_events
+
+    events = sse_events(served.get("/api/generate", params={"prompt": "red apple", "model": "emoji", "steps": 6,
+                                                              "seed": 0, "guidance": 3, "sampler": "dpmpp_2m"}).text)
+    diff = np.abs(data_url_pixels(pg.evaluate("window.lab.learned.frames.at(-1).x0")) - data_url_pixels(events[-1][1]["image"]))
+    assert diff.mean() <= 2 and np.percentile(diff, 99) <= 16, (diff.mean(), np.percentile(diff, 99))
     pg.fill("#learn-prompt", "red apple")
     pg.select_option("#learn-model", "digits")  # a grey model: its own defaults, grey pictures
     pg.fill("#learn-steps", "4")
