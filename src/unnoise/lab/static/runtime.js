@@ -151,14 +151,12 @@ export function snapPrompt(vocabulary, prompt, pooled) {
   return { caption: vocabulary.captions[index], similarity: best };
 }
 
-let current = null;
+const sites = new Map(); // base URL → Promise of its Site
 /** The site at baseUrl (default: the page's folder), loaded once. */
-export async function loadSite(baseUrl = document.baseURI) {
+export function loadSite(baseUrl = document.baseURI) {
   const base = new URL(".", new URL(baseUrl, document.baseURI));
-  if (!current || current.base.href !== base.href) {
-    current = fetchJSON(new URL("site.json", base)).then((site) => new Site(base, site));
-  }
-  return current;
+  if (!sites.has(base.href)) sites.set(base.href, fetchJSON(new URL("site.json", base)).then((site) => new Site(base, site)));
+  return sites.get(base.href);
 }
 
 /** The request with the model's defaults filled in and every value checked (PaintError, one line, if not). */
