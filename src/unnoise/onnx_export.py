@@ -23,8 +23,9 @@ onnxscript needed, and a few seconds per graph.  Precision of the text encoder (
 stores the weights as float16 and casts them up once at load (compute stays float32); fp16-int8emb is fp16 with
 the word-embedding table (half the weights) in int8 (onnxruntime's quantizer, one scale for the table);
 fp16-int8rows the same with a scale per row and only the looked-up rows widened (onnx alone: what the static lab
-ships); int8w adds per-column int8 MatMul weights (weight-only, float32 arithmetic); int8 is onnxruntime's dynamic quantization
-(`quantize_dynamic`, per-channel int8 weights of MatMul and Gather, activations quantized per call).
+ships); int8w adds per-column int8 MatMul weights (weight-only, float32 arithmetic); int8 is
+onnxruntime's dynamic quantization (`quantize_dynamic`, per-channel int8 weights of MatMul and Gather, activations
+quantized per call).
 """
 
 from __future__ import annotations
