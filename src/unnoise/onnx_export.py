@@ -1,7 +1,7 @@
 """ONNX export of a model directory's UNet and of the MiniLM text encoder, for runtimes without PyTorch
 (onnxruntime, ONNX Runtime Web in the browser lab).
 
-    python -m unnoise.onnx_export MODEL OUTDIR [--text-precision fp32|fp16|fp16-int8emb|int8]
+    python -m unnoise.onnx_export MODEL OUTDIR [--text-precision fp32|fp16|fp16-int8emb|fp16-int8rows|int8w|int8]
 
 writes OUTDIR/unet.onnx, OUTDIR/text_encoder.onnx and OUTDIR/onnx.json (what each graph takes and gives).
 The graphs are the networks themselves, not the sampler: the caller does what `DiscreteDenoiser` does
@@ -21,8 +21,11 @@ tokens (B, L, 384) and pooled (B, 384), exactly `TextEncoder.encode`'s.
 The exporter is torch's TorchScript-based one (`dynamo=False`): present in torch 2.13 (deprecated there), no
 onnxscript needed, and a few seconds per graph.  Precision of the text encoder (docs/onnx.md): fp32; fp16
 stores the weights as float16 and casts them up once at load (compute stays float32); fp16-int8emb is fp16 with
-the word-embedding table (half the weights) in int8; int8 is onnxruntime's dynamic quantization
-(`quantize_dynamic`, per-channel int8 weights of MatMul and Gather, activations quantized per call).
+the word-embedding table (half the weights) in int8 (onnxruntime's quantizer, one scale for the table);
+fp16-int8rows the same with a scale per row and only the looked-up rows widened (onnx alone: what the static lab
+ships); int8w adds per-column int8 MatMul weights (weight-only, float32 arithmetic); int8 is
+onnxruntime's dynamic quantization (`quantize_dynamic`, per-channel int8 weights of MatMul and Gather, activations
+quantized per call).
 """
 
 from __future__ import annotations
@@ -166,7 +169,8 @@ def export_text_encoder(encoder, path: str | os.PathLike, precision: str = "fp32
     return path
 
 
-def weights_to_int8(src: str | os.PathLike, dst: str | os.PathLike, ops: tuple[str, ...] = ("MatMul", "Gather")) -> Path:
+def weights_to_int8(src: str | os.PathLike, dst: str | os.PathLike,
+                    ops: tuple[str, ...] = ("MatMul", "Gather")) -> Path:
     """Weight-only int8 for the weights of `ops`, symmetric, a float32 scale per channel: a MatMul weight (K, N)
     per output column behind a DequantizeLinear; a Gather table (V, D) per row, gathered as int8 and scaled after
     the lookup (only the looked-up rows are ever widened).  The other big weights are stored as fp16 (as

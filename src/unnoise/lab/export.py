@@ -3,14 +3,15 @@
     DIR/index.html, DIR/static/…        the lab page and its scripts (runtime.js, engine/, vendor/ort/: ONNX
                                         Runtime Web, built by scripts/build_web_runtime.sh)
     DIR/site.json                       what the page reads first: models, defaults, limits, samplers
-    DIR/text_encoder.onnx.gz, vocab.txt the MiniLM text encoder (one for all models) and its WordPiece vocabulary
+    DIR/text_encoder.onnx.gz.*, vocab.txt the MiniLM text encoder (one for all models) and its WordPiece vocabulary
     DIR/models/NAME/unet.onnx.gz        each model's UNet (fp16-stored weights; unnoise.onnx_export)
     DIR/models/NAME/model.json          its card for the page: shape, prediction type, ᾱ_t, defaults, examples
     DIR/vocabularies/HASH.json, .bin.gz prompt snapping: captions + known prompts, and the fp16 unit vectors (V, D);
                                         models trained on the same captions share one pair
 
 The big binaries are gzipped files (not a Content-Encoding: any host serves them as they are; runtime.js inflates
-them with the browser's DecompressionStream), which keeps the default site (five models) under 60 MB.
+them with the browser's DecompressionStream), which keeps the default site (five models) under 60 MB; one over
+16 MiB (the text encoder) is cut in parts.  site.json and model.json list each binary as its list of parts.
 
 Written to a hidden sibling folder and renamed into place, so a reader never sees half a site; a DIR that exists
 must be empty or a previous export (its site.json says so), which is then replaced.  Any static host serves the
@@ -39,6 +40,7 @@ STATIC = Path(__file__).parent / "static"
 WEB_SAMPLERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "unipc", "consistency")
 TEXT_PRECISION = "fp16-int8rows"  # 33.6 MB instead of fp16's 45.2: keeps the default site under 60 MB (docs/onnx.md)
 MAX_PROMPT_CHARS = 300  # as the served lab's LabConfig.max_prompt_chars
+MAX_FILE_BYTES = 16 * 2**20  # larger files are written in parts: static hosts cap single files (25 MiB and up)
 
 
 class ExportError(UnnoiseError, ValueError):
@@ -113,12 +115,12 @@ def _write_site(tmp: Path, models: dict[str, Path], text_precision: str) -> None
     (tmp / "index.html").write_text(static_page((STATIC / "index.html").read_text(encoding="utf-8")), encoding="utf-8")
     lab = write_lab_site(tmp, models)  # webparts: pictures/cat.png and site.json's "lab" (the page's /api answers)
     encoder = TextEncoder.load()
-    _gzip(export_text_encoder(encoder, tmp / "text_encoder.onnx", text_precision))
+    text_files = _gzip(export_text_encoder(encoder, tmp / "text_encoder.onnx", text_precision))
     shutil.copyfile(_vocab_txt(), tmp / "vocab.txt")
     cards = {name: _write_model(tmp, name, path) for name, path in models.items()}
     site = {
         "generator": GENERATOR, "format": FORMAT, "unnoise_version": __version__,
-        "text_encoder": {"file": "text_encoder.onnx.gz", "vocab": "vocab.txt", "precision": text_precision,
+        "text_encoder": {"file": text_files, "vocab": "vocab.txt", "precision": text_precision,
                          "max_length": encoder.max_length, "id": encoder.id, "dim": 384},
         "default_model": next(iter(cards)),
         "models": cards,
@@ -162,13 +164,13 @@ def _write_model(tmp: Path, name: str, path: Path) -> dict[str, Any]:
     if info.scheduler:
         raise ExportError(f"{path} is a diffusers pipeline folder; the static lab paints unnoise model directories")
     folder = tmp / "models" / name
-    _gzip(export_unet(unet.float(), folder / "unet.onnx"))
+    unet_files = _gzip(export_unet(unet.float(), folder / "unet.onnx"))
     c: Any = unet.config
     vocabulary = Vocabulary.load(path)
     defaults = paint_defaults(info)
     card = {
         "name": name,
-        "unet": f"models/{name}/unet.onnx.gz",
+        "unet": [f"models/{name}/{f}" for f in unet_files],
         "inputs": ["x", "t", "tokens", "mask", "pooled"] + (["guidance"] if c.guidance_embedding else []),
         "takes_guidance": bool(c.guidance_embedding),
         "shape": [info.channels, info.image_size, info.image_size],
@@ -201,17 +203,25 @@ def _write_vocabulary(tmp: Path, vocabulary) -> str:
     folder.mkdir(exist_ok=True)
     if not (folder / f"{digest}.json").exists():
         (folder / f"{digest}.bin").write_bytes(np.ascontiguousarray(vectors).tobytes())
-        _gzip(folder / f"{digest}.bin")
-        _write_json(folder / f"{digest}.json", {**index, "vectors": f"vocabularies/{digest}.bin.gz"})
+        parts = _gzip(folder / f"{digest}.bin")
+        _write_json(folder / f"{digest}.json", {**index, "vectors": [f"vocabularies/{f}" for f in parts]})
     return f"vocabularies/{digest}.json"
 
 
-def _gzip(path: Path) -> Path:
-    """path → path.gz (level 9, no name or time stored: the same bytes every export), the original removed."""
-    gz = path.with_name(path.name + ".gz")
-    gz.write_bytes(gzip.compress(path.read_bytes(), compresslevel=9, mtime=0))
+def _gzip(path: Path) -> list[str]:
+    """path → path.gz (level 9, no name or time stored: the same bytes every export), the original removed; a
+    .gz over MAX_FILE_BYTES is cut into path.gz.0, .1, … (hosts cap single files: Cloudflare Pages at 25 MiB).
+    Returns the file names, in order: the page fetches them all and inflates their concatenation."""
+    packed = gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)
     path.unlink()
-    return gz
+    if len(packed) <= MAX_FILE_BYTES:
+        path.with_name(path.name + ".gz").write_bytes(packed)
+        return [path.name + ".gz"]
+    names = []
+    for k, start in enumerate(range(0, len(packed), MAX_FILE_BYTES)):
+        names.append(f"{path.name}.gz.{k}")
+        path.with_name(names[-1]).write_bytes(packed[start:start + MAX_FILE_BYTES])
+    return names
 
 
 def _write_json(path: Path, obj: Any) -> None:

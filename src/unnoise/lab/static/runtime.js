@@ -26,12 +26,21 @@ export class PaintError extends Error {
   constructor(message) { super(message); this.name = "PaintError"; }
 }
 
-/** Bytes of url; a `.gz` file (the exporter gzips the big binaries) is inflated here unless the host already
- *  did (some hosts answer .gz files with Content-Encoding: gzip, so the gzip magic decides). */
-async function fetchBytes(url, signal) {
-  const response = await fetch(url, { signal });
+async function fetchPart(url) {
+  const response = await fetch(url);
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-  const bytes = new Uint8Array(await response.arrayBuffer());
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+/** The bytes of a file, or of a list of parts (the exporter cuts big files), fetched in parallel and joined; gzip
+ *  is inflated here unless the host already did (some answer .gz with Content-Encoding: gzip): the magic decides. */
+async function fetchBytes(urls) {
+  const parts = await Promise.all([urls].flat().map(fetchPart));
+  let bytes = parts[0];
+  if (parts.length > 1) {
+    bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    parts.reduce((at, p) => (bytes.set(p, at), at + p.length), 0);
+  }
   if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) return bytes;
   const inflated = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
   return new Uint8Array(await new Response(inflated).arrayBuffer());
@@ -72,10 +81,12 @@ export class Site {
 
   url(path) { return new URL(path, this.base); }
 
+  urls(paths) { return [paths].flat().map((p) => this.url(p)); }
+
   /** The text encoder session and the WordPiece tokenizer (shared by every model). */
   text() {
     this.textReady ??= Promise.all([
-      session(this.url(this.site.text_encoder.file)),
+      session(this.urls(this.site.text_encoder.file)),
       fetch(this.url(this.site.text_encoder.vocab)).then((r) => r.text()).then((t) => new WordPiece(t)),
     ]).then(([encoder, tokenizer]) => ({ encoder, tokenizer }));
     return this.textReady;
@@ -89,7 +100,7 @@ export class Site {
     this.models[name] ??= (async () => {
       const card = await fetchJSON(this.url(this.site.models[name].card));
       const [unet, vocabulary] = await Promise.all([
-        session(this.url(card.unet)),
+        session(this.urls(card.unet)),
         card.vocabulary ? loadVocabulary(this, card.vocabulary) : null,
       ]);
       card.alphas = Float64Array.from(card.alphas_cumprod);
@@ -113,7 +124,7 @@ export class Site {
 
 async function loadVocabulary(site, path) {
   const index = await fetchJSON(site.url(path));
-  const bytes = await fetchBytes(site.url(index.vectors));
+  const bytes = await fetchBytes(site.urls(index.vectors));
   const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, index.count * index.dim);
   const vectors = new Float32Array(halves.length);
   for (let i = 0; i < halves.length; i++) vectors[i] = halfToFloat(halves[i]);
@@ -161,15 +172,12 @@ function nextTask() {
   });
 }
 
-let current = null, currentBase = null; // current: a Promise of the Site at currentBase
+const sites = new Map(); // base URL → Promise of its Site
 /** The site at baseUrl (default: the page's folder), loaded once. */
-export async function loadSite(baseUrl = document.baseURI) {
+export function loadSite(baseUrl = document.baseURI) {
   const base = new URL(".", new URL(baseUrl, document.baseURI));
-  if (!current || currentBase !== base.href) {
-    currentBase = base.href;
-    current = fetchJSON(new URL("site.json", base)).then((site) => new Site(base, site));
-  }
-  return current;
+  if (!sites.has(base.href)) sites.set(base.href, fetchJSON(new URL("site.json", base)).then((site) => new Site(base, site)));
+  return sites.get(base.href);
 }
 
 /** The request with the model's defaults filled in and every value checked (PaintError, one line, if not). */
