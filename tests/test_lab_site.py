@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -36,8 +42,6 @@ def test_the_site_answers_what_the_served_lab_answers(models, tmp_path):
 
 
 def test_a_model_with_its_own_schedule_length_is_listed_under_its_name(models, tmp_path):
-    import json
-
     folder = tmp_path / "short"
     folder.mkdir()
     src = models["colour"]
@@ -57,3 +61,30 @@ def test_an_unreadable_model_is_one_line(tmp_path):
     (tmp_path / "broken" / "unnoise.json").write_text("{not json")
     with pytest.raises(SiteError, match="cannot export model 'broken'"):
         lab_site_data({"broken": tmp_path / "broken"})
+
+
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(NODE is None, reason="node (Node.js ≥ 20) is not installed")
+def test_the_pages_lanczos_is_pillows_to_the_byte(tmp_path):
+    """static/resample.js shrinks uploads and shows "the picture as the model sees it": Pillow's bytes exactly
+    (both pass orders of Pillow's two-pass resize, grey and colour, shrinking and enlarging)."""
+    rng = np.random.default_rng(0)
+    sizes = [(256, 170, 32, 32), (37, 53, 32, 32), (600, 400, 256, 171), (300, 2000, 38, 256), (20, 20, 32, 32),
+             (170, 170, 32, 32), (4096, 40, 256, 3)]
+    cases, want = [], []
+    for k, (w, h, ow, oh) in enumerate(sizes):
+        channels = 1 if k % 3 == 1 else 3
+        a = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+        a[: h // 2] = np.linspace(0, 255, w, dtype=np.uint8)[None, :, None]  # smooth content as well as noise
+        im = Image.fromarray(a[:, :, 0] if channels == 1 else a)
+        want.append(np.asarray(im.resize((ow, oh), Image.Resampling.LANCZOS)).reshape(-1))
+        cases.append({"pixels": base64.b64encode(a.tobytes()).decode(), "width": w, "height": h, "channels": channels,
+                      "out_width": ow, "out_height": oh})
+    fixture = tmp_path / "resample.json"
+    fixture.write_text(json.dumps({"cases": cases}))
+    harness = Path(__file__).parent / "js" / "resample.mjs"
+    done = subprocess.run([NODE, str(harness), str(fixture)], capture_output=True, text=True, timeout=120, check=True)
+    for size, got, w in zip(sizes, json.loads(done.stdout), want, strict=True):
+        assert np.array_equal(np.frombuffer(base64.b64decode(got), dtype=np.uint8), w), size
