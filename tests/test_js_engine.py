@@ -342,3 +342,57 @@ def test_wordpiece_unicode_tables_match_python_everywhere(tmp_path):
               or (not 0xD800 <= cp <= 0xDFFF and normalize(chr(cp)) != got["normalized"][cp])]
     print(f"Unicode {unicodedata.unidata_version} (Python) vs node: {len(differ)} code points differ")
     assert not differ, [hex(cp) for cp in differ[:20]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# generation.js: the whole painting (seeds' noise, guidance, clip, sampler) against generation.generate
+
+
+def _paint_cases():
+    cond, short, one = _condition(1, 6, 21), _condition(1, 3, 22), _condition(2, 6, 23)
+    base = {"schedule": "linear", "predictionType": "v_prediction", "imageShape": [3, 32, 32], "seeds": [7, 8],
+            "cond": cond, "uncond": short, "steps": 20, "guidance": 3.0, "guidanceRescale": 0.0, "sampler": "dpmpp_2m",
+            "spacing": "log_snr", "takesGuidance": False, "clip": 1.0, "noise": None}
+    yield base  # the emoji model's defaults
+    yield {**base, "sampler": "ddim", "steps": 4, "spacing": "log_snr@0.5", "takesGuidance": True, "uncond": None}
+    yield {**base, "sampler": "euler_ancestral", "steps": 10, "spacing": "karras", "predictionType": "epsilon",
+           "guidance": [2.0, 5.0], "guidanceRescale": 0.5, "cond": one}
+    yield {**base, "sampler": "consistency", "steps": 2, "spacing": "log_snr_trailing", "takesGuidance": True,
+           "predictionType": "sample", "imageShape": [1, 32, 32], "seeds": [0, 1, 2], "uncond": None}
+    yield {**base, "sampler": "unipc", "steps": 5, "guidance": 1.0, "noise": "given", "cond": one}
+    yield {**base, "sampler": "dpmpp_2m_sde", "steps": 6, "noise": "given", "seeds": [3]}
+    yield {**base, "sampler": "ddpm", "steps": 3, "spacing": "trailing", "clip": None, "cond": None, "uncond": None,
+           "imageShape": [2, 5, 7], "predictionType": "epsilon"}
+    yield {**base, "sampler": "heun", "steps": 5, "schedule": "cosine", "spacing": "karras"}
+
+
+def test_generate_matches_python_generate(tmp_path):
+    from unnoise.generation import generate
+
+    cases = list(_paint_cases())
+    for case in cases:
+        if case["noise"] == "given":
+            shape = (len(case["seeds"]), *case["imageShape"])
+            case["noise"] = torch.randn(shape, generator=torch.Generator().manual_seed(99)).flatten().tolist()
+    fixture = {"cases": [{**c, "cond": _as_json(c["cond"]), "uncond": _as_json(c["uncond"])} for c in cases]}
+    worst = 0.0
+    for case, got in zip(cases, run_node("paint", fixture, tmp_path)):
+        calls, steps = [], []
+        shape = tuple(case["imageShape"])
+
+        def model(x_t, t, cond):
+            calls.append(x_t.shape[0])
+            return _fake_network(x_t, t, cond)
+
+        noise = None if case["noise"] is None else torch.tensor(case["noise"]).view(-1, *shape)
+        want = generate(model, schedules.get(case["schedule"]), case["predictionType"], case["cond"], case["uncond"],
+                        shape=shape, seeds=case["seeds"], steps=case["steps"], guidance=case["guidance"],
+                        guidance_rescale=case["guidanceRescale"], sampler=case["sampler"], spacing=case["spacing"],
+                        callback=lambda info: steps.append(info.i), takes_guidance=case["takesGuidance"],
+                        noise=noise, clip=case["clip"], device="cpu")
+        what = (case["sampler"], case["steps"], case["spacing"])
+        assert got["calls"] == len(calls) and got["steps"] == steps, what
+        diff = float((torch.tensor(got["x"]) - want.flatten()).abs().max()) / max(1.0, float(want.abs().max()))
+        worst = max(worst, diff)
+        assert diff < 1e-5, (what, diff)
+    print(f"generation.js max |Δx0|/max(1, |x0|) over {len(cases)} paintings:", worst)

@@ -90,6 +90,13 @@ function batchOne(a, b, batch, key) {
 
 const isTensor = (c) => c !== null && typeof c === "object" && "data" in c && "dims" in c;
 
+/** A condition (null, a tensor or an object of tensors) with its rows broadcast to `batch`. */
+function expandCondition(cond, batch) {
+  if (cond == null) return cond;
+  if (isTensor(cond)) return expandRows(cond, batch);
+  return Object.fromEntries(Object.entries(cond).map(([k, t]) => [k, expandRows(t, batch)]));
+}
+
 /** guidance.batch_conditions: one batch of 2·batch conditions, conditional first. */
 export function batchConditions(cond, uncond, batch) {
   if (cond == null && uncond == null) return null;
@@ -115,10 +122,11 @@ function perImageSigma(sigma, batch) {
 /** CFGDenoiser: both passes in one batch of 2B (two passes if exactly one condition is null). */
 function cfg({ denoiser, cond, uncond, scale, rescale, rescaleSpace, imageSize }) {
   return async (x, sigma) => {
-    if (scale === 1.0) return denoiser(x, sigma, cond);
-    if (scale === 0.0 && rescale === 0.0) return denoiser(x, sigma, uncond);
     const size = imageSize ?? x.length;
     const batch = x.length / size;
+    // one pass: w = 1 is the conditional prediction, w = 0 the unconditional one (a batch of 1 broadcast to B)
+    if (scale === 1.0) return denoiser(x, sigma, expandCondition(cond, batch));
+    if (scale === 0.0 && rescale === 0.0) return denoiser(x, sigma, expandCondition(uncond, batch));
     checkPerImage(scale, batch);
     const sig = perImageSigma(sigma, batch);
     let condX0;
@@ -177,8 +185,7 @@ function guidanceInput({ denoiser, cond, scale, imageSize }) {
     const batch = x.length / (imageSize ?? x.length);
     checkPerImage(scale, batch);
     const w = Float32Array.from({ length: batch }, (_, b) => scaleOf(scale, b));
-    const rows = Object.fromEntries(Object.entries(cond ?? {}).map(([k, t]) => [k, expandRows(t, batch)]));
-    return denoiser(x, sigma, { ...rows, guidance: { data: w, dims: [batch] } });
+    return denoiser(x, sigma, { ...expandCondition(cond ?? {}, batch), guidance: { data: w, dims: [batch] } });
   };
 }
 
