@@ -268,7 +268,7 @@ def test_random_matches_torch_randn(tmp_path):
         g = torch.Generator().manual_seed(seed)
         for n, draw in zip(sizes, js):
             check(draw, torch.randn(n, generator=g))
-    for (seed, k, c, h, w, draws), js in zip(painter, got["painter"]):
+    for (seed, k, c, h, w, _), js in zip(painter, got["painter"]):
         gens = seeded_generators(range(seed, seed + k))  # the Painter's start noise, then a sampler's draws
         for draw in js:
             check(draw, randn_like(torch.empty(k, c, h, w), gens).flatten())
@@ -311,6 +311,7 @@ def test_wordpiece_matches_python_token_for_token(tmp_path):
     assert got["batch"]["mask"] == [m for row in want_mask for m in row]
     try:
         import tokenizers
+
         from unnoise.conditioning.text import original_model_dir
 
         theirs = tokenizers.Tokenizer.from_file(str(original_model_dir() / "tokenizer.json"))
@@ -380,7 +381,7 @@ def test_generate_matches_python_generate(tmp_path):
         calls, steps = [], []
         shape = tuple(case["imageShape"])
 
-        def model(x_t, t, cond):
+        def model(x_t, t, cond, calls=calls):
             calls.append(x_t.shape[0])
             return _fake_network(x_t, t, cond)
 
@@ -388,7 +389,7 @@ def test_generate_matches_python_generate(tmp_path):
         want = generate(model, schedules.get(case["schedule"]), case["predictionType"], case["cond"], case["uncond"],
                         shape=shape, seeds=case["seeds"], steps=case["steps"], guidance=case["guidance"],
                         guidance_rescale=case["guidanceRescale"], sampler=case["sampler"], spacing=case["spacing"],
-                        callback=lambda info: steps.append(info.i), takes_guidance=case["takesGuidance"],
+                        callback=lambda info, steps=steps: steps.append(info.i), takes_guidance=case["takesGuidance"],
                         noise=noise, clip=case["clip"], device="cpu")
         what = (case["sampler"], case["steps"], case["spacing"])
         assert got["calls"] == len(calls) and got["steps"] == steps, what
@@ -396,3 +397,30 @@ def test_generate_matches_python_generate(tmp_path):
         worst = max(worst, diff)
         assert diff < 1e-5, (what, diff)
     print(f"generation.js max |Δx0|/max(1, |x0|) over {len(cases)} paintings:", worst)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# names, registry metadata and the engine's own contract (stopping, errors)
+
+
+def test_registry_and_names_match_python(tmp_path):
+    from unnoise import limits
+    from unnoise.conditioning.guidance import RESCALE_SPACES
+    from unnoise.diffusion import PREDICTION_TYPES
+    from unnoise.sampling import SAMPLERS
+
+    got = run_node("registry", {}, tmp_path)
+    want = [{"name": s.name, "order": s.order, "stochastic": s.stochastic, "callsPerStep": s.calls_per_step,
+             "paper": s.paper, "odeOptions": None if s.ode_options is None else dict(s.ode_options), "model": s.model,
+             "nfe20": s.nfe(20)} for s in SAMPLERS.values()]
+    assert got["samplers"] == want
+    assert (got["NAMES"], got["SPACINGS"]) == (list(schedules.NAMES), list(schedules.SPACINGS))
+    assert got["DEFAULT_SPACING"] == limits.DEFAULT_SPACING
+    assert (got["PREDICTION_TYPES"], got["RESCALE_SPACES"]) == (list(PREDICTION_TYPES), list(RESCALE_SPACES))
+
+
+def test_engine_contract_under_node_test():
+    """tests/js/contract.test.mjs: onStep → false and AbortSignal stop every sampler; bad input is one clear error."""
+    done = subprocess.run([NODE, "--test", str(HARNESS / "contract.test.mjs")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
