@@ -424,3 +424,60 @@ def test_engine_contract_under_node_test():
     done = subprocess.run([NODE, "--test", str(HARNESS / "contract.test.mjs")], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the same modules in Debian chromium (the page's engine): tokens, start noise and a painting as in Python
+
+
+@pytest.mark.browser
+def test_engine_in_chromium_matches_python(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from unnoise.conditioning.text import MAX_LENGTH
+    from unnoise.conditioning.wordpiece import WordPiece
+    from unnoise.generation import generate
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    static = Path(__file__).resolve().parents[1] / "src" / "unnoise" / "lab" / "static"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(static))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    prompts = _prompts()[:200]
+    case = {"schedule": "linear", "predictionType": "v_prediction", "imageShape": [3, 32, 32], "seeds": [7, 8],
+            "steps": 20, "guidance": 1.0, "sampler": "euler_ancestral", "spacing": "karras"}
+    script = """async ({vocab, prompts, c}) => {
+      const {WordPiece} = await import('/engine/wordpiece.js');
+      const {alphasCumprod} = await import('/engine/schedules.js');
+      const {generate} = await import('/engine/generation.js');
+      const wp = new WordPiece(vocab);
+      const network = async (xt, t) => Float32Array.from(xt, (v, i) => 0.6 * Math.tanh(v) + 0.001 * t[Math.floor(i / 3072)] * Math.cos(i % 3072));
+      const x = await generate({...c, network, alphasCumprod: alphasCumprod(c.schedule)});
+      return {ids: prompts.map((p) => wp.encodeOne(p)), x: Array.from(x)};
+    }"""
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/package.json")
+            got = page.evaluate(script, {"vocab": Path(_vocab_path()).read_text(encoding="utf-8"), "prompts": prompts, "c": case})
+            browser.close()
+    finally:
+        server.shutdown()
+    assert not errors
+    ours = WordPiece.from_file(_vocab_path(), max_length=MAX_LENGTH)
+    assert got["ids"] == [ours.encode(prompt) for prompt in prompts]
+    want = generate(lambda x_t, t, cond: _fake_network(x_t, t, None), schedules.get("linear"), "v_prediction", None,
+                    None, shape=(3, 32, 32), seeds=[7, 8], steps=20, guidance=1.0, sampler="euler_ancestral",
+                    spacing="karras", takes_guidance=False, device="cpu")
+    diff = float((torch.tensor(got["x"]) - want.flatten()).abs().max())
+    print(f"chromium: {len(prompts)} prompts token for token; euler_ancestral painting max |Δ| {diff:.2e}")
+    assert diff < 1e-5
