@@ -481,3 +481,61 @@ def test_engine_in_chromium_matches_python(tmp_path):
     diff = float((torch.tensor(got["x"]) - want.flatten()).abs().max())
     print(f"chromium: {len(prompts)} prompts token for token; euler_ancestral painting max |Δ| {diff:.2e}")
     assert diff < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# images.js (pixels in and out) and generation.js image to image
+
+
+def test_pixels_and_img2img_match_python(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from unnoise import images
+    from unnoise.generation import generate
+    from unnoise.pipeline import Painter
+
+    g = torch.Generator().manual_seed(8)
+    halves = (torch.arange(256, dtype=torch.float32) + 0.5) / 127.5 - 1.0  # the rounding ties, and beyond the box
+    outs = [(torch.cat([halves, torch.randn(3 * 100 - 256, generator=g) * 1.5]).view(3, 10, 10)),
+            torch.rand(1, 7, 5, generator=g) * 2.2 - 1.1]
+    rgbas = [torch.randint(0, 256, (6, 9, 4), generator=g, dtype=torch.uint8) for _ in range(2)]
+    rgbas[0][..., 3] = 255
+    rgbas[1][0, :4, 3] = torch.tensor([0, 1, 128, 254], dtype=torch.uint8)
+    picture = Image.fromarray(torch.randint(0, 256, (40, 56, 3), generator=g, dtype=torch.uint8).numpy(), "RGB")
+    runs = [{"channels": 3, "size": 32, "steps": 5, "strength": 0.5, "spacing": "log_snr", "sampler": "ddpm",
+             "seeds": [4, 5]},
+            {"channels": 1, "size": 32, "steps": 20, "strength": 0.6, "spacing": "karras", "sampler": "dpmpp_2m",
+             "seeds": [9]}]
+    for r in runs:  # the fitted picture's bytes, as the page would hand them over after its own resize
+        fitted = images.fit(picture.convert("L" if r["channels"] == 1 else "RGB"), r["size"]).convert("RGBA")
+        r["bytes"] = np.asarray(fitted).flatten().tolist()
+    fixture = {"toRGBA": [{"x": x.flatten().tolist(), "c": x.shape[0], "h": x.shape[1], "w": x.shape[2]} for x in outs],
+               "fromRGBA": [{"bytes": b.flatten().tolist(), "c": c, "h": 6, "w": 9} for b in rgbas for c in (3, 1)],
+               "img2img": runs}
+    got = run_node("images", fixture, tmp_path)
+    for x, js in zip(outs, got["rgba"]):
+        assert js == np.asarray(images.to_pil(x).convert("RGBA")).flatten().tolist()
+    worst = 0.0
+    for k, js in enumerate(got["tensors"]):
+        rgba, mode = rgbas[k // 2], ("RGB", "L")[k % 2]
+        want = images.to_tensor(images.flatten(Image.fromarray(rgba.numpy(), "RGBA"), mode)).flatten()
+        diff = float((torch.tensor(js) - want).abs().max())
+        worst = max(worst, diff)
+        assert diff == 0.0 if k < 2 else diff <= 1 / 127.5 + 1e-6, (k, diff)  # transparency: within a level of Pillow's
+    for r, js in zip(runs, got["img2img"]):
+        shape = (r["channels"], r["size"], r["size"])
+        painter = SimpleNamespace(info=SimpleNamespace(channels=r["channels"], image_size=r["size"]),
+                                  schedule=schedules.get("linear"), shape=shape)
+        params = SimpleNamespace(steps=r["steps"], spacing=r["spacing"], strength=r["strength"])
+        x_init, sigmas = Painter._img2img_start(painter, picture, params, r["seeds"])
+        assert js["sigmas"] == pytest.approx(sigmas.tolist(), rel=1e-12)
+        # the seeds' noise is torch.randn's within an ulp (random.js), scaled by σ_start
+        assert float((torch.tensor(js["xInit"]) - x_init.flatten()).abs().max()) <= 1e-6 * max(1.0, float(sigmas[0]))
+        want = generate(_fake_network, schedules.get("linear"), "v_prediction", None, None, shape=shape,
+                        seeds=r["seeds"], guidance=1.0, sampler=r["sampler"], x_init=x_init, sigmas=sigmas,
+                        takes_guidance=False, device="cpu")
+        assert float((torch.tensor(js["x"]) - want.flatten()).abs().max()) < 1e-5
+    print("images.js: to_pil bytes equal; to_tensor max |Δ| (transparent pixels incl.)", worst, "; img2img starts and paintings within 1e-5")

@@ -17,6 +17,35 @@ import { randnLike, seededGenerators } from "./random.js";
 import { SAMPLERS, checkSigmas } from "./samplers.js";
 import { sigmas as sigmasOf } from "./schedules.js";
 
+export const DEFAULT_STRENGTH = 0.6; // limits.DEFAULT_STRENGTH: how far up the noise an init picture goes
+
+/** Python's round(): half to even. */
+function roundHalfEven(v) {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * Painter._img2img_start (SDEdit, Meng et al. 2022): the last round(steps·strength) (at least 1) noise levels of
+ * the grid, and x = x0 + σ_start·noise with image k's noise from a fresh generator seeded seeds[k] (or `noise`).
+ * Pass both to generate({xInit, sigmas, ...}); its sampler then draws from fresh seeded generators, as Python's.
+ * @param {{alphasCumprod: Float64Array, steps: number, spacing?: string, strength?: number,
+ *   x0: Float32Array, seeds: number[], noise?: Float32Array|null}} o x0: the picture, (C, H, W) in [−1, 1]
+ * @returns {{xInit: Float32Array, sigmas: Float64Array}}
+ */
+export function img2imgStart({ alphasCumprod, steps, spacing = undefined, strength = DEFAULT_STRENGTH, x0, seeds, noise = null }) {
+  if (!(strength > 0 && strength <= 1)) throw new Error(`strength must lie in (0, 1], got ${strength}`);
+  const grid = sigmasOf(alphasCumprod, steps, spacing);
+  const run = Math.max(1, Math.min(steps, roundHalfEven(steps * strength)));
+  const sigmas = grid.slice(steps - run);
+  const size = x0.length;
+  noise = noise ?? randnLike(seeds.length * size, seededGenerators(seeds));
+  if (noise.length !== seeds.length * size) throw new Error(`noise must hold ${seeds.length * size} values, got ${noise.length}`);
+  const s = Math.fround(sigmas[0]);
+  const xInit = Float32Array.from(noise, (z, i) => x0[i % size] + Math.fround(s * z));
+  return { xInit, sigmas };
+}
+
 /** noise·σ_0 in float32 (torch multiplies a float32 tensor by the scalar rounded to float32). */
 function scaled(noise, sigma0) {
   const s = Math.fround(sigma0);
