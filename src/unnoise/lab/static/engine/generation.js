@@ -15,15 +15,10 @@ import { makeDenoiser, clipped } from "./denoiser.js";
 import { guided } from "./guidance.js";
 import { randnLike, seededGenerators } from "./random.js";
 import { SAMPLERS, checkSigmas } from "./samplers.js";
-import { sigmas as sigmasOf } from "./schedules.js";
+import { roundHalfEven, sigmas as sigmasOf } from "./schedules.js";
 
 export const DEFAULT_STRENGTH = 0.6; // limits.DEFAULT_STRENGTH: how far up the noise an init picture goes
 
-/** Python's round(): half to even. */
-function roundHalfEven(v) {
-  const r = Math.round(v);
-  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 /**
  * Painter._img2img_start (SDEdit, Meng et al. 2022): the last round(steps·strength) (at least 1) noise levels of

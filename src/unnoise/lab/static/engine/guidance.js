@@ -16,6 +16,8 @@
 //   imageSize: C·H·W of one image (the batch is x.length / imageSize).
 // The Painter clips the guided x̂0 afterwards: denoiser.js `clipped(guided(...), 1.0)`.
 
+import { sigmaPerImage } from "./denoiser.js";
+
 export const RESCALE_SPACES = ["x0", "eps", "v"];
 
 function checkNumber(name, value, low = -Infinity, high = Infinity) {
@@ -115,10 +117,6 @@ function concat(a, b) {
   return out;
 }
 
-function perImageSigma(sigma, batch) {
-  return typeof sigma === "number" ? new Float64Array(batch).fill(sigma) : Float64Array.from(sigma);
-}
-
 /** CFGDenoiser: both passes in one batch of 2B (two passes if exactly one condition is null). */
 function cfg({ denoiser, cond, uncond, scale, rescale, rescaleSpace, imageSize }) {
   return async (x, sigma) => {
@@ -128,7 +126,7 @@ function cfg({ denoiser, cond, uncond, scale, rescale, rescaleSpace, imageSize }
     if (scale === 1.0) return denoiser(x, sigma, expandCondition(cond, batch));
     if (scale === 0.0 && rescale === 0.0) return denoiser(x, sigma, expandCondition(uncond, batch));
     checkPerImage(scale, batch);
-    const sig = perImageSigma(sigma, batch);
+    const sig = sigmaPerImage(sigma, batch);
     let condX0;
     let uncondX0;
     if ((cond == null) !== (uncond == null)) {

@@ -3,11 +3,7 @@
 // (C, H, W) in [−1, 1]).  Decoding, cropping and resizing an upload is the page's job (canvas), not this module's.
 // Pure ES module (no DOM); tested against images.py by tests/test_js_engine.py.
 
-/** numpy/torch round: half to even. */
-function roundHalfEven(v) {
-  const r = Math.round(v);
-  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
+import { roundHalfEven } from "./schedules.js";
 
 /**
  * images.to_pil for one image, as RGBA bytes: ((clamp(x, −1, 1) + 1)·127.5).round() in float32; one channel is

@@ -25,8 +25,8 @@ export function linspace(start, end, steps) {
   return out;
 }
 
-/** numpy's round: half to even. */
-function roundHalfEven(v) {
+/** numpy's, torch's and Python's round: half to even. */
+export function roundHalfEven(v) {
   const r = Math.round(v);
   return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
