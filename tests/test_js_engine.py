@@ -289,6 +289,11 @@ def _prompts() -> list[str]:
     return TYPED + own + _random_prompts(600, seed=1)
 
 
+# wordpiece.js pins Unicode 14 (Python 3.11's unicodedata), the tables on which the Python tokenizer and
+# `tokenizers` are checked to agree; with another Python the Python side is no reference for non-ASCII text.
+UNICODE_14 = __import__("unicodedata").unidata_version == "14.0.0"
+
+
 def _vocab_path() -> str:
     from unnoise.conditioning.text import model_dir
 
@@ -304,7 +309,8 @@ def test_wordpiece_matches_python_token_for_token(tmp_path):
     batch = ["a cat face", "", "kitten", "x " * 100, "東京"]
     got = run_node("wordpiece", {"vocab": _vocab_path(), "prompts": prompts, "batch": batch}, tmp_path)
     for prompt, ids in zip(prompts, got["one"]):
-        assert ids == ours.encode(prompt), repr(prompt)
+        if UNICODE_14 or prompt.isascii():  # wordpiece.js reads text with Unicode 14's tables, as tokenizers agrees
+            assert ids == ours.encode(prompt), repr(prompt)
     want_ids, want_mask = ours.encode_batch(batch)
     assert got["batch"]["length"] == len(want_ids[0]) == MAX_LENGTH
     assert got["batch"]["ids"] == [i for row in want_ids for i in row]
@@ -316,6 +322,8 @@ def test_wordpiece_matches_python_token_for_token(tmp_path):
 
         theirs = tokenizers.Tokenizer.from_file(str(original_model_dir() / "tokenizer.json"))
     except Exception as e:  # tokenizers or the original model missing: the Python tokenizer is the reference
+        if not UNICODE_14:
+            pytest.skip(f"no tokenizers to compare with, and Python's Unicode is not 14 ({type(e).__name__}: {e})")
         print("wordpiece.js checked against the Python tokenizer only:", type(e).__name__, e)
         return
     theirs.enable_truncation(max_length=MAX_LENGTH)
@@ -327,6 +335,7 @@ def test_wordpiece_matches_python_token_for_token(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not UNICODE_14, reason="wordpiece.js pins Unicode 14's tables; this Python has other ones")
 def test_wordpiece_unicode_tables_match_python_everywhere(tmp_path):
     """Every code point: the category class the tokenizer asks for and normalize() of the character alone, so
     a JS engine with newer Unicode tables (node 20: Unicode 17; Python: 14) tokenizes as Python does."""
@@ -449,7 +458,7 @@ def test_engine_in_chromium_matches_python(tmp_path):
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    prompts = _prompts()[:200]
+    prompts = [p for p in _prompts()[:200] if UNICODE_14 or p.isascii()]
     case = {"schedule": "linear", "predictionType": "v_prediction", "imageShape": [3, 32, 32], "seeds": [7, 8],
             "steps": 20, "guidance": 1.0, "sampler": "euler_ancestral", "spacing": "karras"}
     script = """async ({vocab, prompts, c}) => {
