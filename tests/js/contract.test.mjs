@@ -60,6 +60,7 @@ test("bad sigmas, spacings and steps are one clear error each", async () => {
   await assert.rejects(SAMPLERS.ddim.run(counting(), x, [1, 3, 0]), /strictly descending/);
   await assert.rejects(SAMPLERS.ddim.run(counting(), x, [NaN, 0]), /finite/);
   assert.throws(() => sigmas(ab, 20, "karas"), /unknown spacing "karas"/);
+  assert.deepEqual(sigmas(ab, 20, null), sigmas(ab, 20, "log_snr")); // None in Python: the default spacing
   assert.throws(() => sigmas(ab, 0, "log_snr"), /between 1 and/);
   assert.throws(() => sigmas(ab, 1e9, "karras"), /between 1 and/);
   assert.throws(() => sigmas(ab, 2.5, "karras"), /integer/);
