@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from .. import schedules
 from ..errors import UnnoiseError
+from ..training.harness import overridden, saved_config
 
 STUDENT_STEPS = (1, 2, 4)  # the step counts a student is distilled for
 METHODS = ("consistency", "guidance", "trajectory", "progressive")
@@ -178,19 +178,8 @@ class DistillConfig:
         return dataclasses.replace(self, **changes)
 
 
-def resume_config(out: str | Path, overrides: dict[str, Any]) -> DistillConfig:
-    """The run's saved config with the explicitly given settings that may change on resume."""
-    path = Path(out) / "config.json"
-    if not path.exists():
-        raise DistillError(f"--resume: {path} not found (nothing to resume in {out})")
-    try:
-        saved = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DistillError(f"{path} is not valid JSON ({e}); is it a run's config.json?") from None
-    if not isinstance(saved, dict):
-        raise DistillError(f"{path} must hold a JSON object, got a {type(saved).__name__}")
-    saved = DistillConfig.from_dict(saved)
-    clash = sorted(k for k, v in overrides.items() if k not in RESUME_FREE and v != getattr(saved, k))
-    if clash:
-        raise DistillError(f"--resume: these settings differ from the run's config.json: {', '.join(clash)}")
-    return saved.replace(**{k: v for k, v in overrides.items() if k in RESUME_FREE})
+def resume_config(out: str | Path, overrides: dict[str, Any], what: str = "--resume") -> DistillConfig:
+    """The run's saved config with the explicitly given settings that may change on resume (`what`: the
+    command, for messages)."""
+    saved = saved_config(out, DistillConfig.from_dict, DistillError, what)
+    return overridden(saved, overrides, RESUME_FREE, DistillError, what)
