@@ -35,7 +35,8 @@ class DistillConfig:
     # trajectory (each of the student's K DDIM steps lands where the teacher's fine solve does), progressive
     data: str | None = None  # digits, emoji or a folder; None: the dataset the teacher was trained on
     init: str | None = None  # start the student from this student model directory (same teacher) instead of the teacher
-    sigma_sampling: str = "log_uniform"  # guidance: σ log-uniform over the schedule, or the K σs of the student's sampler
+    sigma_sampling: str = "log_uniform"  # guidance: σ log-uniform over the schedule, or the K σs of the student's
+    # sampler
     ode_steps: int = 32  # N: the teacher's ODE grid (consistency) / its first step count (progressive) /
     # its calls per student interval, ⌈N/K⌉ (trajectory)
     spacing: str | None = None  # σ spacing of the grid and of the student's sampler (None: the teacher's default)
@@ -103,7 +104,8 @@ class DistillConfig:
                 bad(str(e))
         if not 2 <= self.ode_steps <= 1000:
             bad(f"ode_steps must be from 2 to 1000, got {self.ode_steps}")
-        if self.method == "progressive" and (self.ode_steps % self.steps or (self.ode_steps // self.steps) & (self.ode_steps // self.steps - 1)):
+        halvings = self.ode_steps // self.steps
+        if self.method == "progressive" and (self.ode_steps % self.steps or halvings & (halvings - 1)):
             bad(f"progressive distillation halves the steps: ode_steps ({self.ode_steps}) must be steps·2^k")
         for name in ("guidance_min", "guidance_max"):
             v = getattr(self, name)
