@@ -19,10 +19,10 @@ Text encoder: input_ids (B, L) int64 and mask (B, L) bool (the WordPiece tokeniz
 tokens (B, L, 384) and pooled (B, 384), exactly `TextEncoder.encode`'s.
 
 The exporter is torch's TorchScript-based one (`dynamo=False`): present in torch 2.13 (deprecated there), no
-onnxscript needed, and a few seconds per graph.  Precision of the text encoder (docs/onnx.md): fp32; fp16
-stores the weights as float16 and casts them up once at load (compute stays float32); fp16-int8emb is fp16 with
-the word-embedding table (half the weights) in int8; int8 is onnxruntime's dynamic quantization
-(`quantize_dynamic`, per-channel int8 weights of MatMul and Gather, activations quantized per call).
+onnxscript needed.  Precision of the text encoder: fp32; fp16 stores the weights as float16 and casts them up
+once at load (compute stays float32); fp16-int8emb is fp16 with the word-embedding table in int8; int8 is
+onnxruntime's dynamic quantization (`quantize_dynamic`, per-channel int8 weights of MatMul and Gather,
+activations quantized per call).  Their sizes, errors and speeds: docs/onnx.md.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from .. import __version__, schedules
-from ..conditioning.guidance import batch_conditions
+from ..conditioning.guidance import guided
 from ..denoisers import DiscreteDenoiser
 from ..training import checkpoint
 from ..training.ema import EMA
@@ -101,6 +101,7 @@ class Distiller(RunHarness):
         self.paint_spacing = CLASSES[cfg.method].paint_spacing(self.schedule, cfg)
         self._load_data(cfg)
         self.prediction_type = self.info.prediction_type
+        self.shape = (self.info.channels, self.info.image_size, self.info.image_size)  # (C, H, W) of its images
         self.model = self.student = self._build_student(cfg, init_net)  # `model`: the harness's name for it
         self.target = UNet(self.student.config).requires_grad_(False).eval()  # f_θ⁻: the EMA weights
         self.ema = EMA(self.student, cfg.ema_decay)
@@ -192,15 +193,13 @@ class Distiller(RunHarness):
         return self.method.checkpoint_extra()
 
     # --- the models as functions of (x, σ) ------------------------------------------------------------
-    def guided_teacher(self, x, sigma, cond, uncond, w) -> torch.Tensor:
-        """x̂0 = x̂0_u + w·(x̂0_c − x̂0_u) with a scale w (B,) per sample, both passes as one batch of 2B,
-        clamped to [−1, 1] as generation.generate does (so the student learns what painting does)."""
-        if self.student_teacher:  # w is its input: one pass
-            return self.teacher_d(x, sigma, {**cond, "guidance": w}).clamp(-1.0, 1.0)
-        b = x.shape[0]
-        both = self.teacher_d(torch.cat([x, x]), torch.cat([sigma, sigma]), batch_conditions(cond, uncond, b))
-        c, u = both[:b], both[b:]
-        return (u + _view(w, x) * (c - u)).clamp(-1.0, 1.0)
+    def guided_teacher(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor],
+                       uncond: dict[str, torch.Tensor], w: torch.Tensor) -> torch.Tensor:
+        """The teacher guided at a scale w (B,) per sample (conditioning.guidance.guided: both CFG passes as one
+        batch of 2B, or w as its input for a distilled teacher), x̂0 clamped to [−1, 1] as generation.generate
+        clamps it (so the student learns what painting does)."""
+        teacher = guided(self.teacher_d, cond, uncond, w, takes_guidance=self.student_teacher)
+        return teacher(x, sigma).clamp(-1.0, 1.0)
 
     @staticmethod
     def consistency_fn(denoiser, x, sigma, cond, w) -> torch.Tensor:

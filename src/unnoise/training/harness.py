@@ -92,8 +92,8 @@ class Batches:
         return x0, torch.where(drop, torch.full_like(captions, null_index), captions)
 
 
-class RunSettings(Protocol):
-    """What the harness reads from a run's config (a TrainConfig or a DistillConfig)."""
+class LRSettings(Protocol):
+    """What learning_rate reads: a TrainConfig or a DistillConfig."""
 
     @property
     def lr(self) -> float: ...
@@ -103,25 +103,9 @@ class RunSettings(Protocol):
     def lr_decay(self) -> str: ...
     @property
     def max_steps(self) -> int: ...
-    @property
-    def weight_decay(self) -> float: ...
-    @property
-    def adam_betas(self) -> tuple[float, float]: ...
-    @property
-    def grad_clip(self) -> float: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def log_every(self) -> int: ...
-    @property
-    def checkpoint_every(self) -> int: ...
-    @property
-    def keep_checkpoints(self) -> int: ...
-
-    def to_dict(self) -> dict[str, Any]: ...
 
 
-def learning_rate(cfg: RunSettings, step: int) -> float:
+def learning_rate(cfg: LRSettings, step: int) -> float:
     """Linear warm-up, then constant or cosine decay to 10 % of cfg.lr."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.lr_decay == "cosine":
@@ -130,8 +114,9 @@ def learning_rate(cfg: RunSettings, step: int) -> float:
     return cfg.lr * warm
 
 
-def adamw(parameters: Iterable[torch.nn.Parameter], cfg: RunSettings) -> torch.optim.AdamW:
-    """AdamW with no weight decay on norms and biases (the parameters with fewer than 2 dimensions)."""
+def adamw(parameters: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.AdamW:
+    """AdamW at cfg.lr, cfg.adam_betas, with cfg.weight_decay but none on norms and biases (the parameters with
+    fewer than 2 dimensions)."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for p in parameters:
@@ -251,7 +236,7 @@ class RunHarness:
 
     Distributed runs (torchrun) override `is_main`, `agree` and `barrier`; the others are one process."""
 
-    cfg: Any  # a RunSettings (TrainConfig, DistillConfig)
+    cfg: Any  # a TrainConfig or a DistillConfig
     out: Path  # the run directory
     model: UNet  # the network being trained
     ema: EMA

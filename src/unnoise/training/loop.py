@@ -83,7 +83,8 @@ class Trainer(RunHarness):
         torch.manual_seed(cfg.seed)  # initialisation: identical on every rank
         self.model = UNet(unet_config).to(self.dist.device)
         if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's stubs list only device/dtype/tensor overloads
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.ema = EMA(self.model, cfg.ema_decay)
         self.optimizer = adamw(self.model.parameters(), cfg)
         self.step = 0
