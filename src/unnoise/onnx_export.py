@@ -210,7 +210,7 @@ def weights_to_int8(src: str | os.PathLike, dst: str | os.PathLike,
             if node.op_type == "Gather" and node.input[0] == name:  # rows = int8 rows · their scales
                 out, ids = node.output[0], node.input[1]
                 node.input[0], node.output[0] = name + "_int8", out + "_int8"
-                after[id(node)] = [
+                after[node.output[0]] = [  # keyed by name: protobuf wrappers' id()s are not stable
                     helper.make_node("Cast", [out + "_int8"], [out + "_wide"], to=TensorProto.FLOAT),
                     helper.make_node("Gather", [name + "_scale", ids], [out + "_rowscale"]),
                     helper.make_node("Unsqueeze", [out + "_rowscale", name + "_last"], [out + "_rowscale1"]),
@@ -218,7 +218,9 @@ def weights_to_int8(src: str | os.PathLike, dst: str | os.PathLike,
                 ]
     nodes = [*inserted]  # the weights' casts first keep the graph topologically sorted
     for node in graph.node:
-        nodes += [node, *after.get(id(node), [])]
+        kept = onnx.NodeProto()
+        kept.CopyFrom(node)  # a copy: the originals go with `del` below
+        nodes += [kept, *after.get(node.output[0] if node.output else "", [])]
     del graph.node[:]
     graph.node.extend(nodes)
     dst = Path(dst)
