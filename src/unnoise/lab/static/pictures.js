@@ -6,10 +6,11 @@
 // What survives is flattened onto white, shrunk so its longer side is at most the lab's working size, and
 // kept in memory under a content hash, as the server's PictureStore keeps it.
 
+import { toRGBA } from "./engine/images.js";
+import { roundHalfEven } from "./engine/schedules.js";
 import { lanczosResize } from "./resample.js";
 
 export const ALLOWED = "PNG, JPEG, GIF, WebP or BMP";
-const roundHalfEven = (v) => { const r = Math.round(v); return Math.abs(v % 1) === 0.5 && r % 2 ? r - 1 : r; };
 
 /** A refused upload: its message is the server's for the same bytes. */
 export class UploadRefused extends Error {}
@@ -151,21 +152,12 @@ export function seenBy(picture, size, channels) {
 let shared = null;
 /**
  * @param {ArrayLike<number>} x (C, H, W), C = 1 (grey) or 3; values outside [−1, 1] clipped, as a display must
- * @returns {string} "data:image/png;base64,…"
+ * @returns {string} "data:image/png;base64,…" of images.to_pil's bytes (engine/images.js toRGBA)
  */
 export function pngDataUrl(x, width, height) {
-  const n = width * height, channels = x.length / n;
   if (!shared || shared[0].width !== width || shared[0].height !== height) shared = canvas2d(width, height);
-  const [c, g] = shared, img = g.createImageData(width, height), px = img.data;
-  const o1 = channels === 3 ? n : 0, o2 = channels === 3 ? 2 * n : 0;
-  for (let i = 0, q = 0; i < n; i++, q += 4) {
-    // Uint8ClampedArray clamps to [0, 255] and rounds half to even, as torch's round() in images.to_pil
-    px[q] = (Math.max(-1, Math.min(1, x[i])) + 1) * 127.5;
-    px[q + 1] = (Math.max(-1, Math.min(1, x[o1 + i])) + 1) * 127.5;
-    px[q + 2] = (Math.max(-1, Math.min(1, x[o2 + i])) + 1) * 127.5;
-    px[q + 3] = 255;
-  }
-  g.putImageData(img, 0, 0);
+  const [c, g] = shared;
+  g.putImageData(new ImageData(toRGBA(x, x.length / (width * height), height, width), width, height), 0, 0);
   return c.toDataURL("image/png");
 }
 
