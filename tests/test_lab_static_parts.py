@@ -53,12 +53,13 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def site_url(tmp_path_factory):
     """The exported site under `python -m http.server` (no unnoise anywhere in that process)."""
-    site = tmp_path_factory.mktemp("site") / "lab"
+    site = tmp_path_factory.mktemp("host") / "lab"
     export_site(site, list(site_models()))
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(site)],
+    # the host serves the folder above the site: the page lives under /lab/, as on a project page of a static host
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(site.parent)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
+    url = f"http://127.0.0.1:{port}/lab/"
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -402,6 +403,12 @@ def test_static_guidance_dial_and_spacing_comparison(paint_page):
     assert sources == pg.evaluate("window.lab.dial.done.images") and len(set(sources)) == 3
     assert "3 scales × 6 steps" in pg.inner_text("#dial-readout")
     pg.locator("#guidance").screenshot(path=ARTIFACTS / "static-dial.png")
+    pg.fill("#dial-steps", "1000")  # a long run of tiles stops too
+    pg.click("#dial-run")
+    pg.wait_for_function("/^step \\d+\\/1000$/.test(document.getElementById('dial-readout').textContent)", timeout=60_000)
+    pg.click("#dial-stop")
+    pg.wait_for_function("document.getElementById('dial-readout').textContent === 'stopped: you pressed Stop'", timeout=5_000)
+    assert pg.is_enabled("#dial-run") and not pg.evaluate("window.lab.dial.finished")
     pg.fill("#steps-prompt", "red heart")
     pg.fill("#steps-steps", "3")
     pg.click("#steps-run")
