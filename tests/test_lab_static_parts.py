@@ -315,15 +315,15 @@ def test_static_part3_paints_every_step(paint_page, served):
                                                               "seed": 0, "guidance": 3, "sampler": "dpmpp_2m"}).text)
     diff = np.abs(data_url_pixels(pg.evaluate("window.lab.learned.frames.at(-1).x0")) - data_url_pixels(events[-1][1]["image"]))
     assert diff.mean() <= 2 and np.percentile(diff, 99) <= 16, (diff.mean(), np.percentile(diff, 99))
-    pg.fill("#learn-prompt", "red apple")
+    pg.fill("#learn-prompt", "a handwritten seven")
     pg.select_option("#learn-model", "digits")  # a grey model: its own defaults, grey pictures
     pg.fill("#learn-steps", "4")
     pg.click("#learn-run")
     pg.wait_for_function("window.lab.learned.finished && window.lab.learned.frames.length === 5", timeout=60_000)
     pg.wait_for_function("!window.lab.learned.playing", timeout=10_000)
     assert "finished picture, after 4 steps" in pg.inner_text("#learn-readout")
-    pg.select_option("#learn-model", "emoji")
     pg.locator("#reverse").screenshot(path=ARTIFACTS / "static-learned.png")
+    pg.select_option("#learn-model", "emoji")
 
 
 def test_static_stop_ends_a_run_and_the_page_goes_on(paint_page):
