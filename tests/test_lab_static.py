@@ -23,7 +23,7 @@ import torch
 
 from unnoise.lab.export import ExportError, check_target, export_site, site_bytes
 
-MODELS = ["emoji", "emoji-fast", "digits-1step"]
+MODELS = ["emoji", "emoji-fast", "digits-1step", "model"]  # + a user's model directory (conftest's tiny model_dir)
 BUDGET = 60e6  # bytes: the issue's limit for the whole site, every bundled model
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -31,8 +31,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    return export_site(tmp_path_factory.mktemp("static") / "site", MODELS)
+def site(tmp_path_factory, model_dir) -> Path:
+    return export_site(tmp_path_factory.mktemp("static") / "site", [*MODELS[:-1], str(model_dir)])
 
 
 # --- the export -------------------------------------------------------------------------------------------------
@@ -54,6 +54,7 @@ def test_the_site_holds_the_page_the_runtime_and_every_model(site):
     assert cards["emoji-fast"]["takes_guidance"] and cards["emoji-fast"]["guidance_range"] == [2.0, 4.0]
     assert cards["digits-1step"]["shape"] == [1, 32, 32] and len(cards["emoji"]["alphas_cumprod"]) == 1000
     assert cards["emoji"]["vocabulary"] == cards["emoji-fast"]["vocabulary"]  # one file for the same captions
+    assert cards["model"]["shape"] == [3, 16, 16] and cards["model"]["vocabulary"] is None  # a directory, by name
     for card in cards.values():
         assert all((site / part).is_file() for part in card["unet"])
     assert len(list((site / "vocabularies").glob("*.json"))) == 2
@@ -181,6 +182,13 @@ def test_the_student_paints_with_its_card_defaults_and_the_seed_alone_is_enough(
 
 
 @pytest.mark.browser
+def test_a_users_model_directory_paints_as_the_painter_does(page, model_dir):
+    out = painted(page, prompt="a red square", model="model", seed=5)  # no vocabulary: painted as typed
+    assert (out["width"], out["calls"]) == (16, 6)
+    assert_same_picture(out["rgb"], python_picture(str(model_dir), "a red square", seed=5))
+
+
+@pytest.mark.browser
 def test_bad_input_is_refused_with_a_clear_message(page):
     bad = {
         "prompt is empty": {"prompt": "  "},
@@ -188,7 +196,7 @@ def test_bad_input_is_refused_with_a_clear_message(page):
         "steps must be an integer from 1 to 1000, got 0": {"prompt": "cat", "steps": 0},
         "steps must be an integer from 1 to 1000, got 1000000000": {"prompt": "cat", "steps": 10**9},
         "guidance must be a finite number from 0 to 30, got NaN": {"prompt": "cat", "guidance": float("nan")},
-        'unknown model "cats"; choose from emoji, emoji-fast, digits-1step': {"prompt": "cat", "model": "cats"},
+        'unknown model "cats"; choose from emoji, emoji-fast, digits-1step, model': {"prompt": "cat", "model": "cats"},
         'unknown sampler "plms"': {"prompt": "cat", "sampler": "plms"},
         "noise must be 3072 numbers": {"prompt": "cat", "noise": [0.0] * 10},
     }
