@@ -21,8 +21,9 @@ Reference ENL0 features of each style's atlas are cached like `eval quality`'s (
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -121,75 +122,107 @@ def _share_per_prompt(hits: torch.Tensor, prompts: list[str]) -> dict[str, float
     return {p: float(h) for p, h in zip(prompts, hits.view(len(prompts), -1).mean(1).tolist())}
 
 
-def evaluate_styles(painter, setting: Setting, *, num_prompts: int | None = None, seeds: int = 4,
-                    diversity_seeds: int = 8, seed: int = 0, progress: bool = True, echo=print) -> dict:
-    """Paint and score the issue-27 goals; a JSON-ready dict (see the module docstring)."""
-    from ..data.emoji_styles import held_out_emoji
+@dataclass
+class _Run:
+    """What every part of the evaluation paints with, and where it reports."""
+
+    painter: Any
+    setting: Setting
+    refs: StyleReferences
+    seeds: list[int]
+    progress: bool
+    echo: Callable[[str], Any]
+
+    def paint(self, prompts: list[str], desc: str, seeds: list[int] | None = None) -> torch.Tensor:
+        """(P·S, C, H, W) prompt-major: every prompt with every seed."""
+        return _paint(self.painter, prompts, seeds or self.seeds, self.setting, desc, self.progress)
+
+    def features(self, prompts: list[str], desc: str) -> torch.Tensor:
+        """ENL0 features (P·S, 1280) of the prompts painted with every seed."""
+        from .features import enl0_features
+
+        return enl0_features(self.paint(prompts, desc))
+
+
+def _tagged_names(run: _Run, names: list[str]) -> dict:
+    """(a) + (e): every name tagged with every style; top-5 within that style, FD-ENL0 against its atlas."""
+    refs = run.refs
+    out: dict[str, dict[str, float]] = {"top5_tagged_per_style": {}, "fd_enl0": {}}
+    targets = [refs.seq(n) for n in names for _ in run.seeds]
+    for style in refs.styles:
+        feats = run.features([f"{n}, {style} style" for n in names], f'names, "{style} style"')
+        out["top5_tagged_per_style"][style] = float(refs.top5_hits(feats, targets, [style]).mean())
+        out["fd_enl0"][style] = frechet_distance(Stats.of(feats), refs.stats(style))
+        run.echo(f'names, "{style} style": top-5 {out["top5_tagged_per_style"][style]:.1%}, '
+                 f'FD-ENL0 {out["fd_enl0"][style]:.1f}')
+    return {**out, "fd_images_per_style": len(targets), "names_noto_top5": out["top5_tagged_per_style"]["noto"]}
+
+
+def _paraphrases(run: _Run, pairs: list[tuple[str, str]]) -> dict:
+    """(b) the paraphrases as typed: top-5 among every style (and among Noto only)."""
+    refs = run.refs
+    feats = run.features([p for p, _ in pairs], "paraphrases as typed")
+    meant = [refs.seq(t) for _, t in pairs for _ in run.seeds]
+    hits = refs.top5_hits(feats, meant, refs.styles)
+    out = {"paraphrases_top5": float(hits.mean()),
+           "paraphrases_top5_noto_only": float(refs.top5_hits(feats, meant, ["noto"]).mean()),
+           "paraphrases_per_prompt": _share_per_prompt(hits, [p for p, _ in pairs])}
+    run.echo(f"paraphrases as typed: top-5 {out['paraphrases_top5']:.1%} (any style), "
+             f"{out['paraphrases_top5_noto_only']:.1%} (among Noto only)")
+    return out
+
+
+def _held_out(run: _Run, held: list[str]) -> dict:
+    """(c) "<name>, noto style" for emoji whose Noto picture training never saw: top-5 among Noto."""
+    prompts = [f"{run.refs.name(q)}, noto style" for q in held]
+    feats = run.features(prompts, "held-out Noto pairs")
+    hits = run.refs.top5_hits(feats, [q for q in held for _ in run.seeds], ["noto"])
+    run.echo(f"held-out Noto pairs: top-5 {float(hits.mean()):.1%} over {len(held)} emoji")
+    return {"held_out_top5": float(hits.mean()), "held_out_per_prompt": _share_per_prompt(hits, prompts)}
+
+
+def _diversity(run: _Run, names: list[str], d_seeds: list[int]) -> dict:
+    """(d) untagged names over the diversity seeds, each picture's style read by the style classifier."""
     from .features import enl0_features
     from .style_classifier import classify_styles, load_style_classifier
 
-    start = time.perf_counter()
-    refs = StyleReferences()
     _, classes = load_style_classifier()
-    names = spread(EMOJI_NAMES, num_prompts)
-    paraphrases = spread(EMOJI_PARAPHRASES, num_prompts)
+    images = run.paint(names, "untagged names (diversity)", d_seeds)
+    ids, conf = (t.view(len(names), len(d_seeds)) for t in classify_styles(images))
+    feats, meant = enl0_features(images), [run.refs.seq(n) for n in names for _ in d_seeds]
+    shares = {c: float((ids == i).double().mean()) for i, c in enumerate(classes)}
+    out = {"diversity": float(diversity(ids, conf, CONFIDENT).double().mean()),
+           "diversity_any_read": float(diversity(ids).double().mean()),
+           "diversity_twice": float(diversity(ids, conf, CONFIDENT, min_count=2).double().mean()),
+           "style_shares_untagged": shares,
+           "styles_per_name": {n: [classes[i] if c >= CONFIDENT else f"{classes[i]}?" for i, c in zip(row, cs)]
+                               for n, row, cs in zip(names, ids.tolist(), conf.tolist())},
+           "names_untagged_top5_any_style": float(run.refs.top5_hits(feats, meant, run.refs.styles).mean()),
+           "names_untagged_top5_noto_only": float(run.refs.top5_hits(feats, meant, ["noto"]).mean())}  # eval quality's
+    run.echo(f"diversity: {out['diversity']:.1%} of names in ≥ 2 styles over {len(d_seeds)} seeds "
+             f"({out['diversity_any_read']:.1%} counting unsure reads too, {out['diversity_twice']:.1%} with two "
+             "styles in ≥ 2 pictures each); " + ", ".join(f"{c} {v:.0%}" for c, v in shares.items()))
+    return out
+
+
+def evaluate_styles(painter, setting: Setting, *, num_prompts: int | None = None, seeds: int = 4,
+                    diversity_seeds: int = 8, seed: int = 0, progress: bool = True,
+                    echo: Callable[[str], Any] = print) -> dict:
+    """Paint and score the issue-27 goals; a JSON-ready dict (see the module docstring)."""
+    from ..data.emoji_styles import held_out_emoji
+
+    start = time.perf_counter()
+    run = _Run(painter, setting, StyleReferences(), [seed + s for s in range(seeds)], progress, echo)
     every_held = held_out_emoji()
-    held = spread(every_held, num_prompts)
-    s_list = [seed + s for s in range(seeds)]
+    names, held = spread(EMOJI_NAMES, num_prompts), spread(every_held, num_prompts)
+    paraphrases = spread(EMOJI_PARAPHRASES, num_prompts)
     out: dict = {"model": painter.name, "setting": asdict(setting), "seeds": seeds, "diversity_seeds": diversity_seeds,
-                 "num_names": len(names), "num_paraphrases": len(paraphrases), "num_held_out": len(held)}
-
-    def paint(prompts: list[str], desc: str) -> torch.Tensor:
-        """ENL0 features (P·S, 1280) of the prompts painted with every seed."""
-        return enl0_features(_paint(painter, prompts, s_list, setting, desc, progress))
-
-    # (a) + (e): every name tagged with every style; retrieval within the style, FD against its atlas
-    targets = [refs.seq(n) for n in names for _ in s_list]
-    out["top5_tagged_per_style"], out["fd_enl0"] = {}, {}
-    for style in refs.styles:
-        feats = paint([f"{n}, {style} style" for n in names], f'names, "{style} style"')
-        out["top5_tagged_per_style"][style] = float(refs.top5_hits(feats, targets, [style]).mean())
-        out["fd_enl0"][style] = frechet_distance(Stats.of(feats), refs.stats(style)) if len(feats) > 1 else float("nan")
-        echo(f'names, "{style} style": top-5 {out["top5_tagged_per_style"][style]:.1%}, '
-             f'FD-ENL0 {out["fd_enl0"][style]:.1f}')
-    out["fd_images_per_style"] = len(targets)
-    out["names_noto_top5"] = out["top5_tagged_per_style"]["noto"]
-    out["held_out_among_names"] = [n for n in names if refs.seq(n) in set(every_held)]
-
-    # (b) paraphrases as typed
-    feats = paint([p for p, _ in paraphrases], "paraphrases as typed")
-    meant = [refs.seq(t) for _, t in paraphrases for _ in s_list]
-    hits = refs.top5_hits(feats, meant, refs.styles)
-    out["paraphrases_top5"] = float(hits.mean())
-    out["paraphrases_top5_noto_only"] = float(refs.top5_hits(feats, meant, ["noto"]).mean())
-    out["paraphrases_per_prompt"] = _share_per_prompt(hits, [p for p, _ in paraphrases])
-    echo(f"paraphrases as typed: top-5 {out['paraphrases_top5']:.1%} (any style), "
-         f"{out['paraphrases_top5_noto_only']:.1%} (among Noto only)")
-
-    # (c) held-out Noto pairs
-    prompts = [f"{refs.name(q)}, noto style" for q in held]
-    feats = paint(prompts, "held-out Noto pairs")
-    hits = refs.top5_hits(feats, [q for q in held for _ in s_list], ["noto"])
-    out["held_out_top5"] = float(hits.mean())
-    out["held_out_per_prompt"] = _share_per_prompt(hits, prompts)
-    echo(f"held-out Noto pairs: top-5 {out['held_out_top5']:.1%} over {len(held)} emoji")
-
-    # (d) diversity: untagged names over the diversity seeds, styles by the classifier
-    d_seeds = [seed + s for s in range(diversity_seeds)]
-    images = _paint(painter, list(names), d_seeds, setting, "untagged names (diversity)", progress)
-    ids, conf = (t.view(len(names), diversity_seeds) for t in classify_styles(images))
-    out["diversity"] = float(diversity(ids, conf, CONFIDENT).double().mean())
-    out["diversity_any_read"] = float(diversity(ids).double().mean())
-    out["diversity_twice"] = float(diversity(ids, conf, CONFIDENT, min_count=2).double().mean())
-    out["style_shares_untagged"] = {c: float((ids == i).double().mean()) for i, c in enumerate(classes)}
-    out["styles_per_name"] = {n: [classes[i] if c >= CONFIDENT else f"{classes[i]}?" for i, c in zip(row, cs)]
-                              for n, row, cs in zip(names, ids.tolist(), conf.tolist())}
-    out["names_untagged_top5_any_style"] = float(refs.top5_hits(
-        enl0_features(images), [refs.seq(n) for n in names for _ in d_seeds], refs.styles).mean())
-    echo(f"diversity: {out['diversity']:.1%} of names in ≥ 2 styles over {diversity_seeds} seeds "
-         f"({out['diversity_any_read']:.1%} counting unsure reads too, {out['diversity_twice']:.1%} with two styles "
-         "in ≥ 2 pictures each); "
-         + ", ".join(f"{c} {v:.0%}" for c, v in out["style_shares_untagged"].items()))
+                 "num_names": len(names), "num_paraphrases": len(paraphrases), "num_held_out": len(held),
+                 "held_out_among_names": [n for n in names if run.refs.seq(n) in set(every_held)]}
+    out |= _tagged_names(run, names)
+    out |= _paraphrases(run, paraphrases)
+    out |= _held_out(run, held)
+    out |= _diversity(run, names, [seed + s for s in range(diversity_seeds)])
     out["goals"] = {k: {"label": label, "value": out[k], "goal": goal, "met": out[k] >= goal}
                     for k, (label, goal) in GOALS.items()}
     out["seconds"] = round(time.perf_counter() - start, 1)
@@ -208,8 +241,9 @@ def report_lines(r: dict, classifier_accuracy: float) -> list[str]:
               f"Diversity counting unsure reads too: {r['diversity_any_read']:.1%}; two styles each in ≥ 2 "
               f"pictures: {r['diversity_twice']:.1%}; untagged styles read: "
               + " · ".join(f"{s} {v:.0%}" for s, v in r["style_shares_untagged"].items()),
-              f"Paraphrases among Noto only: {r['paraphrases_top5_noto_only']:.1%}; untagged names, any style: "
-              f"{r['names_untagged_top5_any_style']:.1%}",
+              f"Paraphrases among Noto only: {r['paraphrases_top5_noto_only']:.1%}; untagged names: top-5 "
+              f"{r['names_untagged_top5_any_style']:.1%} any style, "
+              f"{r['names_untagged_top5_noto_only']:.1%} among Noto",
               f"Names held out of Noto among the names: {', '.join(r['held_out_among_names']) or 'none'}",
               f"Style classifier: held-out accuracy {classifier_accuracy:.1%} (split by emoji)",
               f"{r['num_names']} names, {r['num_paraphrases']} paraphrases, {r['num_held_out']} held-out emoji; "
