@@ -33,12 +33,11 @@ def _blank(size: int) -> Image.Image:
 
 def held_out_grid(painter: Painter, names: list[str], seeds: int, scale: int) -> Image.Image:
     meta, styles = load_styles()
-    seq_of = {n.lower(): s for s, e in meta["index"].items() for n in e["names"]}
-    held = set(held_out_emoji())
+    seq_of = {n.lower(): s for s in held_out_emoji() for n in meta["index"][s]["names"]}
     tiles = []
     for name in names:
-        seq = seq_of[name.lower()]
-        if seq not in held:
+        seq = seq_of.get(name.lower())
+        if seq is None:
             raise SystemExit(f"{name!r} is not held out of Noto (see emoji_styles.is_held_out)")
         real = [styles[s][1][styles[s][0].index(seq)] if seq in styles[s][0] else None for s in styles]
         row = [to_pil(to_float(t)) if t is not None else _blank(32) for t in real] + [_blank(32)]
