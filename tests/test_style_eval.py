@@ -25,6 +25,21 @@ def test_the_shipped_style_classifier_reads_held_out_families_at_its_recorded_ac
     assert (STYLE_ASSET / "model.safetensors").stat().st_size < 1_000_000  # small enough to ship
 
 
+@pytest.mark.slow
+def test_train_style_classifier_learns_style_from_one_epoch(tmp_path):
+    """The training command's function end to end: one epoch already reads held-out families' styles well
+    above chance (1/3), and the files it writes load back into the same accuracy."""
+    from unnoise.evaluation.classifier import accuracy
+    from unnoise.evaluation.style_classifier import load_style_classifier, style_data, train_style_classifier
+
+    info = train_style_classifier(tmp_path, epochs=1, progress=False)
+    assert info["test_accuracy"] > 0.8 and info["train_pictures"] + info["test_pictures"] == 11_514
+    _, images, labels, test = style_data()
+    net, styles = load_style_classifier(tmp_path)
+    assert accuracy(net, images[test], labels[test]) == pytest.approx(info["test_accuracy"], abs=1e-9)
+    assert json.loads((tmp_path / "config.json").read_text())["styles"] == list(styles)
+
+
 def test_the_style_split_is_by_emoji_family_and_tests_every_held_out_emoji():
     from unnoise.data.emoji import family_of
     from unnoise.data.emoji_styles import STYLES, held_out_emoji, load_styles
