@@ -155,9 +155,7 @@ def paint(
             given["prompt"] = None  # the file's lines are the prompts
         merged = _with_stored(PaintParams.from_png(from_png), from_png, given)
         (prompt, negative_prompt, steps, guidance, sampler, seed, spacing, guidance_rescale, snap, model, strength,
-         class_label) = (merged[k] for k in ("prompt", "negative_prompt", "steps", "guidance", "sampler", "seed",
-                                              "spacing", "guidance_rescale", "snap", "model", "strength",
-                                              "class_label"))
+         class_label) = (merged[k] for k in STORED_PAINT_OPTIONS)
     if strength is not None and init_image is None:
         raise CLIError("--strength needs --init-image: it says how far to noise that picture")
     if prompts_file is not None and prompt is not None:
@@ -169,23 +167,23 @@ def paint(
         raise CLIError(f"--size must be from 0 to 2048, got {size}")
     init = images.load_image(init_image) if init_image is not None else None
     painter = Painter.from_pretrained(model, device=device)
+    strength = (DEFAULT_STRENGTH if strength is None else strength) if init is not None else None
     params = [painter.params(text, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
                              guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
-                             init_image=str(init_image) if init_image else None,
-                             strength=((DEFAULT_STRENGTH if strength is None else strength)
-                                       if init is not None else None),
-                             snap=snap, class_label=class_label)
+                             init_image=str(init_image) if init_image else None, strength=strength, snap=snap,
+                             class_label=class_label)
               for _, text in jobs]
-    seed = params[0].seed  # a random seed is drawn once: image i of every prompt uses seed + i
-    params = [q.replace(seed=seed) for q in params]
-    for q in params:
-        for line in notes(painter, q):
-            typer.echo(line, err=True)
+    params = [q.replace(seed=params[0].seed) for q in params]  # one random seed: image i of each prompt, seed + i
+    for line in (line for q in params for line in notes(painter, q)):
+        typer.echo(line, err=True)
     for line in paint_all(painter, jobs, params, init, out=out, num_images=num_images, size=size, grid=grid,
                           animate=animate):
         typer.echo(line)
 
 
+# the options `paint --from` takes from the picture unless given
+STORED_PAINT_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance", "sampler", "seed", "spacing",
+                        "guidance_rescale", "snap", "model", "strength", "class_label")
 # CLI option name → config field, where they differ (typer reserves `compile`; `schedule` reads as a verb)
 CONFIG_FIELD = {"schedule_name": "schedule", "compile_model": "compile"}
 
@@ -413,12 +411,7 @@ def distill(
     from .distill.loop import resolve
     from .training import checkpoint
 
-    weights = None
-    if interval_weights is not None:
-        try:
-            weights = tuple(float(v) for v in interval_weights.split(","))
-        except ValueError:
-            raise CLIError(f"--interval-weights must be comma-separated numbers, got {interval_weights!r}") from None
+    weights = None if interval_weights is None else _numbers("--interval-weights", interval_weights)
     names, explicit = _config_values(ctx, DistillConfig, out=str(out), interval_weights=weights)
     if method not in ("consistency", "guidance", "trajectory"):  # progressive stays a Python-API experiment
         raise CLIError(f"--method must be consistency, guidance or trajectory, got {method!r}")
@@ -431,6 +424,14 @@ def distill(
         raise CLIError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     model_dir = run_distill(cfg, resume=resume)
     typer.echo(f"done: student in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
+
+
+def _numbers(option: str, text: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers, as an option gives it."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"{option} must be comma-separated numbers, got {text!r}") from None
 
 
 def _check_run_dir(out: Path) -> None:

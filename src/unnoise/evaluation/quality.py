@@ -295,7 +295,7 @@ def judge_for(painter, **kwargs):
     dataset = painter.info.dataset
     if dataset == "digits":
         return DigitsJudge(**kwargs)
-    if dataset == "emoji":
+    if dataset in ("emoji", "emoji-styles"):  # emoji-styles: retrieval among the Noto emoji
         return EmojiJudge(image_size=painter.info.image_size)
     raise JudgeError(f"no evaluation for models trained on {dataset!r} (digits and emoji have one)")
 

@@ -341,6 +341,29 @@ _STREAMED: dict[str, Any] = {"response_class": JobResponse, "status_code": 200,
                              "responses": {**_STREAM_DOC, **_errors(404, 422, 429)}}
 
 
+class _Prompted(NamedTuple):
+    """The prompt and model of a learned run."""
+
+    prompt: str
+    model: str
+
+
+def _prompted_query(lab: _Lab) -> Callable[..., _Prompted]:
+    """The dependency that reads a _Prompted from the query."""
+    if TYPE_CHECKING:
+        ModelName: TypeAlias = str
+    else:
+        ModelName = lab.model_name
+
+    def prompted(
+        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
+        model: Annotated[ModelName, lab.model_query()] = lab.default_model,
+    ) -> _Prompted:
+        return _Prompted(prompt, model)
+
+    return prompted
+
+
 class _Painting(NamedTuple):
     """The query parameters a learned run shares (generate, img2img, ladder); sampler, steps and guidance left
     out are the model's own."""
@@ -355,44 +378,41 @@ class _Painting(NamedTuple):
 
 def _painting_query(lab: _Lab, max_steps: int) -> Callable[..., _Painting]:
     """The dependency that reads a _Painting from the query, steps up to `max_steps`."""
-    if TYPE_CHECKING:
-        ModelName: TypeAlias = str
-    else:
-        ModelName = lab.model_name
 
     def painting(
-        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
-        model: Annotated[ModelName, lab.model_query()] = lab.default_model,
+        prompted: Annotated[_Prompted, Depends(_prompted_query(lab))],
         sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
         steps: Annotated[int | None, Query(ge=1, le=max_steps, description=MODEL_DEFAULT)] = None,
         guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     ) -> _Painting:
-        return _Painting(prompt, model, sampler, steps, guidance, seed)
+        return _Painting(*prompted, sampler, steps, guidance, seed)
 
     return painting
 
 
-class _Prompted(NamedTuple):
-    """The prompt and model of a sweep (the guidance dial, the spacings), whose sampler and steps are its own."""
+class _Sweep(NamedTuple):
+    """The query parameters the sweeps share (the guidance dial, the spacings): a sampler and steps of their own."""
 
     prompt: str
     model: str
+    sampler: str
+    steps: int
+    seed: int
 
 
-def _prompted_query(lab: _Lab) -> Callable[..., _Prompted]:
-    if TYPE_CHECKING:
-        ModelName: TypeAlias = str
-    else:
-        ModelName = lab.model_name
+def _sweep_query(lab: _Lab, max_steps: int, default_steps: int) -> Callable[..., _Sweep]:
+    """The dependency that reads a _Sweep from the query, steps up to `max_steps`."""
 
-    def prompted(
-        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
-        model: Annotated[ModelName, lab.model_query()] = lab.default_model,
-    ) -> _Prompted:
-        return _Prompted(prompt, model)
+    def sweep(
+        prompted: Annotated[_Prompted, Depends(_prompted_query(lab))],
+        sampler: SamplerName = "dpmpp_2m",
+        steps: Annotated[int, Query(ge=1, le=max_steps)] = default_steps,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+    ) -> _Sweep:
+        return _Sweep(*prompted, sampler, steps, seed)
 
-    return prompted
+    return sweep
 
 
 def _stream_routes(app: FastAPI, lab: _Lab) -> None:
@@ -490,10 +510,7 @@ def _sweep_routes(app: FastAPI, lab: _Lab) -> None:
 
     @app.get("/api/guidance", **_STREAMED)
     async def dial_stream(
-        prompted: Annotated[_Prompted, Depends(_prompted_query(lab))],
-        sampler: SamplerName = "dpmpp_2m",
-        steps: Annotated[int, Query(ge=1, le=lab.config.max_steps)] = 20,
-        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+        sweep: Annotated[_Sweep, Depends(_sweep_query(lab, lab.config.max_steps, 20))],
         scale: Annotated[list[GuidanceScale], lab.tiles_query()] = list(DIAL_SCALES),
     ) -> JobResponse:
         """The guidance dial: one prompt and seed at several scales (default 0, 1, 3, 7, 12) in one batch.
@@ -501,24 +518,22 @@ def _sweep_routes(app: FastAPI, lab: _Lab) -> None:
         Events: `start`, `step` ×steps ({index, total, tiles: [{tile, step, steps, t, sigma, x0}]}: every
         scale's x̂0), then `done` ({images, scales}) or `error`."""
         method = lab.learned_part("dial", "turn the guidance dial")
-        request = DialRequest(*prompted, sampler, steps, seed, tuple(scale))
+        request = DialRequest(*sweep, tuple(scale))
         source, start = method(request)
         return await lab.start("dial", source, request, start)
 
     @app.get("/api/spacings/run", **_STREAMED)
     async def spacings_stream(
-        prompted: Annotated[_Prompted, Depends(_prompted_query(lab))],
-        sampler: SamplerName = "dpmpp_2m",
-        steps: Annotated[int, Query(ge=1, le=lab.config.max_sweep_steps)] = 8,
+        sweep: Annotated[_Sweep, Depends(_sweep_query(lab, lab.config.max_sweep_steps, 8))],
         guidance: Annotated[float, Query(ge=0, le=LAB_MAX_GUIDANCE)] = 5.0,
-        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
         spacing: Annotated[list[SpacingName], lab.tiles_query()] = list(schedules.SPACINGS),
     ) -> JobResponse:
         """Where the steps go: one prompt and seed under each spacing, one run after another, then a
         many-step reference run; `done` has {images, reference, metrics} (shape error and detail ratio of
         each picture against the reference).  The start event has the model schedule's `chart`."""
         method = lab.learned_part("spacings", "compare spacings")
-        request = SpacingsRequest(*prompted, sampler, steps, guidance, seed, _unique(spacing))
+        prompt, model, sampler, steps, seed = sweep
+        request = SpacingsRequest(prompt, model, sampler, steps, guidance, seed, _unique(spacing))
         source, start = method(request)  # a spacing that cannot place the steps → 422
         return await lab.start("spacings", source, request, start)
 
