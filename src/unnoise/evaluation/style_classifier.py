@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .classifier import ClassifierWeightsError, accuracy, block, fit, save_weights, shift
+from .classifier import accuracy, block, fit, load_trained, save_weights, shift
 
 STYLE_ASSET = Path(__file__).parent / "assets" / "style-classifier"
 TEST_MOD = 5  # families with crc32(key) % 5 == 0 are the test side (about 20 %)
@@ -121,18 +121,14 @@ def load_style_classifier(directory: str | os.PathLike = STYLE_ASSET) -> tuple[S
     """The trained style classifier (eval mode) and its style names, in logit order."""
     import json
 
-    from safetensors.torch import load_file
+    def styles(d: Path) -> tuple[str, ...]:
+        return tuple(json.loads((d / "config.json").read_text())["styles"])
 
     k = str(Path(directory).resolve())
     if k not in _loaded:
-        path = Path(directory) / "model.safetensors"
-        if not path.exists():
-            raise ClassifierWeightsError(f"style classifier weights not found: {path} "
-                                         f"(make them with `unnoise eval train-style-classifier --out {directory}`)")
-        styles = tuple(json.loads((Path(directory) / "config.json").read_text())["styles"])
-        net = StyleClassifier(len(styles))
-        net.load_state_dict(load_file(path))
-        _loaded[k] = net.eval().requires_grad_(False), styles
+        net = load_trained(directory, lambda d: StyleClassifier(len(styles(d))), "style classifier",
+                           "unnoise eval train-style-classifier")
+        _loaded[k] = net, styles(Path(directory))
     return _loaded[k]
 
 
