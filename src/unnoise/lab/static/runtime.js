@@ -65,8 +65,10 @@ function ortRuntime() {
 }
 
 async function session(url) {
+  const bytes = fetchBytes(url); // downloads and inflates while the runtime compiles
+  bytes.catch(() => {}); // its failure is thrown below, once awaited (not also as an unhandled rejection)
   await ortRuntime();
-  return ort.InferenceSession.create(await fetchBytes(url), { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  return ort.InferenceSession.create(await bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
 }
 
 /** One exported site: site.json, the text encoder, and each model's card, UNet and vocabulary on first use. */
