@@ -50,6 +50,7 @@ def test_the_site_holds_the_page_the_runtime_and_every_model(site):
         assert (site / path).is_file(), path
     page = (site / "index.html").read_text()
     assert '<meta name="unnoise-site"' in page and '"/static/' not in page  # relative: any sub-folder of a host
+    assert not (site / "static" / "index.html").exists()  # the page is DIR/index.html only
     cards = {m: json.loads((site / info["models"][m]["card"]).read_text()) for m in MODELS}
     assert cards["emoji"]["defaults"] == {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": "log_snr"}
     assert cards["emoji-fast"]["takes_guidance"] and cards["emoji-fast"]["guidance_range"] == [2.0, 4.0]

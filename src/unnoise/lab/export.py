@@ -110,7 +110,7 @@ def _write_site(tmp: Path, models: dict[str, Path], text_precision: str) -> None
     from ..onnx_export import export_text_encoder
     from .site import write_lab_site
 
-    shutil.copytree(STATIC, tmp / "static", ignore=shutil.ignore_patterns("__pycache__", "*.map", ".*"))
+    shutil.copytree(STATIC, tmp / "static", ignore=shutil.ignore_patterns("__pycache__", "*.map", ".*", "index.html"))
     (tmp / "index.html").write_text(static_page((STATIC / "index.html").read_text(encoding="utf-8")), encoding="utf-8")
     lab = write_lab_site(tmp, models)  # webparts: pictures/cat.png and site.json's "lab" (the page's /api answers)
     encoder = TextEncoder.load()
