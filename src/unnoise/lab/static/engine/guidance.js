@@ -16,6 +16,8 @@
 //   imageSize: C·H·W of one image (the batch is x.length / imageSize).
 // The Painter clips the guided x̂0 afterwards: denoiser.js `clipped(guided(...), 1.0)`.
 
+import { sigmaPerImage } from "./denoiser.js";
+
 export const RESCALE_SPACES = ["x0", "eps", "v"];
 
 function checkNumber(name, value, low = -Infinity, high = Infinity) {
@@ -90,6 +92,13 @@ function batchOne(a, b, batch, key) {
 
 const isTensor = (c) => c !== null && typeof c === "object" && "data" in c && "dims" in c;
 
+/** A condition (null, a tensor or an object of tensors) with its rows broadcast to `batch`. */
+function expandCondition(cond, batch) {
+  if (cond == null) return cond;
+  if (isTensor(cond)) return expandRows(cond, batch);
+  return Object.fromEntries(Object.entries(cond).map(([k, t]) => [k, expandRows(t, batch)]));
+}
+
 /** guidance.batch_conditions: one batch of 2·batch conditions, conditional first. */
 export function batchConditions(cond, uncond, batch) {
   if (cond == null && uncond == null) return null;
@@ -108,19 +117,16 @@ function concat(a, b) {
   return out;
 }
 
-function perImageSigma(sigma, batch) {
-  return typeof sigma === "number" ? new Float64Array(batch).fill(sigma) : Float64Array.from(sigma);
-}
-
 /** CFGDenoiser: both passes in one batch of 2B (two passes if exactly one condition is null). */
 function cfg({ denoiser, cond, uncond, scale, rescale, rescaleSpace, imageSize }) {
   return async (x, sigma) => {
-    if (scale === 1.0) return denoiser(x, sigma, cond);
-    if (scale === 0.0 && rescale === 0.0) return denoiser(x, sigma, uncond);
     const size = imageSize ?? x.length;
     const batch = x.length / size;
+    // one pass: w = 1 is the conditional prediction, w = 0 the unconditional one (a batch of 1 broadcast to B)
+    if (scale === 1.0) return denoiser(x, sigma, expandCondition(cond, batch));
+    if (scale === 0.0 && rescale === 0.0) return denoiser(x, sigma, expandCondition(uncond, batch));
     checkPerImage(scale, batch);
-    const sig = perImageSigma(sigma, batch);
+    const sig = sigmaPerImage(sigma, batch);
     let condX0;
     let uncondX0;
     if ((cond == null) !== (uncond == null)) {
@@ -177,8 +183,7 @@ function guidanceInput({ denoiser, cond, scale, imageSize }) {
     const batch = x.length / (imageSize ?? x.length);
     checkPerImage(scale, batch);
     const w = Float32Array.from({ length: batch }, (_, b) => scaleOf(scale, b));
-    const rows = Object.fromEntries(Object.entries(cond ?? {}).map(([k, t]) => [k, expandRows(t, batch)]));
-    return denoiser(x, sigma, { ...rows, guidance: { data: w, dims: [batch] } });
+    return denoiser(x, sigma, { ...expandCondition(cond ?? {}, batch), guidance: { data: w, dims: [batch] } });
   };
 }
 

@@ -25,8 +25,8 @@ export function linspace(start, end, steps) {
   return out;
 }
 
-/** numpy's round: half to even. */
-function roundHalfEven(v) {
+/** numpy's, torch's and Python's round: half to even. */
+export function roundHalfEven(v) {
   const r = Math.round(v);
   return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
@@ -207,10 +207,11 @@ function withZero(sig) {
  * Schedule.sigmas: inference noise levels, Float64Array(steps + 1), strictly descending, last exactly 0.
  * @param {Float64Array} alphasCumprod
  * @param {number} steps
- * @param {string} spacing a name of SPACINGS or "log_snr@S"
+ * @param {string|null} spacing a name of SPACINGS or "log_snr@S" (null or left out: DEFAULT_SPACING)
  * @param {number} rho Karras et al.'s ρ
  */
 export function sigmas(alphasCumprod, steps, spacing = DEFAULT_SPACING, rho = 7.0) {
+  spacing = spacing ?? DEFAULT_SPACING; // null, as Python's None: the default
   const inf = inferenceSigmas(alphasCumprod);
   const sigmaMin = inf[0];
   const sigmaMax = inf[inf.length - 1];

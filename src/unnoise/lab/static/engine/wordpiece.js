@@ -266,6 +266,7 @@ export class WordPiece {
    * @returns {{ids: BigInt64Array, mask: Uint8Array, length: number}} row-major (B, length)
    */
   encode(prompts, maxLength = 77) {
+    if (!Array.isArray(prompts) || prompts.length === 0) throw new Error("prompts must be a non-empty list of strings");
     const rows = prompts.map((p) => this.encodeOne(String(p), maxLength));
     const length = Math.max(...rows.map((r) => r.length));
     const ids = new BigInt64Array(rows.length * length).fill(BigInt(this.pad));
