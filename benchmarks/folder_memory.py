@@ -35,7 +35,7 @@ t0 = time.perf_counter()
 import numpy as np, torch
 from unnoise.data.base import CaptionedImages
 from unnoise.data.folder import FolderDataset, load_image, read_metadata, DEFAULT_MAX_PIXELS
-from unnoise.training.loop import Batches, _step_generator
+from unnoise.training.harness import Batches, step_generator
 case, folder, size, cache = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 t_import = time.perf_counter()
 if case == "import":
@@ -51,7 +51,7 @@ t_ready = time.perf_counter()
 if ds is not None:
     batches, b = Batches(ds, seed=0), 64
     for step in range(len(ds) // b):
-        x0, captions = batches.draw(step, b, 0.1, len(ds.captions), _step_generator(0, step))
+        x0, captions = batches.draw(step, b, 0.1, len(ds.captions), step_generator(0, step))
 t_epoch = time.perf_counter()
 print(json.dumps({"import_s": t_import - t0, "start_s": t_ready - t_import, "epoch_s": t_epoch - t_import,
                   "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

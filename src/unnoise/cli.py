@@ -56,7 +56,8 @@ def _root(
 @app.command()
 def schedule(
     name: list[str] = typer.Option(
-        ["linear", "cosine"], "--name", "-n", help="Schedule(s) to draw side by side: linear, cosine, sigmoid, optionally with +ztsnr."
+        ["linear", "cosine"], "--name", "-n",
+        help="Schedule(s) to draw side by side: linear, cosine, sigmoid, optionally with +ztsnr.",
     ),
     out: Path = typer.Option(Path("schedule.png"), "--out", "-o", help="Output PNG file."),
     num_steps: int = typer.Option(1000, "--num-steps", help="Training steps T of the schedule."),
@@ -78,7 +79,8 @@ def noise(
     image: Path | None = typer.Argument(None, help="Image to dissolve (default: the cat from scikit-image)."),
     out: Path = typer.Option(Path("noise.gif"), "--out", "-o", help="Output: .gif animation or .png strip."),
     schedule_name: str = typer.Option("linear", "--schedule", "-s", help="Noise schedule."),
-    frames: int | None = typer.Option(None, "--frames", "-k", help="Number of frames, 2 … 1000 (default: 40 for .gif, 8 for .png)."),
+    frames: int | None = typer.Option(None, "--frames", "-k",
+        help="Number of frames, 2 … 1000 (default: 40 for .gif, 8 for .png)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the one noise draw used for every frame."),
     num_steps: int = typer.Option(1000, "--num-steps", help="Training steps T of the schedule."),
 ) -> None:
@@ -101,7 +103,8 @@ def noise(
 def paint(
     ctx: typer.Context,
     prompt: str | None = typer.Argument(None, help='What to paint, e.g. "a cat face". Empty: unconditional.'),
-    model: str = typer.Option("emoji", "--model", "-m", help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
+    model: str = typer.Option("emoji", "--model", "-m",
+        help="Bundled model (emoji, emoji-fast, digits, digits-fast, digits-1step) or a model directory."),
     steps: int | None = typer.Option(None, "--steps", help=f"Sampler steps ({model_default('steps')})."),
     guidance: float | None = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale "
                                              f"({model_default('guidance')})."),
@@ -112,17 +115,23 @@ def paint(
     out: Path = typer.Option(Path("painting.png"), "--out", "-o", help="Output .png, .jpg or .webp, each with the "
                              "parameters; with -k > 1: STEM-1.png … STEM-k.png (and with --grid, OUT is the grid)."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="What to steer away from."),
-    guidance_rescale: float = typer.Option(0.0, "--guidance-rescale", help="Guidance rescale φ (Lin et al. 2023), 0 … 1."),
-    spacing: str | None = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, log_snr_trailing, "
-                                          "trailing, leading, linspace, or log_snr@S (log-SNR steps down to a last call at "
-                                          f"σ = S) ({model_default('spacing')})."),
-    grid: bool = typer.Option(False, "--grid", help="With -k > 1: --out is all images as one grid, beside STEM-1 … STEM-k."),
-    init_image: Path | None = typer.Option(None, "--init-image", help="Image-to-image (SDEdit): start from this picture."),
-    strength: float | None = typer.Option(None, "--strength", help=f"How far to noise --init-image, (0, 1] (default: {DEFAULT_STRENGTH:g})."),
-    animate: Path | None = typer.Option(None, "--animate", help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
+    guidance_rescale: float = typer.Option(0.0, "--guidance-rescale",
+        help="Guidance rescale φ (Lin et al. 2023), 0 … 1."),
+    spacing: str | None = typer.Option(None, "--spacing", help="Noise-level spacing: karras, log_snr, "
+                                          "log_snr_trailing, trailing, leading, linspace, or log_snr@S (log-SNR steps "
+                                          f"down to a last call at σ = S) ({model_default('spacing')})."),
+    grid: bool = typer.Option(False, "--grid",
+        help="With -k > 1: --out is all images as one grid, beside STEM-1 … STEM-k."),
+    init_image: Path | None = typer.Option(None, "--init-image",
+        help="Image-to-image (SDEdit): start from this picture."),
+    strength: float | None = typer.Option(None, "--strength",
+        help=f"How far to noise --init-image, (0, 1] (default: {DEFAULT_STRENGTH:g})."),
+    animate: Path | None = typer.Option(None, "--animate",
+        help="Also write a GIF of the denoising: x_t beside x̂0 per step."),
     from_png: Path | None = typer.Option(None, "--from", help="Repeat the painting stored in an unnoise .png, .jpg "
                                             "or .webp (options given here override it)."),
-    size: int = typer.Option(256, "--size", help="Upscale the saved images to this side (nearest neighbour); 0: native."),
+    size: int = typer.Option(256, "--size",
+        help="Upscale the saved images to this side (nearest neighbour); 0: native."),
     snap: bool | None = typer.Option(None, "--snap/--no-snap", help="Condition an unknown prompt on the most similar "
                                         "training caption, if the model has a vocabulary (default: on)."),
     prompts_file: Path | None = typer.Option(None, "--prompts-file", help="Paint each line of this text file "
@@ -146,8 +155,7 @@ def paint(
             given["prompt"] = None  # the file's lines are the prompts
         merged = _with_stored(PaintParams.from_png(from_png), from_png, given)
         (prompt, negative_prompt, steps, guidance, sampler, seed, spacing, guidance_rescale, snap, model, strength,
-         class_label) = (merged[k] for k in ("prompt", "negative_prompt", "steps", "guidance", "sampler", "seed",
-                                              "spacing", "guidance_rescale", "snap", "model", "strength", "class_label"))
+         class_label) = (merged[k] for k in STORED_PAINT_OPTIONS)
     if strength is not None and init_image is None:
         raise CLIError("--strength needs --init-image: it says how far to noise that picture")
     if prompts_file is not None and prompt is not None:
@@ -159,22 +167,23 @@ def paint(
         raise CLIError(f"--size must be from 0 to 2048, got {size}")
     init = images.load_image(init_image) if init_image is not None else None
     painter = Painter.from_pretrained(model, device=device)
+    strength = (DEFAULT_STRENGTH if strength is None else strength) if init is not None else None
     params = [painter.params(text, negative_prompt=negative_prompt, seed=seed, steps=steps, sampler=sampler,
                              guidance=guidance, guidance_rescale=guidance_rescale, spacing=spacing,
-                             init_image=str(init_image) if init_image else None,
-                             strength=(DEFAULT_STRENGTH if strength is None else strength) if init is not None else None,
-                             snap=snap, class_label=class_label)
+                             init_image=str(init_image) if init_image else None, strength=strength, snap=snap,
+                             class_label=class_label)
               for _, text in jobs]
-    seed = params[0].seed  # a random seed is drawn once: image i of every prompt uses seed + i
-    params = [q.replace(seed=seed) for q in params]
-    for q in params:
-        for line in notes(painter, q):
-            typer.echo(line, err=True)
+    params = [q.replace(seed=params[0].seed) for q in params]  # one random seed: image i of each prompt, seed + i
+    for line in (line for q in params for line in notes(painter, q)):
+        typer.echo(line, err=True)
     for line in paint_all(painter, jobs, params, init, out=out, num_images=num_images, size=size, grid=grid,
                           animate=animate):
         typer.echo(line)
 
 
+# the options `paint --from` takes from the picture unless given
+STORED_PAINT_OPTIONS = ("prompt", "negative_prompt", "steps", "guidance", "sampler", "seed", "spacing",
+                        "guidance_rescale", "snap", "model", "strength", "class_label")
 # CLI option name → config field, where they differ (typer reserves `compile`; `schedule` reads as a verb)
 CONFIG_FIELD = {"schedule_name": "schedule", "compile_model": "compile"}
 
@@ -273,22 +282,28 @@ def samplers() -> None:
 @app.command()
 def train(
     ctx: typer.Context,
-    data: str = typer.Option(..., "--data", help="digits, emoji, emoji-styles, or a folder of images with metadata.jsonl (file_name, text)."),
-    out: Path = typer.Option(..., "--out", help="Run directory (config.json, metrics.jsonl, samples/, checkpoints/, model/)."),
+    data: str = typer.Option(..., "--data",
+        help="digits, emoji, emoji-styles, or a folder of images with metadata.jsonl (file_name, text)."),
+    out: Path = typer.Option(..., "--out",
+        help="Run directory (config.json, metrics.jsonl, samples/, checkpoints/, model/)."),
     max_steps: int = typer.Option(20_000, "--max-steps", help="Optimiser steps in total."),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch size (split over torchrun processes)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data order, timesteps, noise and initialisation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
     lr: float = typer.Option(3e-4, "--lr", help="AdamW peak learning rate."),
     model_size: str = typer.Option("default", "--model-size", help="UNet preset: tiny, small, default."),
-    image_size: int | None = typer.Option(None, "--image-size", help="Resize images to this (default: the data's, 32)."),
+    image_size: int | None = typer.Option(None, "--image-size",
+        help="Resize images to this (default: the data's, 32)."),
     prediction_type: str = typer.Option("epsilon", "--prediction-type", help="epsilon, v_prediction or sample."),
     schedule_name: str = typer.Option("linear", "--schedule", help="Noise schedule."),
     loss_weighting: str = typer.Option("min_snr", "--loss-weighting", help="uniform or min_snr (γ = 5)."),
-    cond_dropout: float = typer.Option(0.1, "--cond-dropout", help="Share of captions dropped for classifier-free guidance."),
+    cond_dropout: float = typer.Option(0.1, "--cond-dropout",
+        help="Share of captions dropped for classifier-free guidance."),
     balance: str = typer.Option("items", "--balance", help="items: draw every item equally often; families: every "
-                                "family of near-duplicates (emoji skin tones) as one. May change on --resume (recorded)."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 autocast (only pays on CPUs with native bf16)."),
+                                "family of near-duplicates (emoji skin tones) as one. May change on --resume "
+                                "(recorded)."),
+    precision: str = typer.Option("fp32", "--precision",
+        help="fp32, or bf16 autocast (only pays on CPUs with native bf16)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),
     warmup_steps: int = typer.Option(500, "--warmup-steps", help="Learning-rate warm-up steps."),
     ema_decay: float = typer.Option(0.999, "--ema-decay", help="EMA decay."),
@@ -334,24 +349,27 @@ def train(
 def distill(
     ctx: typer.Context,
     teacher: str = typer.Option(..., "--teacher", help="The teacher: emoji, digits or a model directory; "
-                                 "or a ddim student (e.g. digits-fast) to teach a student of fewer calls (trajectory)."),
+                                 "or a ddim student (e.g. digits-fast) to teach a student of fewer calls "
+                                 "(trajectory)."),
     steps: int = typer.Option(4, "--steps", help="Student sampler steps K: 1, 2 or 4 (the model's default)."),
     method: str = typer.Option("consistency", "--method", help="consistency (1–4 calls; its own sampler), guidance "
-                               "(w as an input only; paints with dpmpp_2m, one single-batch call per step) or trajectory "
-                               "(each of K DDIM steps learns the teacher's fine solve of its interval)."),
+                               "(w as an input only; paints with dpmpp_2m, one single-batch call per step) or "
+                               "trajectory (each of K DDIM steps learns the teacher's fine solve of its interval)."),
     out: Path = typer.Option(..., "--out", help="Run directory (config.json, metrics.jsonl, checkpoints/, model/)."),
     data: str | None = typer.Option(None, "--data", help="digits, emoji or a folder (default: the teacher's data)."),
     max_steps: int = typer.Option(4000, "--max-steps", help="Optimiser steps in total."),
-    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop, checkpoint and export after this long."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes",
+        help="Stop, checkpoint and export after this long."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per step."),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW peak learning rate."),
     lr_decay: str = typer.Option("constant", "--lr-decay", help="After warm-up: constant or cosine (to 10 % of --lr)."),
     warmup_steps: int = typer.Option(100, "--warmup-steps", help="Linear learning-rate warm-up steps."),
-    ema_decay: float = typer.Option(0.95, "--ema-decay", help="EMA μ of the exported student (and the consistency target)."),
+    ema_decay: float = typer.Option(0.95, "--ema-decay",
+        help="EMA μ of the exported student (and the consistency target)."),
     init: str | None = typer.Option(None, "--init", help="Start from this student model directory (same teacher) "
                                        "instead of the teacher, e.g. to go on with other settings."),
-    sigma_sampling: str = typer.Option("log_uniform", "--sigma-sampling", help="guidance: log_uniform (σ over the whole "
-                                       "schedule) or grid (the K σs of the student's own sampler)."),
+    sigma_sampling: str = typer.Option("log_uniform", "--sigma-sampling", help="guidance: log_uniform (σ over the "
+                                       "whole schedule) or grid (the K σs of the student's own sampler)."),
     weighting: str = typer.Option("truncated_snr", "--weighting", help="Scale of each sample's x̂0 error (guidance, "
                                   "trajectory): truncated_snr, max(1/σ, 1); sqrt_truncated_snr, its √; or uniform, "
                                   "1 (favours the high-noise steps; docs/distill.md)."),
@@ -359,19 +377,22 @@ def distill(
                                                    "factors on the loss of each student interval, noisiest first "
                                                    "(e.g. 1,1,1,100)."),
     last_target: str = typer.Option("ode", "--last-target", help="trajectory, the last interval (to 0): ode, the "
-                                    "teacher's fine solve; or x0, its guided x̂0 at the last σ (a final denoising step)."),
+                                    "teacher's fine solve; or x0, its guided x̂0 at the last σ (a final denoising "
+                                    "step)."),
     reuse: int = typer.Option(1, "--reuse", help="trajectory, guidance: each teacher target serves R consecutive steps "
                               "(batch-size/R fresh samples a step; ~R× fewer teacher calls per step)."),
     student_states: float = typer.Option(0.0, "--student-states", help="trajectory: the share of samples that start "
                                          "each interval where the student's own painting is (its steps from noise) "
                                          "instead of on noised data (0–1; docs/distill.md)."),
     student_width: int = typer.Option(1, "--student-width", help="1: the student is the teacher's network; 2: twice "
-                                      "as wide (~4× the compute a call), started as exactly the teacher (docs/distill.md)."),
+                                      "as wide (~4× the compute a call), started as exactly the teacher "
+                                      "(docs/distill.md)."),
     spacing: str | None = typer.Option(None, "--spacing", help="The student's σ grid (and the teacher's inside it): "
                                           "log_snr_trailing never calls at σ_min, log_snr@S ends its calls at σ = S "
                                           "(default: the teacher's spacing)."),
     ode_steps: int = typer.Option(32, "--ode-steps", help="N: the teacher's ODE grid (consistency); trajectory: the "
-                                  "teacher solves each of the K intervals in ⌈N/K⌉ steps (a student teacher: its own calls)."),
+                                  "teacher solves each of the K intervals in ⌈N/K⌉ steps (a student teacher: its own "
+                                  "calls)."),
     guidance_min: float = typer.Option(1.0, "--guidance-min", help="Smallest guidance scale w distilled."),
     guidance_max: float = typer.Option(6.0, "--guidance-max", help="Largest guidance scale w distilled."),
     guidance: float | None = typer.Option(None, "--guidance", help="The student's default w (default: the teacher's)."),
@@ -382,19 +403,15 @@ def distill(
     threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
 ) -> None:
-    """Distil a teacher into a 1–4 call student (consistency, guidance or trajectory distillation, w as an input; docs/distill.md)."""
+    """Distil a teacher into a 1–4 call student (consistency, guidance or trajectory distillation, w as an input;
+    docs/distill.md)."""
 
     from .distill.config import DistillConfig, resume_config
     from .distill.loop import distill as run_distill
     from .distill.loop import resolve
     from .training import checkpoint
 
-    weights = None
-    if interval_weights is not None:
-        try:
-            weights = tuple(float(v) for v in interval_weights.split(","))
-        except ValueError:
-            raise CLIError(f"--interval-weights must be comma-separated numbers, got {interval_weights!r}") from None
+    weights = None if interval_weights is None else _numbers("--interval-weights", interval_weights)
     names, explicit = _config_values(ctx, DistillConfig, out=str(out), interval_weights=weights)
     if method not in ("consistency", "guidance", "trajectory"):  # progressive stays a Python-API experiment
         raise CLIError(f"--method must be consistency, guidance or trajectory, got {method!r}")
@@ -409,6 +426,14 @@ def distill(
     typer.echo(f"done: student in {model_dir}  (paint with: unnoise paint \"…\" --model {model_dir})")
 
 
+def _numbers(option: str, text: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers, as an option gives it."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"{option} must be comma-separated numbers, got {text!r}") from None
+
+
 def _check_run_dir(out: Path) -> None:
     """--out of train or distill: a run directory, existing or to be made (not a file)."""
     if out.exists() and not out.is_dir():
@@ -417,8 +442,10 @@ def _check_run_dir(out: Path) -> None:
 
 @app.command()
 def export(
-    run: Path = typer.Argument(..., help="A training run directory (from `unnoise train --out` or `unnoise distill --out`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Model directory to write (config.json, model.safetensors, unnoise.json)."),
+    run: Path = typer.Argument(...,
+        help="A training run directory (from `unnoise train --out` or `unnoise distill --out`)."),
+    out: Path = typer.Option(..., "--out", "-o",
+        help="Model directory to write (config.json, model.safetensors, unnoise.json)."),
     steps: int | None = typer.Option(None, "--steps", help="The model's default sampler steps."),
     guidance: float | None = typer.Option(None, "--guidance", help="The model's default guidance scale."),
     sampler: str | None = typer.Option(None, "--sampler", help="The model's default sampler."),
@@ -437,7 +464,8 @@ def export(
     from .sampling.names import resolve_sampler, resolve_spacing
     from .training.loop import export_run
 
-    defaults = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("sampler", sampler), ("spacing", spacing)) if v is not None}
+    given = (("steps", steps), ("guidance", guidance), ("sampler", sampler), ("spacing", spacing))
+    defaults = {k: v for k, v in given if v is not None}
     dtype = torch.float32 if fp32 else torch.float16
     note_text = notes.read_text() if notes is not None else ""
     if _is_distill_run(run):

@@ -24,8 +24,7 @@ from .limits import DEFAULT_SPACING
 NAMES = ("linear", "cosine", "sigmoid")
 SPACINGS = ("leading", "linspace", "trailing", "karras", "log_snr", "log_snr_trailing")
 # "log_snr@S": uniform in log-SNR from σ_max down to a last call at σ = S (instead of σ_min), then 0: where
-# a sampler stops denoising is a knob of its own (k-diffusion's sigma_min; docs/distill.md: the emoji
-# teacher's name retrieval peaks with its last call near σ = 0.5, not at σ_min)
+# a sampler stops denoising is a knob of its own (k-diffusion's sigma_min; measured in docs/distill.md)
 LAST_SIGMA_SPACING = "log_snr@"
 ZTSNR_SUFFIX = "+ztsnr"
 MAX_TRAIN_STEPS = 100_000

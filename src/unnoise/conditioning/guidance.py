@@ -27,6 +27,7 @@ class GuidanceError(UnnoiseError, ValueError):
     """Classifier-free guidance was set up with bad arguments."""
 
 
+Scale = float | Sequence[float] | torch.Tensor  # one guidance scale, or one per image (a list or a (B,) tensor)
 RESCALE_SPACES = ("x0", "eps", "v")  # where guidance rescale matches std: x̂0, ε̂ or v̂ (CFGDenoiser)
 
 
@@ -40,7 +41,7 @@ def _check_number(name: str, value, low: float = -math.inf, high: float = math.i
     return float(value)
 
 
-def _scales(scale: float | Sequence[float]) -> float | torch.Tensor:
+def _scales(scale: Scale) -> float | torch.Tensor:
     """One scale as a float, or one per image as a (B,) float32 tensor; every scale finite."""
     if not isinstance(scale, (Sequence, torch.Tensor)) or isinstance(scale, str):
         return _check_number("guidance scale", scale)  # one number (or a clear error for a non-number)
@@ -120,7 +121,7 @@ class CFGDenoiser:
     means), so the two passes run separately.
     """
 
-    def __init__(self, denoiser, cond, uncond, scale: float | Sequence[float], rescale: float = 0.0,
+    def __init__(self, denoiser, cond, uncond, scale: Scale, rescale: float = 0.0,
                  rescale_space: str = "x0"):
         if not callable(denoiser):
             raise TypeError("denoiser must be callable as denoiser(x, sigma, cond)")
@@ -179,7 +180,7 @@ class GuidanceInput:
     """Guidance for a guidance-distilled student: w is a network input (cond["guidance"], one per image),
     so one pass of B rows per step — no unconditional half, hence no negative prompt or rescale."""
 
-    def __init__(self, denoiser, cond, scale: float | Sequence[float]):
+    def __init__(self, denoiser, cond, scale: Scale):
         if not callable(denoiser):
             raise TypeError("denoiser must be callable as denoiser(x, sigma, cond)")
         self.denoiser, self.cond, self.scale = denoiser, cond, _scales(scale)
@@ -195,7 +196,7 @@ class GuidanceInput:
         return self.denoiser(x, sigma, {**cond, "guidance": w})
 
 
-def guided(denoiser, cond, uncond, scale: float | Sequence[float], *, takes_guidance: bool, rescale: float = 0.0,
+def guided(denoiser, cond, uncond, scale: Scale, *, takes_guidance: bool, rescale: float = 0.0,
            rescale_space: str = "x0"):
     """The guided denoiser (x, σ) → x̂0: w as an input for a model that declares it takes one
     (`takes_guidance`, from UNetConfig.guidance_embedding), classifier-free guidance otherwise."""

@@ -4,14 +4,14 @@ A 6-layer, 384-wide BERT (Devlin et al. 2019) whose weights ship inside this pac
 float16 (conditioning/assets/minilm, made by scripts/make_text_encoder.py; computed in float32).
 The forward pass is written here in plain torch (embeddings, post-LN encoder layers with exact-erf
 GELU, padding mask) and the WordPiece tokenizer in plain Python (wordpiece.py), so loading needs
-only `safetensors` — no `transformers`, no `tokenizers` — and takes about 0.1 s.
+only `safetensors` — no `transformers`, no `tokenizers` — and is quick (docs/text-encoder.md).
 
 `encode(prompts)` gives what the denoiser consumes:
     "tokens": (B, L, 384) float32 last hidden states (zero at padding), L = longest prompt in the batch
     "mask":   (B, L) bool, True at real tokens ([CLS] … [SEP] included)
     "pooled": (B, 384) the sentence embedding: mean over real tokens, then L2-normalised
               (all-MiniLM-L6-v2's sentence-transformers output, to within the float16
-              rounding of the weights: token states move by ≤ 2.3e-3, cosine ≥ 0.99999)
+              rounding of the weights: docs/text-encoder.md)
 Prompts longer than `max_length` tokens (77, CLIP's prompt length, including [CLS] and [SEP])
 are truncated; the empty prompt "" is valid and is the null condition for classifier-free guidance.
 

@@ -26,7 +26,7 @@ import torch
 from ..errors import UnnoiseError
 
 FILE = "vocabulary.safetensors"
-THRESHOLD = 0.6  # cosine similarity; paraphrases of emoji names score 0.60–0.95, keyboard mashing ≈ 0.5
+THRESHOLD = 0.6  # cosine similarity: above keyboard mashing, below paraphrases (README, "Prompt snapping")
 
 
 class VocabularyError(UnnoiseError, ValueError):

@@ -2,8 +2,8 @@
 
 The 28×28 digits are zero-padded by 2 pixels per side to 32×32 (the size LeNet-5 was fed), so at
 the default size no pixel is resampled.  The package stores them as a zipped Zarr v3 store with
-blosc-compressed uint8 chunks; we read the chunks directly (numcodecs' blosc), which skips the ~1 s
-`zarr` import, and keep the decoded arrays in memory for the life of the process.
+blosc-compressed uint8 chunks; we read the chunks directly (numcodecs' blosc), without importing `zarr`
+(its cost: docs/data.md), and keep the decoded arrays in memory for the life of the process.
 """
 
 from __future__ import annotations

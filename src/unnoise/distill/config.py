@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from .. import schedules
 from ..errors import UnnoiseError
+from ..training.harness import overridden, saved_config
 
 STUDENT_STEPS = (1, 2, 4)  # the step counts a student is distilled for
 METHODS = ("consistency", "guidance", "trajectory", "progressive")
@@ -35,7 +35,8 @@ class DistillConfig:
     # trajectory (each of the student's K DDIM steps lands where the teacher's fine solve does), progressive
     data: str | None = None  # digits, emoji or a folder; None: the dataset the teacher was trained on
     init: str | None = None  # start the student from this student model directory (same teacher) instead of the teacher
-    sigma_sampling: str = "log_uniform"  # guidance: σ log-uniform over the schedule, or the K σs of the student's sampler
+    sigma_sampling: str = "log_uniform"  # guidance: σ log-uniform over the schedule, or the K σs of the student's
+    # sampler
     ode_steps: int = 32  # N: the teacher's ODE grid (consistency) / its first step count (progressive) /
     # its calls per student interval, ⌈N/K⌉ (trajectory)
     spacing: str | None = None  # σ spacing of the grid and of the student's sampler (None: the teacher's default)
@@ -44,14 +45,13 @@ class DistillConfig:
     guidance: float | None = None  # the student's default w in unnoise.json (None: the teacher's default)
     cond_dropout: float = 0.1  # share of captions replaced by the empty prompt (so "" paints unconditionally)
     loss: str = "huber"  # l2, or pseudo-Huber (Song & Dhariwal 2023, iCT: c = 0.00054·sqrt(dim))
-    weighting: str = "truncated_snr"  # scale of a sample's x̂0 error: max(1/σ, 1) (Salimans & Ho 2022), √, or 1.
-    # Under pseudo-Huber each sample pulls with about its scale whatever its error; a v-prediction network's
-    # output feels that × σ/√(1+σ²): max(1/σ, 1) pulls it equally at every σ, 1 favours high σ (distill.md).
+    weighting: str = "truncated_snr"  # scale of a sample's x̂0 error: max(1/σ, 1) (Salimans & Ho 2022), √, or 1
+    # (which σ each pulls hardest: distill.md)
     interval_weights: tuple[float, ...] | None = None  # trajectory: a factor per student interval (K of them, from
     # the noisiest) on top of the weighting, e.g. (1, 1, 1, 100): uniform, but the σ_min → 0 call pulled as hard as
     # the others in the network's output space (distill.md)
     last_target: str = "ode"  # trajectory, the interval that ends at 0: the teacher's fine solve to 0 ("ode"), or
-    # its guided x̂0 at the interval's start in one call ("x0": a final denoising step; better FD on digits, distill.md)
+    # its guided x̂0 at the interval's start in one call ("x0": a final denoising step; measured in distill.md)
     reuse: int = 1  # trajectory, guidance: each teacher target serves this many consecutive steps (the batch is the
     # fresh batch_size/reuse samples of this step and of the reuse − 1 steps before; the teacher's targets do not
     # depend on the student, so a resume recomputes them and stays exact)
@@ -103,7 +103,8 @@ class DistillConfig:
                 bad(str(e))
         if not 2 <= self.ode_steps <= 1000:
             bad(f"ode_steps must be from 2 to 1000, got {self.ode_steps}")
-        if self.method == "progressive" and (self.ode_steps % self.steps or (self.ode_steps // self.steps) & (self.ode_steps // self.steps - 1)):
+        halvings = self.ode_steps // self.steps
+        if self.method == "progressive" and (self.ode_steps % self.steps or halvings & (halvings - 1)):
             bad(f"progressive distillation halves the steps: ode_steps ({self.ode_steps}) must be steps·2^k")
         for name in ("guidance_min", "guidance_max"):
             v = getattr(self, name)
@@ -178,19 +179,8 @@ class DistillConfig:
         return dataclasses.replace(self, **changes)
 
 
-def resume_config(out: str | Path, overrides: dict[str, Any]) -> DistillConfig:
-    """The run's saved config with the explicitly given settings that may change on resume."""
-    path = Path(out) / "config.json"
-    if not path.exists():
-        raise DistillError(f"--resume: {path} not found (nothing to resume in {out})")
-    try:
-        saved = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DistillError(f"{path} is not valid JSON ({e}); is it a run's config.json?") from None
-    if not isinstance(saved, dict):
-        raise DistillError(f"{path} must hold a JSON object, got a {type(saved).__name__}")
-    saved = DistillConfig.from_dict(saved)
-    clash = sorted(k for k, v in overrides.items() if k not in RESUME_FREE and v != getattr(saved, k))
-    if clash:
-        raise DistillError(f"--resume: these settings differ from the run's config.json: {', '.join(clash)}")
-    return saved.replace(**{k: v for k, v in overrides.items() if k in RESUME_FREE})
+def resume_config(out: str | Path, overrides: dict[str, Any], what: str = "--resume") -> DistillConfig:
+    """The run's saved config with the explicitly given settings that may change on resume (`what`: the
+    command, for messages)."""
+    saved = saved_config(out, DistillConfig.from_dict, DistillError, what)
+    return overridden(saved, overrides, RESUME_FREE, DistillError, what)

@@ -1,6 +1,7 @@
 """The grids and the ODE solve that distillation targets are built on: the teacher's fine grid inside each of
 the student's intervals, a distilled teacher's own grid cut at the student's, a progressive student's nested
-grid, and `ode_segment`, DPM-Solver++(2M) on a piece of a grid (which may end at σ > 0, one grid per sample)."""
+grid, and `ode_segment`, DPM-Solver++(2M) on a piece of a grid (which may end at σ > 0, one grid per sample; why it
+is not sampling's dpmpp_2m: docs/architecture.md)."""
 
 from __future__ import annotations
 

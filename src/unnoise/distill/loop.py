@@ -1,36 +1,29 @@
-"""The distillation run harness: a guided teacher (a model directory) → a few-step, w-conditioned student.
+"""Distillation: a guided teacher (a model directory) → a few-step, w-conditioned student.
 
-`Distiller` builds the teacher, the student, the data and the optimiser, runs the loop (learning rate, loss,
-EMA, metrics, Ctrl-C, checkpoints, resume) and exports the student; what the student learns at each step is
-the distillation method's, one class each in methods.py (consistency, guidance, trajectory, progressive).
-
-Shared with `unnoise train` (imported, not copied): the step-seeded batches (`Batches`, every random
-choice of step n drawn from a generator seeded by (seed, n), so `--resume` continues bit-exactly), the
-learning-rate schedule, Ctrl-C handling, the EMA, the atomic safetensors checkpoints, `--resume`'s fall-back
-past corrupt ones (checkpoint.load_newest) and the sweep of killed writers' debris and of metrics rows past
-the resumed step (tidy_run).
+`Distiller` builds the teacher, the student, the data and the optimiser, and exports the student; what the
+student learns at each step is the distillation method's, one class each in methods.py (consistency, guidance,
+trajectory, progressive).  The loop, metrics, Ctrl-C, checkpoints, `--resume` and the EMA are the run harness
+that `unnoise train` uses too (training/harness.py), with its step-seeded batches: every random choice of step n
+comes from a generator seeded by (seed, n), so `--resume` continues bit-exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from tqdm import tqdm
 
 from .. import __version__, schedules
-from ..conditioning.guidance import batch_conditions
+from ..conditioning.guidance import guided
 from ..denoisers import DiscreteDenoiser
 from ..training import checkpoint
 from ..training.ema import EMA
-from ..training.loop import Batches, _step_generator, _StopFlag, append_metrics, learning_rate, tidy_run
-from .config import DistillConfig, DistillError
+from ..training.harness import Batches, RunHarness, adamw, newest_checkpoint, step_generator
+from .config import DistillConfig, DistillError, resume_config
 from .grids import _view, ode_segment, progressive_spacing, student_teacher_segments, trajectory_segments
 from .methods import CLASSES, ROUND_TEACHER, Method
 
@@ -39,8 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ROUND_TEACHER", "Distiller", "distill", "export_distill_run", "ode_segment", "progressive_spacing",
            "resolve", "student_teacher_segments", "trajectory_segments"]
-
-RUN_CONFIG = "config.json"
 
 
 def chain_wall_s(training: dict) -> float:
@@ -77,9 +68,11 @@ def check_student_teacher(cfg: DistillConfig, info: Any) -> None:
                            f"range {name} learnt, [{lo:g}, {hi:g}]")
 
 
-class Distiller:
-    """Builds teacher, student, data and optimiser from a DistillConfig; `run()` distils to cfg.max_steps with
-    the method of cfg.method (`self.method`, a methods.Method)."""
+class Distiller(RunHarness):
+    """Builds teacher, student, data and optimiser from a DistillConfig; `run()` (the harness's loop) distils to
+    cfg.max_steps with the method of cfg.method (`self.method`, a methods.Method)."""
+
+    error = DistillError
 
     def __init__(self, cfg: DistillConfig, *, resume: bool = False, quiet: bool = False):
         from ..modeldir import load_model_dir
@@ -108,17 +101,11 @@ class Distiller:
         self.paint_spacing = CLASSES[cfg.method].paint_spacing(self.schedule, cfg)
         self._load_data(cfg)
         self.prediction_type = self.info.prediction_type
-        self.student = self._build_student(cfg, init_net)
+        self.shape = (self.info.channels, self.info.image_size, self.info.image_size)  # (C, H, W) of its images
+        self.model = self.student = self._build_student(cfg, init_net)  # `model`: the harness's name for it
         self.target = UNet(self.student.config).requires_grad_(False).eval()  # f_θ⁻: the EMA weights
         self.ema = EMA(self.student, cfg.ema_decay)
-        decay: list[torch.nn.Parameter] = []
-        no_decay: list[torch.nn.Parameter] = []
-        for p in self.student.parameters():
-            (no_decay if p.ndim < 2 else decay).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=cfg.adam_betas,
-        )
+        self.optimizer = adamw(self.student.parameters(), cfg)
         self.teacher_d = DiscreteDenoiser(self.teacher, self.schedule, self.prediction_type)
         self.student_d = DiscreteDenoiser(self.student, self.schedule, self.prediction_type)
         self.target_d = DiscreteDenoiser(self.target, self.schedule, self.prediction_type)
@@ -126,10 +113,10 @@ class Distiller:
         # (K,) the σs its K-step sampler queries
         self.student_sigmas = self.schedule.sigmas(cfg.steps, cfg.spacing)[:-1]
         self.method: Method = CLASSES[cfg.method](self)  # what the student learns at each step
-        self.step = 0
-        self.elapsed = 0.0  # wall seconds over all invocations
+        self.description, self.max_minutes = f"distilling ({cfg.method})", cfg.max_minutes
+        self.step, self.elapsed = 0, 0.0
         if resume:
-            self._load_latest()
+            self.resume()
 
     # --- set-up ---------------------------------------------------------------------------------
     def _load_data(self, cfg: DistillConfig) -> None:
@@ -192,41 +179,27 @@ class Distiller:
                      "method": info.training.get("method"), "steps": info.training.get("steps"),
                      "wall_s": info.training.get("wall_s"), "wall_s_total": chain_wall_s(info.training)}
 
-    def _load_latest(self) -> None:
-        """The newest checkpoint that loads (past corrupt ones, said so); none at all: start over, said so."""
-        checkpoint.resume_newest(self.out, self.restore, self._log)
-
     def restore(self, ck: checkpoint.Checkpoint) -> None:
         if ck.state.get("teacher_digest") != self.teacher_digest:
             raise DistillError(f"--resume: the teacher's weights changed since this run began ({self.teacher_path})")
-        self.student.load_state_dict(ck.model)
-        self.ema.load_state_dict(ck.ema, ck.state["ema_updates"])
-        self.optimizer.load_state_dict(ck.optimizer)
-        self.step, self.elapsed = ck.step, float(ck.state.get("elapsed_s", 0.0))
+        super().restore(ck)
+        self.elapsed = float(ck.state.get("elapsed_s", 0.0))
         self.method.resumed(ck.path, ck.extra)
 
-    def _log(self, msg: str, force: bool = False) -> None:
-        """A line on stderr (`force`: even when quiet, for what a user must know)."""
-        if not self.quiet or force:
-            tqdm.write(msg, file=sys.stderr)
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"teacher_digest": self.teacher_digest, "elapsed_s": self.elapsed}
 
-    def save_checkpoint(self) -> None:
-        state = {"ema_updates": self.ema.num_updates, "unnoise_version": __version__, "config": self.cfg.to_dict(),
-                 "teacher_digest": self.teacher_digest, "elapsed_s": self.elapsed}
-        checkpoint.save(self.out, self.step, self.student.state_dict(), self.ema.state_dict(),
-                        self.optimizer.state_dict(), state, keep=self.cfg.keep_checkpoints,
-                        extra=self.method.checkpoint_extra())
+    def checkpoint_extra(self) -> dict[str, torch.Tensor] | None:
+        return self.method.checkpoint_extra()
 
     # --- the models as functions of (x, σ) ------------------------------------------------------------
-    def guided_teacher(self, x, sigma, cond, uncond, w) -> torch.Tensor:
-        """x̂0 = x̂0_u + w·(x̂0_c − x̂0_u) with a scale w (B,) per sample, both passes as one batch of 2B,
-        clamped to [−1, 1] as generation.generate does (so the student learns what painting does)."""
-        if self.student_teacher:  # w is its input: one pass
-            return self.teacher_d(x, sigma, {**cond, "guidance": w}).clamp(-1.0, 1.0)
-        b = x.shape[0]
-        both = self.teacher_d(torch.cat([x, x]), torch.cat([sigma, sigma]), batch_conditions(cond, uncond, b))
-        c, u = both[:b], both[b:]
-        return (u + _view(w, x) * (c - u)).clamp(-1.0, 1.0)
+    def guided_teacher(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor],
+                       uncond: dict[str, torch.Tensor], w: torch.Tensor) -> torch.Tensor:
+        """The teacher guided at a scale w (B,) per sample (conditioning.guidance.guided: both CFG passes as one
+        batch of 2B, or w as its input for a distilled teacher), x̂0 clamped to [−1, 1] as generation.generate
+        clamps it (so the student learns what painting does)."""
+        teacher = guided(self.teacher_d, cond, uncond, w, takes_guidance=self.student_teacher)
+        return teacher(x, sigma).clamp(-1.0, 1.0)
 
     @staticmethod
     def consistency_fn(denoiser, x, sigma, cond, w) -> torch.Tensor:
@@ -240,7 +213,7 @@ class Distiller:
         cfg = self.cfg
         step = self.step if step is None else step
         size = cfg.batch_size if size is None else size
-        g = _step_generator(cfg.seed, step)
+        g = step_generator(cfg.seed, step)
         x0, captions = self.batches.draw(step, size, cfg.cond_dropout, self.bank.null_index, g)
         w = cfg.guidance_min + (cfg.guidance_max - cfg.guidance_min) * torch.rand(size, generator=g)
         n = torch.randint(0, self.grid_steps(), (size,), generator=g)
@@ -275,70 +248,15 @@ class Distiller:
         scale = torch.clamp(1.0 / sigma, min=1.0)
         return _view(scale.sqrt() if self.cfg.weighting == "sqrt_truncated_snr" else scale, like)
 
-    def train_step(self) -> float:
+    def train_step(self) -> tuple[float, dict[str, float]]:
         self.method.begin_step()  # progressive: a new round
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.cfg, self.step)
         loss = self.loss()
-        if not bool(torch.isfinite(loss)):
-            raise DistillError(f"loss became {loss.item()} at step {self.step}; stopped without saving. The last good "
-                               "checkpoint is untouched: resume with --resume, perhaps with a lower --lr.")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        self.ema.update(self.student)
-        self.step += 1
-        return float(loss.detach())
-
-    # --- the loop ------------------------------------------------------------------------------------------
-    def run(self) -> Path:
-        cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        tidy_run(self.out, self.step, self._log)  # debris of killed writers; metrics rows past the resumed step
-        checkpoint.write_json_atomic(self.out / RUN_CONFIG, cfg.to_dict())
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.quiet, unit="step", dynamic_ncols=True,
-                   desc=f"distilling ({cfg.method})")
-        began = last = time.perf_counter()
-        deadline = None if cfg.max_minutes is None else last + 60 * cfg.max_minutes
-        window = []
-        with _StopFlag() as stop:
-            while self.step < cfg.max_steps:
-                window.append(self.train_step())
-                now = time.perf_counter()
-                self.elapsed += now - last
-                last = now
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    row = {"step": self.step, "loss": sum(window) / len(window),
-                           "lr": learning_rate(cfg, self.step - 1),
-                           "images_per_s": len(window) * cfg.batch_size / max(1e-9, now - began), "time": time.time()}
-                    append_metrics(self.out, row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                    window, began = [], now
-                if self.step % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
-                if stop.requested:
-                    self.save_checkpoint()
-                    bar.close()
-                    self._log(f"interrupted: saved step {self.step} to {self.out / 'checkpoints'}; "
-                              "continue with --resume")
-                    raise KeyboardInterrupt
-                if deadline is not None and now > deadline:
-                    self._log(f"--max-minutes {cfg.max_minutes:g} reached at step {self.step}; continue with --resume")
-                    break
-        bar.close()
-        if self.step % cfg.checkpoint_every:
-            self.save_checkpoint()
-        return self.export(self.out / "model")
+        self.optimize(loss)
+        return float(loss.detach()), {}
 
     # --- outputs -----------------------------------------------------------------------------------------
     def ema_student(self) -> torch.nn.Module:
-        from ..models import UNet
-
-        model = UNet(self.student.config)
-        self.ema.copy_to(model)
-        return model.eval()
+        return self.ema_model()
 
     def export(self, directory: Path, dtype: torch.dtype = torch.float16) -> Path:
         """The EMA student as a model directory whose defaults paint with its own sampler and steps."""
@@ -391,12 +309,8 @@ def _init_from(student: torch.nn.Module, teacher_state: dict[str, torch.Tensor])
 
 def export_distill_run(run: str | Path, out: str | Path, *, dtype: torch.dtype = torch.float16) -> Path:
     """A distillation run's latest checkpoint (the EMA student) → a model directory, e.g. to bundle it."""
-    from .config import resume_config
-
-    cfg = resume_config(run, {"out": str(run)})
-    ck = checkpoint.load_newest(run, log=lambda m: print(f"export: {m}", file=sys.stderr))
-    if ck is None:
-        raise DistillError(f"export: no complete checkpoint in {run}")
+    cfg = resume_config(run, {"out": str(run)}, what="export")
+    ck = newest_checkpoint(Path(run), DistillError)
     distiller = Distiller(cfg, quiet=True)
     distiller.restore(ck)
     return distiller.export(Path(out), dtype=dtype)

@@ -60,7 +60,6 @@ def measure(teacher: str, out: Path, data: str | None, max_steps: int, batch_siz
                             max_steps=max_steps, batch_size=batch_size, lr=lr, ode_steps=ode_steps, threads=1,
                             checkpoint_every=max_steps, log_every=max(1, max_steps // 10), warmup_steps=max_steps // 10)
         d = Distiller(cfg, quiet=True)
-        d.shape = (d.info.channels, d.info.image_size, d.info.image_size)
         prompts = list(dict.fromkeys(d.info.example_prompts or d.dataset.captions))[:4]
         rows = [p for p in prompts for _ in range(seeds_per_prompt)]
         seeds = [s for _ in prompts for s in range(seeds_per_prompt)]

@@ -57,7 +57,7 @@ def _setup(model: str, threads: Optional[int], num_images: int):
             raise EvalError(f"--threads must be from 1 to 256, got {threads}")
         torch.set_num_threads(threads)
     info, path = load_info(model)
-    if info.dataset not in ("digits", "emoji"):
+    if info.dataset not in ("digits", "emoji", "emoji-styles"):
         # the judges (a digit classifier, emoji retrieval, FD against the training set) know only those data
         kind = "a diffusers pipeline folder" if info.scheduler else f"trained on {info.dataset!r}"
         raise EvalError(f"{path} is {kind}: unnoise eval scores digits and emoji models only")
@@ -105,6 +105,48 @@ def quality(
             typer.echo(f"paraphrases ({how}): top-5 {para['top5']:.1%}; "
                        f"{para['prompts_mostly_right']}/{para['num_prompts']} prompts right for most seeds")
     typer.echo(f"wrote {out / 'results.md'}")
+
+
+@app.command()
+def styles(
+    model: str = typer.Option("emoji", "--model", "-m", help="emoji, emoji-fast or a model directory trained on emoji or emoji-styles."),
+    num_prompts: Optional[int] = typer.Option(None, "--num-prompts", "-n", help="At most this many names, paraphrases and held-out emoji each, evenly spaced (default: all: 60, 20, 96)."),
+    seeds: int = typer.Option(4, "--seeds", help="Seeds per prompt for the retrieval goals and FD-ENL0."),
+    diversity_seeds: int = typer.Option(8, "--diversity-seeds", help="Seeds per untagged name for the diversity goal."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help=f"Sampler ({model_default('sampler')})."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Steps ({model_default('steps')})."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help=f"Guidance scale ({model_default('guidance')})."),
+    seed: int = typer.Option(0, "--seed", help=f"{SEED_HELP}; seed + s for every prompt's s-th picture."),
+    out: Path = typer.Option(Path("evals/styles"), "--out", "-o", help="Directory for results.json / results.md."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
+) -> None:
+    """Issue 27's goals: tagged names, paraphrases as typed, held-out Noto pairs, style diversity, FD-ENL0 per style."""
+    from ..atomic import write_text_atomic
+    from .features import check_enl0
+    from .quality import Setting
+    from .style_classifier import STYLE_ASSET
+    from .styles import evaluate_styles, report_lines
+
+    if num_prompts is not None and not 1 <= num_prompts <= 1000:
+        raise EvalError(f"--num-prompts must be from 1 to 1000, got {num_prompts}")
+    for flag, v in (("--seeds", seeds), ("--diversity-seeds", diversity_seeds)):
+        if not 2 <= v <= 100:
+            raise EvalError(f"{flag} must be from 2 to 100, got {v}")
+    painter = _setup(model, threads, 2)
+    if painter.info.dataset not in ("emoji", "emoji-styles") or tuple(painter.shape) != (3, 32, 32):
+        raise EvalError(f"{painter.path}: eval styles scores 32×32 emoji models only (this one: {painter.info.dataset!r})")
+    check_enl0()
+    p = painter.params("", seed=0, steps=steps, sampler=sampler, guidance=guidance)
+    result = evaluate_styles(painter, Setting(p.sampler, p.steps, p.guidance, p.spacing), num_prompts=num_prompts,
+                             seeds=seeds, diversity_seeds=diversity_seeds, seed=seed, echo=typer.echo)
+    accuracy = json.loads((STYLE_ASSET / "config.json").read_text())["test_accuracy"]
+    result["style_classifier_accuracy"] = accuracy
+    lines = report_lines(result, accuracy)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out / "results.md", f"# unnoise eval styles — {model}\n\n" + "\n".join(lines) + "\n")
+    typer.echo("\n".join(lines))
+    typer.echo(f"wrote {out / 'results.json'} and {out / 'results.md'}")
 
 
 @app.command()
@@ -170,6 +212,28 @@ def train_classifier_cmd(
         torch.set_num_threads(threads)
     info = train_classifier(out, epochs=epochs, seed=seed)
     typer.echo(f"test accuracy {info['test_accuracy']:.4f} in {info['train_seconds']:.0f} s → {out}")
+
+
+@app.command("train-style-classifier")
+def train_style_classifier_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for model.safetensors + config.json."),
+    epochs: int = typer.Option(6, "--epochs", help="Passes over the ~9 000 training pictures of the emoji-styles atlases."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
+) -> None:
+    """Train the emoji style classifier (noto / twemoji / openmoji) that judges `eval styles` (ships in the package)."""
+    import torch
+
+    from .style_classifier import train_style_classifier
+
+    if not 1 <= epochs <= 100:
+        raise EvalError(f"--epochs must be from 1 to 100, got {epochs}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    info = train_style_classifier(out, epochs=epochs, seed=seed)
+    per = ", ".join(f"{s} {a:.4f}" for s, a in info["test_accuracy_per_style"].items())
+    typer.echo(f"held-out accuracy {info['test_accuracy']:.4f} ({per}; split by emoji) "
+               f"in {info['train_seconds']:.0f} s → {out}")
 
 
 @app.command()

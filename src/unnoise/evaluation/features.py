@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..errors import UnnoiseError
 
 # EfficientNet-Lite0 was trained at 224×224; our images are 32×32 (64 at most), so 128 carries the same
-# information at a third of the cost (measured 0.13 vs 0.55 s per image on one shared core).
+# information for less (cost measured in docs/evaluation.md).
 ENL0_SIZE = 128
 ENL0_DIM = 1280
 

@@ -71,7 +71,8 @@ class Setting:
     spacing: str | None = None
 
     def label(self) -> str:
-        return f"{self.sampler} {self.steps} steps, guidance {self.guidance:g}" + (f", {self.spacing}" if self.spacing else "")
+        spacing = f", {self.spacing}" if self.spacing else ""
+        return f"{self.sampler} {self.steps} steps, guidance {self.guidance:g}{spacing}"
 
 
 class _Counter(torch.nn.Module):
@@ -186,10 +187,12 @@ class DigitsJudge:
         from .features import ENL0_SIZE, enl0_features
 
         x = to_float(self._test.images)
-        ref = {"fd_digits": Stats.from_tensors(_cached("digits-test-classifier", lambda: Stats.of(self._class_features(x)[0]).to_tensors()))}
+        classes = _cached("digits-test-classifier", lambda: Stats.of(self._class_features(x)[0]).to_tensors())
+        ref = {"fd_digits": Stats.from_tensors(classes)}
         if self.fd_enl0:
             n = self.enl0_reference
-            ref["fd_enl0"] = Stats.from_tensors(_cached(f"digits-test-enl0@{ENL0_SIZE}-{n}", lambda: Stats.of(enl0_features(x[:n])).to_tensors()))
+            enl0 = _cached(f"digits-test-enl0@{ENL0_SIZE}-{n}", lambda: Stats.of(enl0_features(x[:n])).to_tensors())
+            ref["fd_enl0"] = Stats.from_tensors(enl0)
         return ref
 
     def reference(self) -> dict[str, Stats]:
@@ -240,7 +243,8 @@ class EmojiJudge:
         from .features import ENL0_SIZE, enl0_features
 
         size = self.data.image_size
-        t = _cached(f"emoji{size}-enl0@{ENL0_SIZE}-{len(self.data)}", lambda: {"features": enl0_features(to_float(self.data.images))})
+        t = _cached(f"emoji{size}-enl0@{ENL0_SIZE}-{len(self.data)}",
+                    lambda: {"features": enl0_features(to_float(self.data.images))})
         f = t["features"].double()
         return torch.nn.functional.normalize(f, dim=1), Stats.of(f)
 
@@ -291,7 +295,7 @@ def judge_for(painter, **kwargs):
     dataset = painter.info.dataset
     if dataset == "digits":
         return DigitsJudge(**kwargs)
-    if dataset == "emoji":
+    if dataset in ("emoji", "emoji-styles"):  # emoji-styles: retrieval among the Noto emoji
         return EmojiJudge(image_size=painter.info.image_size)
     raise JudgeError(f"no evaluation for models trained on {dataset!r} (digits and emoji have one)")
 

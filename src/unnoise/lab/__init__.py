@@ -3,4 +3,5 @@
 from .app import LabConfig, create_app, run, serving
 from .messages import DialRequest, GenerateRequest, Img2ImgRequest, SpacingsRequest
 
-__all__ = ["DialRequest", "GenerateRequest", "Img2ImgRequest", "LabConfig", "SpacingsRequest", "create_app", "run", "serving"]
+__all__ = ["DialRequest", "GenerateRequest", "Img2ImgRequest", "LabConfig", "SpacingsRequest", "create_app", "run",
+           "serving"]

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, TypeAlias
 
 import anyio
 import numpy as np
 import torch
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -60,9 +60,16 @@ from .uploads import CAT_ID, Picture, PictureStore, UploadError, b64, decode_upl
 
 log = logging.getLogger("unnoise.lab")
 STATIC = Path(__file__).parent / "static"
-ScheduleName = Literal[tuple(schedules.available())]  # type: ignore[valid-type]
-SpacingName = Literal[schedules.SPACINGS]  # type: ignore[valid-type]
-SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
+# FastAPI validates these query types (and lists their values in the schema); they are made at run time, so the
+# type checker reads them as str
+if TYPE_CHECKING:
+    SpacingName: TypeAlias = str
+    SamplerName: TypeAlias = str
+else:
+    SpacingName = Literal[schedules.SPACINGS]
+    SamplerName = Literal[tuple(SAMPLERS)]
+GuidanceScale = Annotated[float, Field(ge=0, le=LAB_MAX_GUIDANCE)]  # one of a list's values
+Strength = Annotated[float, Field(gt=0, le=1)]
 
 
 @dataclass(frozen=True)
@@ -81,7 +88,8 @@ class LabConfig:
     max_jobs: int = 2  # streamed runs at once (the machine has few cores)
     max_waiting: int = 4  # runs that may queue for a slot; beyond that, 429
     wait_timeout: float = 10.0  # seconds a queued run waits before 429
-    stall_timeout: float = 20.0  # seconds a stream may wait for its client to take the next event; then it ends, freeing its slot
+    stall_timeout: float = 20.0  # seconds a stream may wait for its client to take the next event; then it ends,
+    # freeing its slot
     retry_after: int = 5  # the Retry-After a 429 carries, seconds
     store_capacity: int = 32  # uploads kept (small copies, least recently used dropped)
     decode_concurrency: int = 2  # uploads decoded at once
@@ -115,20 +123,20 @@ def create_app(config: LabConfig = LabConfig(), *, generate: GenerateFactory | N
     decode_limiter = anyio.CapacityLimiter(config.decode_concurrency)
     scheds = {name: schedules.get(name, config.num_train_steps) for name in schedules.available()}
     scheds.update(getattr(generate, "model_schedules", dict)())  # a diffusers folder's own β schedule, by its model
-    ScheduleName = Literal[tuple(scheds)]  # type: ignore[valid-type]  # noqa: N806
+    schedule_name = Literal[tuple(scheds)]  # type: ignore[valid-type]  # made at run time: a FastAPI path type
     curves = ScheduleList(default="linear", schedules=[schedule_curves(s) for s in scheds.values()])
     app.state.gate, app.state.store, app.state.config, app.state.generate = gate, store, config, generate
     known = sorted(getattr(generate, "models", None) or [])  # a PainterFactory says; a bare callable may not
     default_model = "emoji" if not known or "emoji" in known else known[0]
     # the schema names the models when the factory says which (the fuzzer then paints for real); else any name
-    ModelName = Literal[tuple(known)] if known else str  # type: ignore[valid-type]  # noqa: N806
+    model_name = Literal[tuple(known)] if known else str
 
     def model_query() -> Any:
         return Query() if known else Query(max_length=64)
 
     lab = _Lab(config=config, gate=gate, store=store, decode_limiter=decode_limiter, scheds=scheds, curves=curves,
                known=known, default_model=default_model, generate=generate, model_query=model_query,
-               schedule_name=ScheduleName, model_name=ModelName)
+               schedule_name=schedule_name, model_name=model_name)
     _error_handlers(app)
     _page_routes(app, lab)
     _picture_routes(app, lab)
@@ -169,6 +177,10 @@ class _Lab:
         info = {k: v for k, v in asdict(request).items() if k != "picture"}
         slot = await self.gate.acquire()
         return JobResponse(Job(slot, source, {"kind": kind, **info, **start}), self.config.stall_timeout)
+
+    def tiles_query(self) -> Any:
+        """A list query parameter of one to max_tiles values (guidance scales, spacings, strengths)."""
+        return Query(min_length=1, max_length=self.config.max_tiles)
 
     def picture_or_404(self, image: str) -> Picture:
         picture = self.store.get(image)
@@ -217,6 +229,10 @@ def _error_handlers(app: FastAPI) -> None:
 
 def _page_routes(app: FastAPI, lab: _Lab) -> None:
     """The page, its static files and the quick JSON routes (status, samplers, spacings, schedules)."""
+    if TYPE_CHECKING:
+        ScheduleName: TypeAlias = str
+    else:
+        ScheduleName = lab.schedule_name
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -243,9 +259,9 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
 
     @app.get("/api/spacings", responses=_errors(422))
     async def spacings_chart(
-        schedule: lab.schedule_name = "linear",
+        schedule: ScheduleName = "linear",
         steps: Annotated[int, Query(ge=1, le=lab.config.max_steps)] = 8,
-        spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=lab.config.max_tiles)] = list(schedules.SPACINGS),
+        spacing: Annotated[list[SpacingName], lab.tiles_query()] = list(schedules.SPACINGS),
     ) -> SpacingChart:
         """Where each spacing puts its steps on a schedule: σ and t per step (part 7's chart)."""
         return SpacingChart(**spacing_chart(lab.scheds[schedule], steps, _unique(spacing)))
@@ -256,7 +272,7 @@ def _page_routes(app: FastAPI, lab: _Lab) -> None:
         return lab.curves
 
     @app.get("/api/schedules/{name}", responses=_errors(422))
-    async def one_schedule(name: Annotated[lab.schedule_name, PathParam()]) -> ScheduleCurves:
+    async def one_schedule(name: Annotated[ScheduleName, PathParam()]) -> ScheduleCurves:
         """One schedule's ᾱ list and crossing step."""
         return schedule_curves(lab.scheds[name])
 
@@ -313,21 +329,108 @@ def _picture_routes(app: FastAPI, lab: _Lab) -> None:
 _EVENT_SCHEMA = {
     "type": "object",
     "required": ["event", "data"],
-    "properties": {"event": {"enum": ["start", "step", "done", "error"]}, "data": {"type": "string", "contentMediaType": "application/json"}},
+    "properties": {"event": {"enum": ["start", "step", "done", "error"]},
+                   "data": {"type": "string", "contentMediaType": "application/json"}},
 }
-_STREAM_DOC = {200: {"content": {"text/event-stream": {"schema": _EVENT_SCHEMA}}, "description": "`start`, one `step` per step, then `done` or `error`"}}
+_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": _EVENT_SCHEMA}},
+          "description": "`start`, one `step` per step, then `done` or `error`"},
+}
+# what every streamed route declares: a server-sent event stream, or a JSON error
+_STREAMED: dict[str, Any] = {"response_class": JobResponse, "status_code": 200,
+                             "responses": {**_STREAM_DOC, **_errors(404, 422, 429)}}
+
+
+class _Prompted(NamedTuple):
+    """The prompt and model of a learned run."""
+
+    prompt: str
+    model: str
+
+
+def _prompted_query(lab: _Lab) -> Callable[..., _Prompted]:
+    """The dependency that reads a _Prompted from the query."""
+    if TYPE_CHECKING:
+        ModelName: TypeAlias = str
+    else:
+        ModelName = lab.model_name
+
+    def prompted(
+        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
+        model: Annotated[ModelName, lab.model_query()] = lab.default_model,
+    ) -> _Prompted:
+        return _Prompted(prompt, model)
+
+    return prompted
+
+
+class _Painting(NamedTuple):
+    """The query parameters a learned run shares (generate, img2img, ladder); sampler, steps and guidance left
+    out are the model's own."""
+
+    prompt: str
+    model: str
+    sampler: str | None
+    steps: int | None
+    guidance: float | None
+    seed: int
+
+
+def _painting_query(lab: _Lab, max_steps: int) -> Callable[..., _Painting]:
+    """The dependency that reads a _Painting from the query, steps up to `max_steps`."""
+
+    def painting(
+        prompted: Annotated[_Prompted, Depends(_prompted_query(lab))],
+        sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
+        steps: Annotated[int | None, Query(ge=1, le=max_steps, description=MODEL_DEFAULT)] = None,
+        guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+    ) -> _Painting:
+        return _Painting(*prompted, sampler, steps, guidance, seed)
+
+    return painting
+
+
+class _Sweep(NamedTuple):
+    """The query parameters the sweeps share (the guidance dial, the spacings): a sampler and steps of their own."""
+
+    prompt: str
+    model: str
+    sampler: str
+    steps: int
+    seed: int
+
+
+def _sweep_query(lab: _Lab, max_steps: int, default_steps: int) -> Callable[..., _Sweep]:
+    """The dependency that reads a _Sweep from the query, steps up to `max_steps`."""
+
+    def sweep(
+        prompted: Annotated[_Prompted, Depends(_prompted_query(lab))],
+        sampler: SamplerName = "dpmpp_2m",
+        steps: Annotated[int, Query(ge=1, le=max_steps)] = default_steps,
+        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+    ) -> _Sweep:
+        return _Sweep(*prompted, sampler, steps, seed)
+
+    return sweep
 
 
 def _stream_routes(app: FastAPI, lab: _Lab) -> None:
     """The streamed runs of parts 3 and 4: the replay and the learned reverse."""
 
-    @app.get("/api/replay", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
+    if TYPE_CHECKING:
+        ScheduleName: TypeAlias = str
+        ModelName: TypeAlias = str
+    else:
+        ScheduleName, ModelName = lab.schedule_name, lab.model_name
+
+    @app.get("/api/replay", **_STREAMED)
     async def replay(
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
-        schedule: lab.schedule_name = "linear",
+        schedule: ScheduleName = "linear",
         steps: Annotated[int, Query(ge=1, le=lab.config.max_steps)] = 50,
         seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
-        model: Annotated[lab.model_name | None, lab.model_query()] = None,
+        model: Annotated[ModelName | None, lab.model_query()] = None,
     ) -> JobResponse:
         """The fake reverse, streamed: from the static at t = T−1, subtract the known noise, step by step.
 
@@ -338,9 +441,11 @@ def _stream_routes(app: FastAPI, lab: _Lab) -> None:
         PNG data URLs), then `done` ({image}) or `error` ({error})."""
         picture = lab.picture_or_404(image)
         if model is not None:
-            source, info = lab.learned_part("replay", "replay at a model's size")(ReplayRequest(model, seed, steps, picture.id, picture))
+            request = ReplayRequest(model, seed, steps, picture.id, picture)
+            source, info = lab.learned_part("replay", "replay at a model's size")(request)
             slot = await lab.gate.acquire()
-            return JobResponse(Job(slot, source, {"kind": "replay", "image": picture.id, "seed": seed, "model": model, **info}), lab.config.stall_timeout)
+            start = {"kind": "replay", "image": picture.id, "seed": seed, "model": model, **info}
+            return JobResponse(Job(slot, source, start), lab.config.stall_timeout)
         s = lab.scheds[schedule]
         ts = replay_timesteps(s, steps)
         source = replay_source(s, picture.tensor(), _noise(picture, seed), ts)
@@ -349,22 +454,18 @@ def _stream_routes(app: FastAPI, lab: _Lab) -> None:
         slot = await lab.gate.acquire()
         return JobResponse(Job(slot, source, start), lab.config.stall_timeout)
 
-    @app.get("/api/generate", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
+    @app.get("/api/generate", **_STREAMED)
     async def generate_stream(
-        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
-        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
-        sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
-        steps: Annotated[int | None, Query(ge=1, le=lab.config.max_steps, description=MODEL_DEFAULT)] = None,
-        guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
-        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+        painting: Annotated[_Painting, Depends(_painting_query(lab, lab.config.max_steps))],
         num_images: Annotated[int, Query(ge=1, le=lab.config.max_images)] = 1,
     ) -> JobResponse:
         """The learned reverse, streamed like /api/replay (x_t, predicted ε̂ and x̂0 per step).  Sampler, steps
         and guidance left out are the model's own (a distilled student's ddim, 4 steps, its w); the start event
         says which were used."""
         if lab.generate is None:
-            raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to generate with")
-        request = GenerateRequest(prompt, model, sampler, steps, guidance, seed, num_images)
+            raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to generate "
+                                "with")
+        request = GenerateRequest(*painting, num_images)
         source, start = lab.generate(request)  # an UnnoiseError (unknown model, sampler) → 422
         return await lab.start("generate", source, request, start)
 
@@ -372,16 +473,11 @@ def _stream_routes(app: FastAPI, lab: _Lab) -> None:
 def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
     """Part 5, offered by the model source when it can: image to image and the strength ladder."""
 
-    @app.get("/api/img2img", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
+    @app.get("/api/img2img", **_STREAMED)
     async def img2img_stream(
+        painting: Annotated[_Painting, Depends(_painting_query(lab, lab.config.max_steps))],
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
         strength: Annotated[float, Query(gt=0, le=1)] = DEFAULT_STRENGTH,
-        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
-        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
-        sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
-        steps: Annotated[int | None, Query(ge=1, le=lab.config.max_steps, description=MODEL_DEFAULT)] = None,
-        guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
-        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
     ) -> JobResponse:
         """Image to image (SDEdit, the Painter's own path): noise the picture `strength` of the way up the
         schedule, then denoise the remaining steps under the prompt, streamed like /api/generate (sampler, steps
@@ -389,27 +485,22 @@ def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
         (centre square at its size)."""
         method = lab.learned_part("img2img", "re-paint a picture")
         picture = lab.picture_or_404(image)
-        request = Img2ImgRequest(prompt, model, sampler, steps, guidance, seed, strength, picture.id, picture)
+        request = Img2ImgRequest(*painting, strength, picture.id, picture)
         source, start = method(request)
         return await lab.start("img2img", source, request, start)
 
-    @app.get("/api/img2img/ladder", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
+    @app.get("/api/img2img/ladder", **_STREAMED)
     async def ladder_stream(
+        painting: Annotated[_Painting, Depends(_painting_query(lab, lab.config.max_sweep_steps))],
         image: Annotated[str, Query(pattern=IMAGE_ID)] = CAT_ID,
-        strength: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Query(min_length=1, max_length=lab.config.max_tiles)] = list(LADDER_STRENGTHS),
-        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
-        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
-        sampler: Annotated[SamplerName | None, Query(description=MODEL_DEFAULT)] = None,
-        steps: Annotated[int | None, Query(ge=1, le=lab.config.max_sweep_steps, description=MODEL_DEFAULT)] = None,
-        guidance: Annotated[float | None, Query(ge=0, le=LAB_MAX_GUIDANCE, description=MODEL_DEFAULT)] = None,
-        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
+        strength: Annotated[list[Strength], lab.tiles_query()] = list(LADDER_STRENGTHS),
     ) -> JobResponse:
         """The strength ladder (part 5): the picture re-painted at each strength (default 0.2 … 1), one run
         after another from the same seed, streamed like /api/spacings/run (each run's x̂0 per step as its
         tile); `done` has {images, strengths}, the start event the picture as the model sees it (`init`)."""
         method = lab.learned_part("ladder", "re-paint a picture")
         picture = lab.picture_or_404(image)
-        request = LadderRequest(prompt, model, sampler, steps, guidance, seed, tuple(strength), picture.id, picture)
+        request = LadderRequest(*painting, tuple(strength), picture.id, picture)
         source, start = method(request)
         return await lab.start("ladder", source, request, start)
 
@@ -417,38 +508,31 @@ def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
 def _sweep_routes(app: FastAPI, lab: _Lab) -> None:
     """Parts 6 and 7, offered by the model source when it can: the guidance dial and where the steps go."""
 
-    @app.get("/api/guidance", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
+    @app.get("/api/guidance", **_STREAMED)
     async def dial_stream(
-        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
-        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
-        sampler: SamplerName = "dpmpp_2m",
-        steps: Annotated[int, Query(ge=1, le=lab.config.max_steps)] = 20,
-        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
-        scale: Annotated[list[Annotated[float, Field(ge=0, le=LAB_MAX_GUIDANCE)]], Query(min_length=1, max_length=lab.config.max_tiles)] = list(DIAL_SCALES),
+        sweep: Annotated[_Sweep, Depends(_sweep_query(lab, lab.config.max_steps, 20))],
+        scale: Annotated[list[GuidanceScale], lab.tiles_query()] = list(DIAL_SCALES),
     ) -> JobResponse:
         """The guidance dial: one prompt and seed at several scales (default 0, 1, 3, 7, 12) in one batch.
 
         Events: `start`, `step` ×steps ({index, total, tiles: [{tile, step, steps, t, sigma, x0}]}: every
         scale's x̂0), then `done` ({images, scales}) or `error`."""
         method = lab.learned_part("dial", "turn the guidance dial")
-        request = DialRequest(prompt, model, sampler, steps, seed, tuple(scale))
+        request = DialRequest(*sweep, tuple(scale))
         source, start = method(request)
         return await lab.start("dial", source, request, start)
 
-    @app.get("/api/spacings/run", response_class=JobResponse, status_code=200, responses={**_STREAM_DOC, **_errors(404, 422, 429)})
+    @app.get("/api/spacings/run", **_STREAMED)
     async def spacings_stream(
-        prompt: Annotated[str, Query(max_length=lab.config.max_prompt_chars)] = "",
-        model: Annotated[lab.model_name, lab.model_query()] = lab.default_model,
-        sampler: SamplerName = "dpmpp_2m",
-        steps: Annotated[int, Query(ge=1, le=lab.config.max_sweep_steps)] = 8,
+        sweep: Annotated[_Sweep, Depends(_sweep_query(lab, lab.config.max_sweep_steps, 8))],
         guidance: Annotated[float, Query(ge=0, le=LAB_MAX_GUIDANCE)] = 5.0,
-        seed: Annotated[int, Query(ge=0, le=MAX_SEED)] = 0,
-        spacing: Annotated[list[SpacingName], Query(min_length=1, max_length=lab.config.max_tiles)] = list(schedules.SPACINGS),
+        spacing: Annotated[list[SpacingName], lab.tiles_query()] = list(schedules.SPACINGS),
     ) -> JobResponse:
         """Where the steps go: one prompt and seed under each spacing, one run after another, then a
         many-step reference run; `done` has {images, reference, metrics} (shape error and detail ratio of
         each picture against the reference).  The start event has the model schedule's `chart`."""
         method = lab.learned_part("spacings", "compare spacings")
+        prompt, model, sampler, steps, seed = sweep
         request = SpacingsRequest(prompt, model, sampler, steps, guidance, seed, _unique(spacing))
         source, start = method(request)  # a spacing that cannot place the steps → 422
         return await lab.start("spacings", source, request, start)
@@ -459,7 +543,8 @@ def _unique(names) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def run(host: str = "127.0.0.1", port: int = 7860, *, config: LabConfig = LabConfig(), generate: GenerateFactory | None = None) -> None:
+def run(host: str = "127.0.0.1", port: int = 7860, *, config: LabConfig = LabConfig(),
+        generate: GenerateFactory | None = None) -> None:
     """Serve the lab with uvicorn until interrupted (`unnoise lab`)."""
     import uvicorn
 

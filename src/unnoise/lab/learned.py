@@ -2,8 +2,8 @@
 
 Parts 3 and 5 stream one run (x_t, ε̂, x̂0 per step); parts 5 (the strength ladder), 6 and 7 stream
 several runs side by side (each run's x̂0 per step); part 4's replay runs at a model's size from the very
-noisy picture its image to image starts from.  Everything paints through the Painter and `generation.generate`, so the lab
-shows exactly what `unnoise paint` makes.
+noisy picture its image to image starts from.  Everything paints through the Painter and `generation.generate`,
+so the lab shows exactly what `unnoise paint` makes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -36,7 +37,7 @@ class PainterFactory:
     concurrent requests share it; each run's sampler state lives in that run's own call).
     """
 
-    def __init__(self, models: dict[str, str | os.PathLike], device: str = "cpu"):
+    def __init__(self, models: Mapping[str, str | os.PathLike], device: str = "cpu"):
         self.models, self.device = dict(models), device
         self._painters: dict[str, Painter] = {}
         self._lock = threading.Lock()
@@ -122,7 +123,8 @@ class PainterFactory:
         painter = self.painter(req.model)
         runs = [painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler, guidance=req.guidance,
                                init_image=req.image, strength=s) for s in req.strengths]
-        counts = [max(1, min(p.steps, round(p.steps * p.strength))) for p in runs]  # as Painter._img2img_start
+        # as Painter._img2img_start; every run has an init image, so its strength is set
+        counts = [max(1, min(p.steps, round(p.steps * cast(float, p.strength)))) for p in runs]
         init = Image.fromarray(req.picture.pixels)
 
         def run(emit: Emit) -> dict[str, Any]:
@@ -194,7 +196,8 @@ class PainterFactory:
                      "reference_spacing": ref.spacing, "stochastic": SAMPLERS[req.sampler].stochastic}
 
 
-def _in_turn(painter: Painter, runs: list, emit: Emit, total: int, init: Image.Image | None = None) -> list[torch.Tensor]:
+def _in_turn(painter: Painter, runs: list, emit: Emit, total: int,
+             init: Image.Image | None = None) -> list[torch.Tensor]:
     """Paint each run's image 0 in turn, streaming every step's x̂0 as tile k of a side-by-side request of
     `total` events; the final pictures (3, H, W)."""
     count = itertools.count()

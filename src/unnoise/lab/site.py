@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ def lab_site_data(models: Mapping[str, str | os.PathLike], num_train_steps: int 
     scheds = {name: schedules.get(name, num_train_steps) for name in schedules.available()}
     scheds.update(factory.model_schedules())  # a diffusers folder's own β schedule, by its model
     described: dict[str, Any] = {}
+    defaults = factory.model_defaults()
     for name, path in sorted(models.items()):
         try:
             info, _ = load_info(path)
@@ -81,14 +82,14 @@ def lab_site_data(models: Mapping[str, str | os.PathLike], num_train_steps: int 
                     and bool((s.alphas_cumprod == own.alphas_cumprod).all())), None)
         if key is None:  # a schedule none of the lab's lists has (another T): listed under the model's name
             key = f"{name} (model)"
-            scheds[key] = own
+            scheds[key] = replace(own, name=key)
         described[name] = {"image_size": info.image_size, "channels": info.channels, "schedule": key,
                            "prediction_type": info.prediction_type, "example_prompts": info.example_prompts[:8],
-                           "defaults": factory.model_defaults().get(name, {})}
+                           "defaults": defaults.get(name, {})}
     known = sorted(models)
     default_model = "emoji" if "emoji" in known else (known[0] if known else "")
     status = {"version": __version__, "learned": bool(known), "models": known, "default_model": default_model,
-              "parts": list(LEARNED_PARTS) if known else [], "model_defaults": factory.model_defaults(),
+              "parts": list(LEARNED_PARTS) if known else [], "model_defaults": defaults,
               "running": 0, "waiting": 0, "limits": {k: float(v) for k, v in asdict(config).items()}}
     schedule_list = ScheduleList(default="linear", schedules=[curves(s) for s in scheds.values()])
     return {

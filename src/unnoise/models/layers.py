@@ -8,10 +8,13 @@ embedding width.  Everything works in any memory format; under `channels_last` t
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -28,7 +31,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return emb
 
 
-def zero_(module: nn.Module) -> nn.Module:
+def zero_(module: M) -> M:
     """Zero a layer's parameters so its residual branch starts as the identity (ADM, Dhariwal & Nichol 2021)."""
     for p in module.parameters():
         nn.init.zeros_(p)

@@ -15,12 +15,17 @@ on the new ones.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from .layers import AttentionBlock, CrossAttention, Downsample, ResBlock, SelfAttention, Upsample
 from .unet import UNet, UNetConfig, UNetConfigError
+
+Weighted = nn.Linear | nn.Conv2d  # the layers `_Copier.linear` copies
+Norm = nn.GroupNorm | nn.LayerNorm
+C = TypeVar("C", bound=nn.Module)
 
 
 def widened_config(config: UNetConfig) -> UNetConfig:
@@ -46,7 +51,7 @@ class _Copier:
     def __init__(self, generator: torch.Generator):
         self.g = generator
 
-    def linear(self, wide: nn.Module, narrow: nn.Module, out_map: torch.Tensor, in_map: torch.Tensor | None,
+    def linear(self, wide: Weighted, narrow: Weighted, out_map: torch.Tensor, in_map: torch.Tensor | None,
                out_scale: float | torch.Tensor = 1.0) -> None:
         """Copy a Linear/Conv: rows by out_map (wide row → narrow row), columns by in_map (None: duplicated input,
         split at random fractions; a LongTensor: wide column → narrow column, −1 for a column that starts at 0)."""
@@ -62,18 +67,18 @@ class _Copier:
         scale = torch.as_tensor(out_scale, dtype=torch.float64)
         with torch.no_grad():
             wide.weight.copy_(w * scale.reshape((-1,) + (1,) * (w.ndim - 1)) if scale.ndim else w * scale)
-            if narrow.bias is not None:
+            if narrow.bias is not None and wide.bias is not None:
                 wide.bias.copy_(narrow.bias.detach().double()[out_map] * scale)
 
     @staticmethod
-    def norm(wide: nn.Module, narrow: nn.Module) -> None:
+    def norm(wide: Norm, narrow: Norm) -> None:
         if narrow.weight is None:
             return
         with torch.no_grad():
             wide.weight.copy_(narrow.weight[_dup(narrow.weight.shape[0])])
             wide.bias.copy_(narrow.bias[_dup(narrow.bias.shape[0])])
 
-    def conv_dup(self, wide: nn.Module, narrow: nn.Module) -> None:
+    def conv_dup(self, wide: Weighted, narrow: Weighted) -> None:
         self.linear(wide, narrow, _dup(narrow.weight.shape[0]), None)
 
     def res(self, wide: ResBlock, narrow: ResBlock) -> None:
@@ -83,29 +88,29 @@ class _Copier:
         rows = torch.cat([_dup(out), out + _dup(out)])
         self.linear(wide.emb_proj, narrow.emb_proj, rows, None)
         self.conv_dup(wide.conv2, narrow.conv2)
-        if isinstance(narrow.skip, nn.Conv2d):
+        if isinstance(narrow.skip, nn.Conv2d) and isinstance(wide.skip, nn.Conv2d):
             self.conv_dup(wide.skip, narrow.skip)
 
     def attention(self, wide: AttentionBlock, narrow: AttentionBlock) -> None:
         q_scale = 1 / math.sqrt(2)  # a head is twice as wide: q·k doubles, √d grows by √2
-        if narrow.self_attn is not None:
-            w, n = wide.self_attn, narrow.self_attn
-            self._check_heads(w, n)
-            self.norm(w.norm, n.norm)
-            c = n.out.weight.shape[0]
+        if narrow.self_attn is not None and wide.self_attn is not None:
+            ws, ns = wide.self_attn, narrow.self_attn
+            self._check_heads(ws, ns)
+            self.norm(ws.norm, ns.norm)
+            c = ns.out.weight.shape[0]
             rows = torch.cat([_dup(c), c + _dup(c), 2 * c + _dup(c)])  # [q | k | v], each duplicated
             scale = torch.cat([torch.full((2 * c,), q_scale, dtype=torch.float64),
                                torch.ones(4 * c, dtype=torch.float64)])
-            self.linear(w.qkv, n.qkv, rows, None, scale)
-            self.conv_dup(w.out, n.out)
-        if narrow.cross_attn is not None:
-            w, n = wide.cross_attn, narrow.cross_attn
-            self._check_heads(w, n)
-            self.norm(w.norm, n.norm)
-            c = n.q.weight.shape[0]
-            self.linear(w.q, n.q, _dup(c), None, q_scale)
-            self.linear(w.kv, n.kv, torch.cat([_dup(c), c + _dup(c)]), torch.arange(n.kv.weight.shape[1]))
-            self.conv_dup(w.out, n.out)
+            self.linear(ws.qkv, ns.qkv, rows, None, scale)
+            self.conv_dup(ws.out, ns.out)
+        if narrow.cross_attn is not None and wide.cross_attn is not None:
+            wc, nc = wide.cross_attn, narrow.cross_attn
+            self._check_heads(wc, nc)
+            self.norm(wc.norm, nc.norm)
+            c = nc.q.weight.shape[0]
+            self.linear(wc.q, nc.q, _dup(c), None, q_scale)
+            self.linear(wc.kv, nc.kv, torch.cat([_dup(c), c + _dup(c)]), torch.arange(nc.kv.weight.shape[1]))
+            self.conv_dup(wc.out, nc.out)
 
     @staticmethod
     def _check_heads(wide: SelfAttention | CrossAttention, narrow: SelfAttention | CrossAttention) -> None:
@@ -125,6 +130,14 @@ def _embedding_columns(base: int) -> torch.Tensor:
     return cols
 
 
+def _child(module: nn.Module, name: str, kind: type[C]) -> C:
+    """module.<name>, checked to be a `kind`."""
+    child = getattr(module, name)
+    if not isinstance(child, kind):
+        raise UNetConfigError(f"widening expected a {kind.__name__} at {name}, got {type(child).__name__}")
+    return child
+
+
 @torch.no_grad()
 def widen(net: UNet, *, generator: torch.Generator | None = None) -> UNet:
     """A UNet with `widened_config(net.config)` that computes the same function as `net` (to rounding).
@@ -140,7 +153,7 @@ def widen(net: UNet, *, generator: torch.Generator | None = None) -> UNet:
     wide = UNet(widened_config(net.config))
     narrow = net
     c = _Copier(g)
-    emb = narrow.time_mlp[0].weight.shape[0]
+    emb = narrow.pooled_proj.weight.shape[0]  # the embedding width (time_mlp's and pooled_proj's rows)
     base = net.config.base_channels
     for name in ("time_mlp", "guidance_mlp"):
         if not hasattr(narrow, name):
@@ -153,12 +166,12 @@ def widen(net: UNet, *, generator: torch.Generator | None = None) -> UNet:
              torch.arange(narrow.conv_in.weight.shape[1]))
     stages = (list(wide.down) + list(wide.mid) + list(wide.up), list(narrow.down) + list(narrow.mid) + list(narrow.up))
     for w, n in zip(*stages):
-        if isinstance(n, (Downsample, Upsample)):
+        if isinstance(n, (Downsample, Upsample)) and isinstance(w, (Downsample, Upsample)):
             c.conv_dup(w.conv, n.conv)
-        else:
-            c.res(w.res, n.res)
+        else:  # a stage: a ResBlock and perhaps an AttentionBlock
+            c.res(_child(w, "res", ResBlock), _child(n, "res", ResBlock))
             if n.attn is not None:
-                c.attention(w.attn, n.attn)
+                c.attention(_child(w, "attn", AttentionBlock), _child(n, "attn", AttentionBlock))
     c.norm(wide.norm_out, narrow.norm_out)
     out = narrow.conv_out.weight.shape[0]
     c.linear(wide.conv_out, narrow.conv_out, torch.arange(out), None)

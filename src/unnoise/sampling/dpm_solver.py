@@ -18,9 +18,8 @@ import torch
 from .core import SamplingError, check_eta, lambdas, phi_functions, start, toward
 
 # dpmpp_3m_sde takes its order-3 step only where h = λ_{i+1} − λ_i ≤ this, dpmpp_2m's midpoint step
-# elsewhere.  Few-step σ lists (10 steps over 157 → 0.01: h ≈ 0.6–2.0) put the 3-step extrapolation of
-# x̂0 far outside its history and inflated the output's spread by 64–130 % (docs/samplers.md,
-# benchmarks/numerics.py sde3); from 64 steps on the EDM ladder every h ≤ 0.64 and nothing changes.
+# elsewhere: on a long step the 3-step extrapolation of x̂0 leaves its history and inflates the output's
+# spread (measured in docs/samplers.md, benchmarks/numerics.py sde3).
 ORDER_3_MAX_H = 1.0
 
 
@@ -59,7 +58,7 @@ def _dpm_solver_pp(denoiser, x, sigmas, generator, callback, *, order: int, eta:
             if p == 2 and (order == 2 or h > order3_max_h):
                 # "midpoint" weight ½·(1 − e^{−H}) (Lu et al. 2022, Algorithm 2: D = (1 + 1/(2r))·m0 − 1/(2r)·m1);
                 # also 3M's long-step fallback: the φ₂ weight H·φ₂(−H) → 1 for large H (midpoint → ½) passes on
-                # twice the noise the SDE's fresh draws put into d1_0 (10 steps, log_snr: std 1.24× vs 1.01×)
+                # twice the noise the SDE's fresh draws put into d1_0 (docs/samplers.md)
                 x_next = x_next + 0.5 * big_h * phi_1 * d1_0
             elif p == 2:
                 x_next = x_next + big_h * phi_2 * d1_0

@@ -112,7 +112,8 @@ def machine() -> str:
         cpu = platform.processor() or platform.machine()
     import torch
 
-    return f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} ({capability})"
 
 
 def vocabulary_section(model_dir: Path, data: str) -> list[str]:
@@ -150,11 +151,14 @@ def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, 
     lines = [
         f"# `{name}` — unnoise model card", "",
         f"Text-to-image diffusion model trained on **{cfg.data}** ({info['channels']} × {info['image_size']} × "
-        f"{info['image_size']}), conditioned on MiniLM-L6 sentence-encoder token states (`{info['text_encoder']}`).", "",
+        f"{info['image_size']}), conditioned on MiniLM-L6 sentence-encoder token states "
+        f"(`{info['text_encoder']}`).", "",
         "## Training", "",
         "```bash", *train_commands(cfg), "```", "",
-        f"* steps: **{rec['steps']}** of {cfg.max_steps} planned (batch {cfg.batch_size}; the weights are the EMA, decay {cfg.ema_decay})",
-        f"* compute time: **{rec['seconds'] / 3600:.2f} h** ({rec['s_per_1k']:.0f} s per 1 000 steps, summed from metrics.jsonl)",
+        f"* steps: **{rec['steps']}** of {cfg.max_steps} planned (batch {cfg.batch_size}; the weights are the EMA, "
+        f"decay {cfg.ema_decay})",
+        f"* compute time: **{rec['seconds'] / 3600:.2f} h** ({rec['s_per_1k']:.0f} s per 1 000 steps, summed from "
+        "metrics.jsonl)",
         f"* machine: {machine()}",
         f"* final training loss (mean of the last 50 steps): {rec['final_loss']:.4f} — curve in `loss.png`",
         f"* prediction: {cfg.prediction_type}, schedule {cfg.schedule} (T = {cfg.num_train_steps}), loss weighting "
@@ -162,10 +166,12 @@ def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, 
         f"items drawn by {cfg.balance}", "",
         "## Network", "",
         f"UNet preset `{cfg.model_size}`: patch {net.get('patch_size')}, widths "
-        f"{[net['base_channels'] * m for m in net['channel_mults']]}, self-attention at levels {net.get('attention_levels')}, "
-        f"cross-attention at {net.get('cross_attention_levels')}; weights {size:.1f} MiB ({info.get('dtype', 'float16')}).", "",
+        f"{[net['base_channels'] * m for m in net['channel_mults']]}, self-attention at levels "
+        f"{net.get('attention_levels')}, cross-attention at {net.get('cross_attention_levels')}; weights "
+        f"{size:.1f} MiB ({info.get('dtype', 'float16')}).", "",
         "## Defaults", "",
-        f"`unnoise paint` uses {defaults['sampler']}, {defaults['steps']} steps, guidance {defaults['guidance']:g}.", "",
+        f"`unnoise paint` uses {defaults['sampler']}, {defaults['steps']} steps, guidance "
+        f"{defaults['guidance']:g}.", "",
     ]
     lines += vocabulary_section(model_dir, cfg.data)
     if notes:

@@ -14,6 +14,10 @@ from ..limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
 PRECISIONS = ("bf16", "fp32")
 MODEL_SIZES = ("tiny", "small", "default")
 BALANCES = ("items", "families")  # how training draws items: see CaptionedImages.sampling_weights
+# Settings a resumed run may change; everything else must match the run's config.json.
+RESUME_FREE = ("max_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "threads", "out")
+# Settings of the recipe that may change mid-run; each change is recorded in extra["history"] with its step.
+RESUME_RECIPE = ("balance",)
 
 
 class TrainConfigError(UnnoiseError, ValueError):

@@ -3,6 +3,7 @@
 // runtime's real networks (runtime.paintSteps).  Each run is an async generator of [event, data]; it checks
 // its query first (a refusal throws before any work, as a 422 does) and throws signal.reason on Stop.
 import { Refused, checked } from "./checks.js";
+import { roundHalfEven } from "./engine/schedules.js";
 import { compareToReference, pngDataUrl, seenBy } from "./pictures.js";
 
 // A new task (no 4 ms timer clamp): the page draws and hears Stop between steps.
@@ -12,7 +13,6 @@ const breathe = () => new Promise((resolve) => {
   channel.port2.postMessage(null);
 });
 const stopIf = (signal) => { if (signal?.aborted) throw signal.reason; };
-const roundHalfEven = (v) => { const r = Math.round(v); return Math.abs(v % 1) === 0.5 && r % 2 ? r - 1 : r; };
 
 /** Where each spacing puts its steps (lab/sweeps.py spacing_chart), from the engine's σ lists. */
 export function spacingChart(engine, curve, ab, steps, spacings) {

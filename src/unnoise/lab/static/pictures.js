@@ -6,6 +6,10 @@
 // What survives is flattened onto white, shrunk so its longer side is at most the lab's working size, and
 // kept in memory under a content hash, as the server's PictureStore keeps it.
 
+import { toRGBA } from "./engine/images.js";
+import { roundHalfEven } from "./engine/schedules.js";
+import { lanczosResize } from "./resample.js";
+
 export const ALLOWED = "PNG, JPEG, GIF, WebP or BMP";
 
 /** A refused upload: its message is the server's for the same bytes. */
@@ -87,9 +91,11 @@ export async function decodeUpload(file, { maxBytes, maxPixels, maxSide }) {
     if (bitmap.width * bitmap.height > maxPixels) { // a header the sniffer could not read, or one that lied
       throw new UploadRefused(`image too large: ${bitmap.width}×${bitmap.height} pixels (the limit is ${maxPixels.toLocaleString("en-US")} pixels)`);
     }
-    const scale = Math.min(1, maxSide / Math.max(bitmap.width, bitmap.height)); // shrink, never enlarge
-    const width = Math.max(1, Math.round(bitmap.width * scale)), height = Math.max(1, Math.round(bitmap.height * scale));
-    return { width, height, pixels: rgbOf(bitmap, width, height) };
+    // images.limit_size: shrink (never enlarge) so the longer side is at most maxSide, with Pillow's LANCZOS
+    const { width: w, height: h } = bitmap, pixels = rgbOf(bitmap, w, h), scale = maxSide / Math.max(w, h);
+    if (scale >= 1) return { width: w, height: h, pixels };
+    const width = Math.max(1, roundHalfEven(w * scale)), height = Math.max(1, roundHalfEven(h * scale));
+    return { width, height, pixels: lanczosResize(pixels, w, h, 3, width, height) };
   } finally {
     bitmap.close();
   }
@@ -110,40 +116,35 @@ function canvas2d(width, height) {
   return [c, c.getContext("2d", { willReadFrequently: true })];
 }
 
-// An image drawn onto white at width × height (transparency composited as a page shows it): (H, W, 3) RGB.
-function rgbOf(source, width, height, crop = null) {
+// A decoded image's pixels drawn onto white at its own size (transparency composited as a page shows it, as
+// images.flatten does): (H, W, 3) RGB.
+function rgbOf(source, width, height) {
   const [, g] = canvas2d(width, height);
   g.fillStyle = "#fff"; g.fillRect(0, 0, width, height);
-  g.imageSmoothingEnabled = true; g.imageSmoothingQuality = "high";
-  if (crop) g.drawImage(source, ...crop, 0, 0, width, height);
-  else g.drawImage(source, 0, 0, width, height);
+  g.drawImage(source, 0, 0);
   const rgba = g.getImageData(0, 0, width, height).data, out = new Uint8Array(width * height * 3);
   for (let p = 0, q = 0; q < rgba.length; q += 4) { out[p++] = rgba[q]; out[p++] = rgba[q + 1]; out[p++] = rgba[q + 2]; }
   return out;
 }
 
-function canvasOf({ width, height, pixels }) {
-  const [c, g] = canvas2d(width, height), img = g.createImageData(width, height);
-  for (let p = 0, q = 0; p < pixels.length; q += 4) { img.data[q] = pixels[p++]; img.data[q + 1] = pixels[p++]; img.data[q + 2] = pixels[p++]; img.data[q + 3] = 255; }
-  g.putImageData(img, 0, 0);
-  return c;
-}
-
 /**
- * The picture as a model sees it (images.fit: the centre square at its size; grey as PIL's "L"), as the
- * Painter's image to image starts from it.
+ * The picture as a model sees it (images.fit: the centre square, grey as PIL's "L" first, resized with Pillow's
+ * LANCZOS), as the Painter's image to image starts from it.
  * @returns {Float32Array} (C, size, size) in [−1, 1]
  */
 export function seenBy(picture, size, channels) {
-  const side = Math.min(picture.width, picture.height);
-  const left = Math.floor((picture.width - side) / 2), top = Math.floor((picture.height - side) / 2);
-  const rgb = rgbOf(canvasOf(picture), size, size, [left, top, side, side]), n = size * size;
-  const out = new Float32Array(channels * n);
-  for (let i = 0; i < n; i++) {
-    const [r, g, b] = [rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2]];
-    if (channels === 1) out[i] = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) / 127.5 - 1;
-    else { out[i] = r / 127.5 - 1; out[n + i] = g / 127.5 - 1; out[2 * n + i] = b / 127.5 - 1; }
+  const { width, height, pixels } = picture, side = Math.min(width, height);
+  const left = Math.floor((width - side) / 2), top = Math.floor((height - side) / 2);
+  const square = new Uint8Array(side * side * channels);
+  for (let y = 0; y < side; y++) {
+    for (let x = 0; x < side; x++) {
+      const p = 3 * ((top + y) * width + left + x), q = channels * (y * side + x);
+      if (channels === 1) square[q] = (pixels[p] * 19595 + pixels[p + 1] * 38470 + pixels[p + 2] * 7471 + 0x8000) >> 16;
+      else { square[q] = pixels[p]; square[q + 1] = pixels[p + 1]; square[q + 2] = pixels[p + 2]; }
+    }
   }
+  const seen = lanczosResize(square, side, side, channels, size, size), n = size * size, out = new Float32Array(channels * n);
+  for (let i = 0; i < n; i++) for (let c = 0; c < channels; c++) out[c * n + i] = seen[channels * i + c] / 127.5 - 1;
   return out;
 }
 
@@ -151,21 +152,12 @@ export function seenBy(picture, size, channels) {
 let shared = null;
 /**
  * @param {ArrayLike<number>} x (C, H, W), C = 1 (grey) or 3; values outside [−1, 1] clipped, as a display must
- * @returns {string} "data:image/png;base64,…"
+ * @returns {string} "data:image/png;base64,…" of images.to_pil's bytes (engine/images.js toRGBA)
  */
 export function pngDataUrl(x, width, height) {
-  const n = width * height, channels = x.length / n;
   if (!shared || shared[0].width !== width || shared[0].height !== height) shared = canvas2d(width, height);
-  const [c, g] = shared, img = g.createImageData(width, height), px = img.data;
-  const o1 = channels === 3 ? n : 0, o2 = channels === 3 ? 2 * n : 0;
-  for (let i = 0, q = 0; i < n; i++, q += 4) {
-    // Uint8ClampedArray clamps to [0, 255] and rounds half to even, as torch's round() in images.to_pil
-    px[q] = (Math.max(-1, Math.min(1, x[i])) + 1) * 127.5;
-    px[q + 1] = (Math.max(-1, Math.min(1, x[o1 + i])) + 1) * 127.5;
-    px[q + 2] = (Math.max(-1, Math.min(1, x[o2 + i])) + 1) * 127.5;
-    px[q + 3] = 255;
-  }
-  g.putImageData(img, 0, 0);
+  const [c, g] = shared;
+  g.putImageData(new ImageData(toRGBA(x, x.length / (width * height), height, width), width, height), 0, 0);
   return c.toDataURL("image/png");
 }
 
