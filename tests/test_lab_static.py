@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from unnoise.lab.export import ExportError, check_target, export_site, site_bytes
+from unnoise.sampling import SAMPLERS
 
 MODELS = ["emoji", "emoji-fast", "digits-1step", "model"]  # + a user's model directory (conftest's tiny model_dir)
 BUDGET = 60e6  # bytes: the issue's limit for the whole site, every bundled model
@@ -42,13 +43,14 @@ def test_the_site_holds_the_page_the_runtime_and_every_model(site):
     assert list(info["models"]) == MODELS and info["default_model"] == "emoji"
     assert info["limits"] == {"max_steps": 1000, "max_images": 64, "max_guidance": 30.0, "max_prompt_chars": 300,
                               "default_strength": 0.6, "max_seed": 2**32 - 1}
-    assert {"ddim", "dpmpp_2m", "euler", "euler_ancestral", "unipc", "consistency"} <= set(info["samplers"])
+    assert info["samplers"] == list(SAMPLERS)  # the page's engine has every sampler of the Python registry
     for path in ("index.html", "static/runtime.js", "static/lab.js", "static/engine/samplers.js", "vocab.txt",
                  "static/vendor/ort/ort.wasm.min.mjs", "static/vendor/ort/ort-wasm-simd-threaded.wasm.gz",
                  "static/vendor/ort/LICENSE", *info["text_encoder"]["file"]):
         assert (site / path).is_file(), path
     page = (site / "index.html").read_text()
     assert '<meta name="unnoise-site"' in page and '"/static/' not in page  # relative: any sub-folder of a host
+    assert not (site / "static" / "index.html").exists()  # the page is DIR/index.html only
     cards = {m: json.loads((site / info["models"][m]["card"]).read_text()) for m in MODELS}
     assert cards["emoji"]["defaults"] == {"steps": 20, "guidance": 3.0, "sampler": "dpmpp_2m", "spacing": "log_snr"}
     assert cards["emoji-fast"]["takes_guidance"] and cards["emoji-fast"]["guidance_range"] == [2.0, 4.0]
@@ -205,3 +207,5 @@ def test_bad_input_is_refused_with_a_clear_message(page):
                             request)
         assert got.startswith("PaintError: " + message), (request, got)
     assert page.evaluate("() => window.unnoise.paint({prompt: 'cat face', steps: 1}).then(r => r.calls)") == 1
+    engine = page.evaluate("() => import('./static/engine/samplers.js').then(m => Object.keys(m.SAMPLERS))")
+    assert engine == list(SAMPLERS)  # what site.json offers, the engine runs

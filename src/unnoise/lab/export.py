@@ -31,13 +31,12 @@ from typing import Any
 from .. import __version__, limits, schedules
 from ..atomic import fsync_dir, tmp_name
 from ..errors import UnnoiseError
+from ..sampling import SAMPLERS
 
 SITE_FILE = "site.json"
 GENERATOR = "unnoise lab --export"
 FORMAT = 1
 STATIC = Path(__file__).parent / "static"
-# The samplers the page's engine (static/engine/samplers.js) implements, in the Python registry's names.
-WEB_SAMPLERS = ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "unipc", "consistency")
 TEXT_PRECISION = "fp16-int8rows"  # 33.6 MB instead of fp16's 45.2: keeps the default site under 60 MB (docs/onnx.md)
 MAX_PROMPT_CHARS = 300  # as the served lab's LabConfig.max_prompt_chars
 MAX_FILE_BYTES = 16 * 2**20  # larger files are written in parts: static hosts cap single files (25 MiB and up)
@@ -111,7 +110,7 @@ def _write_site(tmp: Path, models: dict[str, Path], text_precision: str) -> None
     from ..onnx_export import export_text_encoder
     from .site import write_lab_site
 
-    shutil.copytree(STATIC, tmp / "static", ignore=shutil.ignore_patterns("__pycache__", "*.map", ".*"))
+    shutil.copytree(STATIC, tmp / "static", ignore=shutil.ignore_patterns("__pycache__", "*.map", ".*", "index.html"))
     (tmp / "index.html").write_text(static_page((STATIC / "index.html").read_text(encoding="utf-8")), encoding="utf-8")
     lab = write_lab_site(tmp, models)  # webparts: pictures/cat.png and site.json's "lab" (the page's /api answers)
     encoder = TextEncoder.load()
@@ -124,7 +123,7 @@ def _write_site(tmp: Path, models: dict[str, Path], text_precision: str) -> None
                          "max_length": encoder.max_length, "id": encoder.id, "dim": 384},
         "default_model": next(iter(cards)),
         "models": cards,
-        "samplers": list(WEB_SAMPLERS),
+        "samplers": list(SAMPLERS),  # the engine (static/engine/samplers.js) has every one; runtime.js checks
         "spacings": list(schedules.SPACINGS),
         "schedules": schedules.available(),
         "limits": {"max_steps": limits.MAX_STEPS, "max_images": limits.MAX_IMAGES,

@@ -1,7 +1,8 @@
 // The in-page runtime of the static lab (`unnoise lab --export DIR`): the real networks in the browser.
 //
 // ONNX Runtime Web (WebAssembly, vendor/ort/) runs the exported text encoder and UNets; the pure engine
-// (engine/: WordPiece, schedules, torch-compatible normal draws, the denoiser adapter, samplers) does the rest,
+// (engine/: WordPiece, generation.generate with its schedules, torch-compatible draws, guidance and samplers,
+// images.toRGBA) does the rest,
 // exactly as the Python Painter does: snap the prompt to the model's vocabulary, encode it and the empty prompt,
 // guide (classifier-free, or the student's w input), sample from the seed's noise, clamp x̂0 to [-1, 1], and
 // turn the picture into bytes as images.to_pil does.
@@ -12,10 +13,9 @@
 
 import * as ort from "./vendor/ort/ort.wasm.min.mjs";
 import { WordPiece } from "./engine/wordpiece.js";
-import { sigmas as makeSigmas, sigmaToT } from "./engine/schedules.js";
-import { painterNoise } from "./engine/random.js";
-import { clipped, makeDenoiser } from "./engine/denoiser.js";
-import { guided } from "./engine/guidance.js";
+import { sigmaToT } from "./engine/schedules.js";
+import { generate, img2imgStart } from "./engine/generation.js";
+import { toRGBA } from "./engine/images.js";
 import { SAMPLERS } from "./engine/samplers.js";
 
 const VENDOR = new URL("./vendor/ort/", import.meta.url);
@@ -65,8 +65,10 @@ function ortRuntime() {
 }
 
 async function session(url) {
+  const bytes = fetchBytes(url); // downloads and inflates while the runtime compiles
+  bytes.catch(() => {}); // its failure is thrown below, once awaited (not also as an unhandled rejection)
   await ortRuntime();
-  return ort.InferenceSession.create(await fetchBytes(url), { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  return ort.InferenceSession.create(await bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
 }
 
 /** One exported site: site.json, the text encoder, and each model's card, UNet and vocabulary on first use. */
@@ -235,28 +237,6 @@ export function checkRequest(site, request, card) {
   return r;
 }
 
-/** Python's round(): halves to the even neighbour (torch.round does the same). */
-export function roundHalfEven(v) {
-  const r = Math.round(v);
-  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
-/** images.to_pil's bytes for image k of x (B, C, H, W) in about [-1, 1], as RGBA: clamp, (x + 1)·127.5 in
- *  float32, round half to even; one channel becomes grey. */
-export function toRGBA(x, [C, H, W], k = 0) {
-  const data = new Uint8ClampedArray(H * W * 4);
-  const f = Math.fround;
-  for (let c = 0; c < 3; c++) {
-    const plane = (k * C + Math.min(c, C - 1)) * H * W;
-    for (let i = 0; i < H * W; i++) {
-      const v = Math.min(1, Math.max(-1, x[plane + i]));
-      data[i * 4 + c] = roundHalfEven(f(f(v + 1) * 127.5));
-    }
-  }
-  for (let i = 0; i < H * W; i++) data[i * 4 + 3] = 255;
-  return data;
-}
-
 /** Row `row` of the encoded prompts as a condition of batch 1 ({data, dims} tensors; guidance.js broadcasts it). */
 function conditionRow(text, row) {
   const L = text.length;
@@ -267,11 +247,10 @@ function conditionRow(text, row) {
   };
 }
 
-/** generate()'s guided, clipped denoiser D(x, σ) → x̂0 for a batch of images; every UNet call is counted. */
-function guidedDenoiser(model, text, r, counter) {
-  const { card, unet } = model;
+/** The UNet as generate()'s network (xt, t, cond) → output: guidance.js's conditions as ORT feeds, each call counted. */
+function unetNetwork({ card, unet }, counter) {
   const [C, H, W] = card.shape;
-  const network = async (xt, t, cond) => {
+  return async (xt, t, cond) => {
     counter.calls += 1;
     const rows = t.length;
     const feeds = {
@@ -285,11 +264,6 @@ function guidedDenoiser(model, text, r, counter) {
     const out = await unet.run(feeds);
     return out.out.data;
   };
-  const imageSize = C * H * W;
-  const denoiser = makeDenoiser({ alphasCumprod: card.alphas, predictionType: card.prediction_type, network, imageSize });
-  const both = guided({ denoiser, cond: conditionRow(text, 0), uncond: conditionRow(text, 1), scale: r.guidance,
-    takesGuidance: card.takes_guidance, imageSize });
-  return clipped(both, card.clip_sample ?? null);
 }
 
 /** Paint, step by step.  Yields {kind:"start", …}, then per step {kind:"step", index, total, t, sigma, signal,
@@ -313,24 +287,14 @@ export async function* paintSteps(request, { signal } = {}) {
       text = await site.encode([conditionedOn, ""]);
     }
   }
-  let sigmas = makeSigmas(card.alphas, r.steps, r.spacing);
-  const seeded = painterNoise(r.seed, B, C, H, W); // drawn even when `noise` replaces it (generation.generate)
-  let x, randn = seeded.randn;
-  if (r.init) { // SDEdit (Painter._img2img_start): the last round(steps·strength) steps from the noised picture
-    const run = Math.max(1, Math.min(r.steps, roundHalfEven(r.steps * r.strength)));
-    sigmas = sigmas.slice(r.steps - run);
-    const noise = r.noise ?? seeded.noise;
-    randn = painterNoise(r.seed, B, C, H, W).randn; // generate() gets fresh generators: the draws start over
-    const s0 = Math.fround(sigmas[0]);
-    x = new Float32Array(B * size).map((_, i) => Math.fround(r.init[i % size] + Math.fround(s0 * noise[i])));
-  } else {
-    const s0 = Math.fround(sigmas[0]);
-    x = (r.noise ?? seeded.noise).map((v) => Math.fround(v * s0));
-  }
+  const seeds = Array.from({ length: B }, (_, k) => r.seed + k);
+  const start = r.init // SDEdit (Painter._img2img_start): the last round(steps·strength) steps from the noised picture
+    ? img2imgStart({ alphasCumprod: card.alphas, steps: r.steps, spacing: r.spacing, strength: r.strength, x0: r.init, seeds, noise: r.noise ?? null })
+    : { xInit: null, sigmas: null };
+  const total = start.sigmas ? start.sigmas.length - 1 : r.steps;
   const counter = { calls: 0 };
-  const denoise = guidedDenoiser(model, text, r, counter);
   yield { kind: "start", model: name, prompt: r.prompt, conditionedOn, similarity, sampler: r.sampler, steps: r.steps,
-    guidance: r.guidance, seed: r.seed, spacing: r.spacing, total: sigmas.length - 1, width: W, height: H, channels: C };
+    guidance: r.guidance, seed: r.seed, spacing: r.spacing, total, width: W, height: H, channels: C };
 
   const queue = [];
   let wake = null, finished = false, failure = null, result = null;
@@ -344,7 +308,10 @@ export async function* paintSteps(request, { signal } = {}) {
       batch: Float32Array.from(denoised) }); // batch: every image's x̂0 (the lab's dial shows them side by side)
     return nextTask(); // the page stays alive between steps (the sampler awaits onStep)
   };
-  SAMPLERS[r.sampler].run(denoise, x, sigmas, { randn, onStep, signal })
+  generate({ network: unetNetwork(model, counter), alphasCumprod: card.alphas, predictionType: card.prediction_type,
+    imageShape: card.shape, seeds, cond: conditionRow(text, 0), uncond: conditionRow(text, 1), steps: r.steps,
+    guidance: r.guidance, sampler: r.sampler, spacing: r.spacing, takesGuidance: card.takes_guidance,
+    clip: card.clip_sample ?? null, noise: r.init ? null : r.noise ?? null, ...start, onStep, signal })
     .then((x0) => { result = x0; }, (e) => { failure = e; })
     .finally(() => { finished = true; wake?.(); wake = null; });
   for (;;) {
@@ -354,7 +321,7 @@ export async function* paintSteps(request, { signal } = {}) {
   }
   if (failure) throw failure;
   yield { kind: "done", image: result, images: Array.from({ length: B }, (_, k) => result.slice(k * size, (k + 1) * size)),
-    rgba: toRGBA(result, card.shape), width: W, height: H, channels: C,
+    rgba: toRGBA(result.subarray(0, size), C, H, W), width: W, height: H, channels: C,
     ms: performance.now() - started, calls: counter.calls, conditionedOn, seed: r.seed };
 }
 
