@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unnoise.conditioning.guidance import CFGDenoiser, GuidanceError, batch_conditions
+from unnoise.conditioning.guidance import CFGDenoiser, GuidanceError, batch_conditions, guided
 from unnoise.sampling import SAMPLERS
 
 B = 3
@@ -270,7 +270,7 @@ def test_padded_batch_equals_the_text_encoders_own_batch():
 def test_guided_picks_cfg_or_w_as_input_by_the_declared_capability():
     """One entry point: CFG for an ordinary model (2B rows, per-image scales allowed), w as an input for a
     guidance-distilled student (B rows, cond["guidance"] = each image's scale); bad scales are one error."""
-    from unnoise.conditioning.guidance import GuidanceInput, guided
+    from unnoise.conditioning.guidance import GuidanceInput
 
     calls = []
 
@@ -295,3 +295,23 @@ def test_guided_picks_cfg_or_w_as_input_by_the_declared_capability():
         guided(denoiser, cond, uncond, [1.0, float("nan")], takes_guidance=False)
     with pytest.raises(GuidanceError, match="needs 3 guidance scales"):
         guided(denoiser, cond, uncond, [1.0, 2.0], takes_guidance=False)(x, torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("takes_guidance", [False, True])
+def test_guided_owns_the_x0_clip(takes_guidance):
+    """clip= projects the guided x̂0 onto [−clip, clip] (the Painter's and the distill teacher's 1.0), for CFG
+    and for the w input alike; without it the guided x̂0 is left as it is; a clip that is not a positive
+    finite number is refused."""
+    def denoiser(x, sigma, cond):
+        return 4.0 * x + (cond["guidance"].view(-1, 1, 1, 1) if "guidance" in cond else cond["pooled"][:, :1, None, None])
+
+    x = torch.linspace(-1.0, 1.0, 24).view(3, 2, 2, 2)
+    cond, uncond = {"pooled": torch.ones(3, 4)}, {"pooled": torch.zeros(3, 4)}
+    free = guided(denoiser, cond, uncond, 3.0, takes_guidance=takes_guidance)(x, torch.tensor(1.0))
+    assert free.abs().max() > 2.0  # the test means something: the unclipped x̂0 leaves the box
+    for clip in (1.0, 0.5):
+        clipped = guided(denoiser, cond, uncond, 3.0, takes_guidance=takes_guidance, clip=clip)(x, torch.tensor(1.0))
+        torch.testing.assert_close(clipped, free.clamp(-clip, clip), rtol=0, atol=0)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(GuidanceError, match="clip"):
+            guided(denoiser, cond, uncond, 3.0, takes_guidance=takes_guidance, clip=bad)

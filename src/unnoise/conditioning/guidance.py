@@ -196,12 +196,34 @@ class GuidanceInput:
         return self.denoiser(x, sigma, {**cond, "guidance": w})
 
 
+class Clipped:
+    """x̂0 projected onto the data's box [−clip, clip].  Images live in [−1, 1], so the true E[x0 | x] does
+    too, and the projection can only shrink x̂0's error.  It matters for ε-prediction at high σ, where
+    x̂0 = x − σ·ε̂ multiplies the network's error by σ (≈157 at the top of the linear schedule); DDPM clips
+    the same way (Ho et al. 2020, clip_denoised; diffusers' clip_sample)."""
+
+    def __init__(self, denoiser, clip: float):
+        self.denoiser, self.clip = denoiser, _check_number("clip", clip, 0.0)
+        if self.clip == 0.0:
+            raise GuidanceError("clip must be positive (None: no clipping), got 0")
+
+    def __repr__(self) -> str:
+        return f"Clipped({self.denoiser!r}, clip={self.clip})"
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(x, sigma).clamp(-self.clip, self.clip)
+
+
 def guided(denoiser, cond, uncond, scale: Scale, *, takes_guidance: bool, rescale: float = 0.0,
-           rescale_space: str = "x0"):
+           rescale_space: str = "x0", clip: float | None = None):
     """The guided denoiser (x, σ) → x̂0: w as an input for a model that declares it takes one
-    (`takes_guidance`, from UNetConfig.guidance_embedding), classifier-free guidance otherwise."""
+    (`takes_guidance`, from UNetConfig.guidance_embedding), classifier-free guidance otherwise; with `clip`,
+    the guided x̂0 is clipped to [−clip, clip] (`Clipped`: the Painter and distillation's teacher use 1)."""
+    g: GuidanceInput | CFGDenoiser
     if takes_guidance:
         if rescale:
             raise GuidanceError("guidance rescale needs classifier-free guidance; this model takes w as an input")
-        return GuidanceInput(denoiser, cond, scale)
-    return CFGDenoiser(denoiser, cond, uncond, scale, rescale=rescale, rescale_space=rescale_space)
+        g = GuidanceInput(denoiser, cond, scale)
+    else:
+        g = CFGDenoiser(denoiser, cond, uncond, scale, rescale=rescale, rescale_space=rescale_space)
+    return g if clip is None else Clipped(g, clip)

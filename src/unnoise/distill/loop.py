@@ -198,8 +198,7 @@ class Distiller(RunHarness):
         """The teacher guided at a scale w (B,) per sample (conditioning.guidance.guided: both CFG passes as one
         batch of 2B, or w as its input for a distilled teacher), x̂0 clamped to [−1, 1] as generation.generate
         clamps it (so the student learns what painting does)."""
-        teacher = guided(self.teacher_d, cond, uncond, w, takes_guidance=self.student_teacher)
-        return teacher(x, sigma).clamp(-1.0, 1.0)
+        return guided(self.teacher_d, cond, uncond, w, takes_guidance=self.student_teacher, clip=1.0)(x, sigma)
 
     @staticmethod
     def consistency_fn(denoiser, x, sigma, cond, w) -> torch.Tensor:
