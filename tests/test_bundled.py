@@ -131,6 +131,8 @@ def test_a_built_wheel_carries_the_models_and_the_judges(tmp_path):
         for f in ("config.json", "model.safetensors", "unnoise.json", "MODEL.md"):
             assert f"unnoise/bundled/{name}/{f}" in names
     assert "unnoise/evaluation/assets/digit-classifier/model.safetensors" in names
+    assert {"unnoise/evaluation/assets/style-classifier/model.safetensors",
+            "unnoise/evaluation/assets/style-classifier/config.json"} <= names
     assert "unnoise/data/assets/emoji/emoji.json" in names
     for f in ("styles.json", "twemoji-32-0.png", "openmoji-32-0.png", "ATTRIBUTION.md",
               "LICENSE-openmoji-CC-BY-SA-4.0.txt"):

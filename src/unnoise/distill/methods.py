@@ -1,7 +1,8 @@
 """The distillation methods, one small class each behind one interface, `Method`: what the student learns at
 a step (`pair`: its scaled prediction and target) and where on the noise scale (`grid_steps`, `position`).
-The run harness, loop.Distiller (data, teacher and student, optimiser, EMA, the loop, checkpoints, export),
-drives every method the same way; a method reads the run's models and settings through the Distiller it serves.
+loop.Distiller (data, teacher and student, optimiser, EMA, export; the loop and checkpoints are the run harness of
+training/harness.py) drives every method the same way; a method reads the run's models and settings through the
+Distiller it serves.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -137,19 +138,26 @@ def train_classifier(out: str | os.PathLike, *, epochs: int = 4, batch_size: int
 
 
 _cached: dict[str, DigitClassifier] = {}
+M = TypeVar("M", bound=nn.Module)
+
+
+def load_trained(directory: str | os.PathLike, build: Callable[[Path], M], what: str, command: str) -> M:
+    """A judge network trained by the project (eval mode, no gradients): `build(directory)` makes the
+    empty network, DIR/model.safetensors fills it; missing weights are one line saying how to make them."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / "model.safetensors"
+    if not path.exists():
+        raise ClassifierWeightsError(f"{what} weights not found: {path} (make them with `{command} --out {directory}`)")
+    net = build(Path(directory))
+    net.load_state_dict(load_file(path))
+    return net.eval().requires_grad_(False)
 
 
 def load_classifier(directory: str | os.PathLike = ASSET) -> DigitClassifier:
     """The trained classifier (eval mode), from safetensors."""
-    from safetensors.torch import load_file
-
     key = str(Path(directory).resolve())
     if key not in _cached:
-        path = Path(directory) / "model.safetensors"
-        if not path.exists():
-            raise ClassifierWeightsError(f"digit classifier weights not found: {path} "
-                                    f"(make them with `unnoise eval train-classifier --out {directory}`)")
-        net = DigitClassifier()
-        net.load_state_dict(load_file(path))
-        _cached[key] = net.eval().requires_grad_(False)
+        _cached[key] = load_trained(directory, lambda _: DigitClassifier(), "digit classifier",
+                                    "unnoise eval train-classifier")
     return _cached[key]

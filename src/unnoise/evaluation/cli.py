@@ -194,43 +194,46 @@ def sweep(
     typer.echo(f"wrote {out / 'results.md'} and {out / 'plot.png'}")
 
 
-@app.command("train-classifier")
-def train_classifier_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for model.safetensors + config.json."),
-    epochs: int = typer.Option(3, "--epochs", help="Passes over the 60 000 training digits."),
-    seed: int = typer.Option(0, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
-) -> None:
-    """Train the digit classifier that judges digit adherence and FD-digits (ships in the package)."""
+def _train_judge(train, out: Path, epochs: int, seed: int, threads: Optional[int]) -> dict:
+    """Checks --epochs, sets the threads and runs `train(out, epochs=, seed=)` (a judge's trainer)."""
     import torch
-
-    from .classifier import train_classifier
 
     if not 1 <= epochs <= 100:
         raise EvalError(f"--epochs must be from 1 to 100, got {epochs}")
     if threads is not None:
         torch.set_num_threads(threads)
-    info = train_classifier(out, epochs=epochs, seed=seed)
+    return train(out, epochs=epochs, seed=seed)
+
+
+_THREADS = typer.Option(None, "--threads", help="Torch CPU threads.")
+_JUDGE_OUT = typer.Option(..., "--out", "-o", help="Directory for model.safetensors + config.json.")
+
+
+@app.command("train-classifier")
+def train_classifier_cmd(
+    out: Path = _JUDGE_OUT,
+    epochs: int = typer.Option(3, "--epochs", help="Passes over the 60 000 training digits."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = _THREADS,
+) -> None:
+    """Train the digit classifier that judges digit adherence and FD-digits (ships in the package)."""
+    from .classifier import train_classifier
+
+    info = _train_judge(train_classifier, out, epochs, seed, threads)
     typer.echo(f"test accuracy {info['test_accuracy']:.4f} in {info['train_seconds']:.0f} s → {out}")
 
 
 @app.command("train-style-classifier")
 def train_style_classifier_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for model.safetensors + config.json."),
-    epochs: int = typer.Option(6, "--epochs", help="Passes over the ~9 000 training pictures of the emoji-styles atlases."),
+    out: Path = _JUDGE_OUT,
+    epochs: int = typer.Option(30, "--epochs", help="Passes over the 8 740 training pictures of the emoji-styles atlases."),
     seed: int = typer.Option(0, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
+    threads: Optional[int] = _THREADS,
 ) -> None:
     """Train the emoji style classifier (noto / twemoji / openmoji) that judges `eval styles` (ships in the package)."""
-    import torch
-
     from .style_classifier import train_style_classifier
 
-    if not 1 <= epochs <= 100:
-        raise EvalError(f"--epochs must be from 1 to 100, got {epochs}")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    info = train_style_classifier(out, epochs=epochs, seed=seed)
+    info = _train_judge(train_style_classifier, out, epochs, seed, threads)
     per = ", ".join(f"{s} {a:.4f}" for s, a in info["test_accuracy_per_style"].items())
     typer.echo(f"held-out accuracy {info['test_accuracy']:.4f} ({per}; split by emoji) "
                f"in {info['train_seconds']:.0f} s → {out}")

@@ -2,8 +2,8 @@
 
 It judges the diversity goal of issue 27 (does an untagged prompt paint several styles?).  A tiny
 VGG-style CNN (16/32/64 channels, global average pooling, 3 logits; ~72 k parameters, ~0.3 MB) trained
-on the emoji-styles atlases with random ±2-pixel shifts, mirror flips and Gaussian grain (σ up to 0.1,
-since paintings are grainier than the atlases).
+on the emoji-styles atlases with random ±2-pixel shifts, mirror flips, softening, colour jitter and
+Gaussian grain (σ up to 0.1): paintings are softer, grainier and off in colour compared with the atlases.
 
 The split is by *emoji*, not by picture: every picture of an emoji family (all its styles and skin
 tones) is on one side, so the test accuracy measures style, not remembered identity.  The test side is
@@ -12,7 +12,7 @@ the classifier never saw any style of the emoji whose Noto paintings it will lat
 
 The shipped weights (`assets/style-classifier/`) were made by
 
-    unnoise eval train-style-classifier --out src/unnoise/evaluation/assets/style-classifier
+    unnoise eval train-style-classifier --out src/unnoise/evaluation/assets/style-classifier --epochs 30
 
 and its `config.json` records the held-out accuracy the run measured.
 """
@@ -24,9 +24,10 @@ import zlib
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .classifier import ClassifierWeightsError, accuracy, block, fit, save_weights, shift
+from .classifier import accuracy, block, fit, load_trained, save_weights, shift
 
 STYLE_ASSET = Path(__file__).parent / "assets" / "style-classifier"
 TEST_MOD = 5  # families with crc32(key) % 5 == 0 are the test side (about 20 %)
@@ -66,19 +67,34 @@ def style_data() -> tuple[tuple[str, ...], torch.Tensor, torch.Tensor, torch.Ten
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Shift ±2 px on white, mirror half the pictures, add grain of a random σ in [0, 0.1]."""
+    """Shift ±2 px on white, mirror half the pictures, soften half (down to 20–28 px and back up), jitter
+    contrast, saturation and brightness, add grain of a random σ in [0, 0.1]: paintings are softer, grainier
+    and off in colour compared with the atlases, and none of that is style."""
+    n = len(x)
     x = shift(x, g, fill=1.0)
-    flip = torch.rand(len(x), generator=g) < 0.5
+    flip = torch.rand(n, generator=g) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    sigma = 0.1 * torch.rand(len(x), 1, 1, 1, generator=g)
-    return x + sigma * torch.randn(x.shape, generator=g)
+    side = int(torch.randint(20, 29, (1,), generator=g))
+    soft = F.interpolate(F.interpolate(x, size=side, mode="bilinear", antialias=True), size=x.shape[-1],
+                         mode="bilinear")
+    x = torch.where((torch.rand(n, generator=g) < 0.5)[:, None, None, None], soft, x)
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=g)
+
+    grey = x.mean(1, keepdim=True)
+    x = grey + (x - grey) * uniform(0.7, 1.3)  # saturation
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * uniform(0.8, 1.2) + mean + uniform(-0.1, 0.1)  # contrast, brightness
+    x = x + 0.1 * torch.rand(n, 1, 1, 1, generator=g) * torch.randn(x.shape, generator=g)
+    return x.clamp(-1, 1)  # as paintings are
 
 
 def per_style_accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, styles) -> dict[str, float]:
     return {s: accuracy(net, images[labels == i], labels[labels == i]) for i, s in enumerate(styles)}
 
 
-def train_style_classifier(out: str | os.PathLike, *, epochs: int = 6, batch_size: int = 128, lr: float = 3e-3,
+def train_style_classifier(out: str | os.PathLike, *, epochs: int = 30, batch_size: int = 128, lr: float = 3e-3,
                            seed: int = 0, progress: bool = True) -> dict:
     """Train on the train families of the atlases, measure on the test families, write the weights to `out`."""
     styles, images, labels, test = style_data()
@@ -105,18 +121,14 @@ def load_style_classifier(directory: str | os.PathLike = STYLE_ASSET) -> tuple[S
     """The trained style classifier (eval mode) and its style names, in logit order."""
     import json
 
-    from safetensors.torch import load_file
+    def styles(d: Path) -> tuple[str, ...]:
+        return tuple(json.loads((d / "config.json").read_text())["styles"])
 
     k = str(Path(directory).resolve())
     if k not in _loaded:
-        path = Path(directory) / "model.safetensors"
-        if not path.exists():
-            raise ClassifierWeightsError(f"style classifier weights not found: {path} "
-                                         f"(make them with `unnoise eval train-style-classifier --out {directory}`)")
-        styles = tuple(json.loads((Path(directory) / "config.json").read_text())["styles"])
-        net = StyleClassifier(len(styles))
-        net.load_state_dict(load_file(path))
-        _loaded[k] = net.eval().requires_grad_(False), styles
+        net = load_trained(directory, lambda d: StyleClassifier(len(styles(d))), "style classifier",
+                           "unnoise eval train-style-classifier")
+        _loaded[k] = net, styles(Path(directory))
     return _loaded[k]
 
 

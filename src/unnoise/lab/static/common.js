@@ -175,6 +175,33 @@ export async function* events(response) {
   }
 }
 
+// The painting controls of parts 3, 5, 6 and 7 are written once, here: index.html marks each row with
+// data-controls="PREFIX", data-fields (which of FIELDS, in order), data-run (the button's words) and, where they
+// differ from the defaults, data-steps, data-steps-max and data-placeholder; what else the row holds stays after.
+const FIELDS_HTML = {
+  prompt: (p, d) => `<label class="grow">prompt <input id="${p}-prompt" type="text" maxlength="300" `
+    + `placeholder="${d.placeholder || "a smiling cat"}"></label>`,
+  model: (p) => `<label>model <select id="${p}-model" class="model-select"></select></label>`,
+  sampler: (p) => `<label>sampler <select id="${p}-sampler" class="sampler-select"></select></label>`,
+  steps: (p, d) => `<label>steps <input id="${p}-steps" type="number" min="1" max="${d.stepsMax || 1000}" value="${d.steps || 20}"></label>`,
+  guidance: (p) => `<label>guidance <input id="${p}-guidance" type="number" min="0" max="30" step="0.5" value="5"></label>`,
+  seed: (p) => `<label>seed <input id="${p}-seed" type="number" min="0" value="0"></label>`,
+};
+for (const row of document.querySelectorAll("[data-controls]")) {
+  const p = row.dataset.controls, d = row.dataset;
+  row.insertAdjacentHTML("afterbegin", d.fields.split(" ").map((f) => FIELDS_HTML[f](p, d)).join("")
+    + `<button id="${p}-run" class="primary" type="button">${d.run}</button>`);
+}
+
+// A player's controls are written once, here: index.html only marks where each goes
+// (<div class="row" data-player="PREFIX" [data-label="what the scrub bar moves through"]>).
+for (const row of document.querySelectorAll("[data-player]")) {
+  const p = row.dataset.player, label = row.dataset.label || "scrub through the steps";
+  row.innerHTML = `<button id="${p}-play" type="button" disabled>▶ Play</button>`
+    + `<input id="${p}-scrub" type="range" min="0" max="0" value="0" disabled aria-label="${label}">`
+    + `<output id="${p}-readout" class="mono">not run yet</output>`;
+}
+
 export class Player {
   // Buffers a run's steps; plays, pauses and scrubs over the ones that have arrived.  Scrubbing also
   // moves the players in `linked` (part 4's two sides pass the same noise levels, step for step).
