@@ -8,7 +8,7 @@ Exports the site (every bundled model; or reuses --site DIR, an earlier `unnoise
 * a 20-step emoji painting (dpmpp_2m, w = 3): `window.unnoise.paint`'s own ms vs the time to the `done` event
   of the same /api/generate request (goal ≤ 1.0 s in the page);
 * emoji-fast with its card's defaults (ddim, 4 calls, w = 3) the same way (goal ≤ 0.2 s);
-* cold start: a fresh browser context (no cache) from navigation to the first finished painting, vs a fresh
+* cold start: a fresh browser (no cache, nothing compiled) from navigation to the first finished painting, vs a fresh
   `unnoise lab` process from its start to its first finished painting (goal ≤ 6 s);
 * the whole site's size (goal ≤ 60 MB), beside the installed size of torch, what painting in Python needs;
 * with --judge, the emoji judge (`unnoise eval`'s top-5 retrieval) on 60 names × 4 seeds painted in the page
@@ -38,6 +38,7 @@ GOALS = {"emoji": 1.0, "emoji-fast": 0.2, "cold": 6.0, "site_mb": 60.0}
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PAINT_MS = "r => window.unnoise.paint(r).then(out => out.ms)"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def free_port() -> int:
@@ -84,17 +85,18 @@ def warm(page, lab: httpx.Client, request: dict, repeats: int) -> tuple[float, f
     return statistics.median(ours), statistics.median(theirs)
 
 
-def cold_page(browser, url: str) -> float:
-    """A fresh context (empty cache): navigation → ready → the first emoji painting finished."""
-    context = browser.new_context()
-    page = context.new_page()
+def cold_page(playwright, url: str) -> float:
+    """A fresh browser (empty cache, and no WebAssembly compiled in this process yet: a new context of a running
+    browser may reuse the ORT code an earlier page compiled and tiered up): navigation → the first emoji painting."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    page = browser.new_page()
     t = time.perf_counter()
     page.goto(url)
     page.wait_for_function("window.unnoise !== undefined", timeout=60_000)
     page.evaluate("window.unnoise.ready")
     page.evaluate(PAINT_MS, EMOJI)
     seconds = time.perf_counter() - t
-    context.close()
+    browser.close()
     return seconds
 
 
@@ -171,7 +173,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/"
         try:
             with sync_playwright() as p, httpx.Client(base_url=f"http://127.0.0.1:{lab_port}", timeout=120) as client:
-                browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=ARGS)
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
                 page = browser.new_page()
                 page.goto(url)
                 page.wait_for_function("window.unnoise !== undefined", timeout=60_000)
@@ -181,7 +183,7 @@ def main() -> None:
                 lab.terminate()  # one Python process at a time from here: the cold lab gets the machine's cores
                 page_cold, lab_cold = [], []
                 for _ in range(args.cold):
-                    page_cold.append(cold_page(browser, url))
+                    page_cold.append(cold_page(p, url))
                     lab_cold.append(cold_lab())
                 report("cold start → first painting", statistics.median(page_cold), statistics.median(lab_cold),
                        GOALS["cold"])

@@ -111,14 +111,15 @@ def text_precisions(tmp: Path, repeats: int, paint: int) -> None:
         d_tok = (out["tokens"] - ref["tokens"])[real].abs().max().item()
         d_pool = (out["pooled"] - ref["pooled"]).abs().max().item()
         cos = torch.nn.functional.cosine_similarity(out["pooled"], ref["pooled"]).min().item()
-        ms = median_ms({"one": lambda: ort_encoder.encode(["a kitten's face"])}, repeats // 4)["one"]
+        ms = median_ms({"one": lambda enc=ort_encoder: enc.encode(["a kitten's face"])}, repeats // 4)["one"]
         painter._encoder = ort_encoder  # the Painter encodes prompts through this
         pics = [np.asarray(painter(p, seed=i)[0], dtype=np.int16) for i, p in enumerate(prompts)]
         painter._encoder = encoder
         delta = np.abs(np.stack(pics) - np.stack(base))
         print(f"text encoder {precision}: {size / 1e6:.1f} MB, token states max |Δ| {d_tok:.2e}, pooled max |Δ| "
               f"{d_pool:.2e} (min cosine {cos:.6f}) on {len(PROMPTS)} prompts; one prompt {ms:.2f} ms (1 thread); "
-              f"emoji pictures ({len(prompts)} prompts, 20 steps) mean |Δ| {delta.mean():.2f}, max {delta.max()} grey levels")
+              f"emoji pictures ({len(prompts)} prompts, 20 steps) mean |Δ| {delta.mean():.2f}, "
+              f"max {delta.max()} grey levels")
         print(f"ratio: {size / fp32_size:.3f} (text encoder file size, {precision} / fp32)")
 
 

@@ -124,13 +124,18 @@ export class Site {
   }
 }
 
+/** A model's snapping vocabulary: captions and known prompts now; the vectors (3.4 MB for emoji) on the first
+ *  prompt that needs them, `await vocabulary.load()` (a known prompt is never snapped: it needs none). */
 async function loadVocabulary(site, path) {
   const index = await fetchJSON(site.url(path));
-  const bytes = await fetchBytes(site.urls(index.vectors));
-  const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, index.count * index.dim);
-  const vectors = new Float32Array(halves.length);
-  for (let i = 0; i < halves.length; i++) vectors[i] = halfToFloat(halves[i]);
-  return { ...index, vectors, known: new Set(index.known) };
+  const vocabulary = { ...index, vectors: null, known: new Set(index.known) };
+  let loading = null;
+  vocabulary.load = () => (loading ??= fetchBytes(site.urls(index.vectors)).then((bytes) => {
+    const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, index.count * index.dim);
+    vocabulary.vectors = new Float32Array(halves.length);
+    for (let i = 0; i < halves.length; i++) vocabulary.vectors[i] = halfToFloat(halves[i]);
+  }));
+  return vocabulary;
 }
 
 function halfToFloat(h) {
@@ -279,7 +284,8 @@ export async function* paintSteps(request, { signal } = {}) {
   const [C, H, W] = card.shape, size = C * H * W, B = r.numImages;
   let text = await site.encode([r.prompt, ""]);
   let conditionedOn = null, similarity = null;
-  if (r.snap && model.vocabulary) {
+  if (r.snap && model.vocabulary && !model.vocabulary.known.has(promptKey(r.prompt))) {
+    await model.vocabulary.load();
     const snapped = snapPrompt(model.vocabulary, r.prompt, text.pooled.subarray(0, DIM));
     ({ similarity } = snapped);
     if (snapped.caption !== null) {
