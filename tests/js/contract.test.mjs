@@ -89,3 +89,15 @@ test("a vocabulary without the special tokens, and an empty batch, are refused",
   assert.throws(() => wp.encode([]), /non-empty/);
   assert.deepEqual(Array.from(wp.encode(["hello", "Hello world"]).ids, Number), [2, 5, 3, 0, 2, 5, 1, 3]);
 });
+
+test("guided owns the x̂0 clip, as Python's guided(clip=): projected onto [−clip, clip], bad clips refused", async () => {
+  const denoiser = async (x) => Float32Array.from(x, (v) => 4 * v);
+  const x = Float32Array.from([-1, -0.25, 0.1, 0.9]);
+  const free = await guided({ denoiser, cond: null, uncond: null, scale: 1, takesGuidance: false, imageSize: 4 })(x, 1);
+  assert.ok(Math.max(...free.map(Math.abs)) > 2);
+  const clippedOut = await guided({ denoiser, cond: null, uncond: null, scale: 1, takesGuidance: false, imageSize: 4, clip: 0.5 })(x, 1);
+  assert.deepEqual(Array.from(clippedOut), Array.from(free, (v) => Math.min(0.5, Math.max(-0.5, v))));
+  for (const bad of [0, -1, NaN, Infinity]) {
+    assert.throws(() => guided({ denoiser, cond: null, scale: 1, takesGuidance: false, imageSize: 4, clip: bad }), /clip/);
+  }
+});

@@ -11,7 +11,7 @@
 //     samplers' fresh noise is unchanged); xInit + sigmas: start there (image to image); sigmas alone: that grid.
 // Pure ES module (no DOM); tested against generation.generate by tests/test_js_engine.py.
 
-import { makeDenoiser, clipped } from "./denoiser.js";
+import { makeDenoiser } from "./denoiser.js";
 import { guided } from "./guidance.js";
 import { randnLike, seededGenerators } from "./random.js";
 import { SAMPLERS, checkSigmas } from "./samplers.js";
@@ -58,8 +58,7 @@ export async function generate({
   const imageSize = imageShape.reduce((a, b) => a * b, 1);
   const total = seeds.length * imageSize;
   const denoiser = makeDenoiser({ alphasCumprod, predictionType, network, imageSize });
-  const scale = guided({ denoiser, cond, uncond, scale: guidance, takesGuidance, rescale: takesGuidance ? 0.0 : guidanceRescale, imageSize });
-  const run = clipped(scale, clip);
+  const run = guided({ denoiser, cond, uncond, scale: guidance, takesGuidance, rescale: takesGuidance ? 0.0 : guidanceRescale, imageSize, clip });
   const generators = seededGenerators(seeds); // seed k paints the same image whatever the batch (EDM)
   if (xInit !== null && sigmas === null) throw new Error("xInit needs the sigmas it starts from");
   if (noise !== null) {

@@ -2,7 +2,7 @@
 // cond and uncond as one batch of 2B, optional guidance rescale of Lin et al. 2023) or, for a
 // guidance-distilled student whose config declares a guidance input, w as a network input (one pass of B).
 //
-//   guided({denoiser, cond, uncond, scale, takesGuidance, rescale = 0, rescaleSpace = "x0", imageSize})
+//   guided({denoiser, cond, uncond, scale, takesGuidance, rescale = 0, rescaleSpace = "x0", imageSize, clip = null})
 //     → async (x, sigma) → x̂0 (x's array type)
 //   denoiser(x, sigma, cond) → Promise of x̂0: denoiser.js makeDenoiser (sigma a number or one per row);
 //   cond, uncond: null, a tensor {data: TypedArray, dims: number[]} or an object of such tensors
@@ -13,10 +13,11 @@
 //   takesGuidance: the model's UNetConfig.guidance_embedding: the network gets cond.guidance = {data:
 //     Float32Array(B) of w, dims: [B]} and no uncond pass (then rescale must be 0);
 //   rescale φ ∈ [0, 1] and rescaleSpace "x0" | "eps" | "v": guidance rescale as CFGDenoiser._rescaled;
-//   imageSize: C·H·W of one image (the batch is x.length / imageSize).
-// The Painter clips the guided x̂0 afterwards: denoiser.js `clipped(guided(...), 1.0)`.
+//   imageSize: C·H·W of one image (the batch is x.length / imageSize);
+//   clip: the guided x̂0 projected onto [−clip, clip] (denoiser.js `clipped`, Python's Clipped; the Painter's 1.0),
+//     null: as it is.
 
-import { sigmaPerImage } from "./denoiser.js";
+import { clipped, sigmaPerImage } from "./denoiser.js";
 
 export const RESCALE_SPACES = ["x0", "eps", "v"];
 
@@ -190,16 +191,22 @@ function guidanceInput({ denoiser, cond, scale, imageSize }) {
 /**
  * The guided denoiser (x, σ) → x̂0: w as an input where the model takes one, classifier-free guidance otherwise.
  * @param {{denoiser: Function, cond: any, uncond?: any, scale: number|ArrayLike<number>, takesGuidance: boolean,
- *   rescale?: number, rescaleSpace?: string, imageSize?: number}} o
+ *   rescale?: number, rescaleSpace?: string, imageSize?: number, clip?: number|null}} o
  */
-export function guided({ denoiser, cond, uncond = null, scale, takesGuidance, rescale = 0.0, rescaleSpace = "x0", imageSize }) {
-  if (typeof denoiser !== "function") throw new Error("denoiser must be a function (x, sigma, cond)");
-  const w = scales(scale);
-  if (takesGuidance) {
-    if (rescale) throw new Error("guidance rescale needs classifier-free guidance; this model takes w as an input");
-    return guidanceInput({ denoiser, cond, scale: w, imageSize });
+export function guided({ denoiser, cond, uncond = null, scale, takesGuidance, rescale = 0.0, rescaleSpace = "x0", imageSize, clip = null }) {
+  if (clip != null) checkNumber("clip", clip, 0.0, Infinity);
+  if (clip === 0) throw new Error("clip must be positive (null: no clipping), got 0");
+  return clip == null ? unclipped() : clipped(unclipped(), clip);
+
+  function unclipped() {
+    if (typeof denoiser !== "function") throw new Error("denoiser must be a function (x, sigma, cond)");
+    const w = scales(scale);
+    if (takesGuidance) {
+      if (rescale) throw new Error("guidance rescale needs classifier-free guidance; this model takes w as an input");
+      return guidanceInput({ denoiser, cond, scale: w, imageSize });
+    }
+    checkNumber("guidance rescale", rescale, 0.0, 1.0);
+    if (!RESCALE_SPACES.includes(rescaleSpace)) throw new Error(`guidance rescale space must be one of ${RESCALE_SPACES.join(", ")}, got ${rescaleSpace}`);
+    return cfg({ denoiser, cond, uncond, scale: w, rescale, rescaleSpace, imageSize });
   }
-  checkNumber("guidance rescale", rescale, 0.0, 1.0);
-  if (!RESCALE_SPACES.includes(rescaleSpace)) throw new Error(`guidance rescale space must be one of ${RESCALE_SPACES.join(", ")}, got ${rescaleSpace}`);
-  return cfg({ denoiser, cond, uncond, scale: w, rescale, rescaleSpace, imageSize });
 }
