@@ -1,7 +1,7 @@
 """The grids and the ODE solve that distillation targets are built on: the teacher's fine grid inside each of
 the student's intervals, a distilled teacher's own grid cut at the student's, a progressive student's nested
-grid, and `ode_segment`, DPM-Solver++(2M) on a piece of a grid (which may end at σ > 0, one grid per sample; why it
-is not sampling's dpmpp_2m: docs/architecture.md)."""
+grid, and `ode_segment`, sampling's DPM-Solver++(2M) on a piece of a grid (which may end at σ > 0, one grid per
+sample)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import torch
 
 from .. import schedules
-from ..sampling.core import toward
+from ..sampling.dpm_solver import dpmpp_2m_pieces
 from .config import DistillError
 
 
@@ -20,28 +20,10 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def ode_segment(denoiser, x: torch.Tensor, sigmas, order: int = 2) -> torch.Tensor:
-    """Solve the probability-flow ODE from σ = sigmas[0] to sigmas[-1] (which may be > 0) by
-    DPM-Solver++(2M): the steps of sampling.dpm_solver.dpmpp_2m (first order at the start, the midpoint
-    correction after, x̂0 itself on a step to 0), on a piece of a grid.  sigmas is one grid for every sample
-    (a list) or a grid per sample, (B, m + 1) — each step is then one network call for all of them.
-    order=1: plain DDIM steps (a distilled student's own sampler).  denoiser(x, σ (B,)) → x̂0."""
-    grid = torch.as_tensor(sigmas, dtype=torch.float64)
-    grid = grid.expand(x.shape[0], -1) if grid.ndim == 1 else grid
-    lam = -grid.clamp(min=1e-300).log()  # λ = −log σ; the +∞ at σ = 0 is never used
-    history: tuple[torch.Tensor, torch.Tensor] | None = None  # (λ, x̂0) of the previous step
-    for j in range(grid.shape[1] - 1):
-        m0 = denoiser(x, grid[:, j].to(x.dtype))
-        ends = grid[:, j + 1] == 0  # these samples land on x̂0 itself
-        if bool(ends.all()):
-            return m0
-        h = lam[:, j + 1] - lam[:, j]
-        x_next = toward(m0, x, _view(grid[:, j + 1] / grid[:, j], x))  # e^{−h} = σ_{i+1}/σ_i: DDIM
-        if history is not None and order == 2:
-            r0 = (lam[:, j] - history[0]) / h
-            x_next = x_next + _view(0.5 * -torch.expm1(-h) / r0, x) * (m0 - history[1])
-        x_next = torch.where(ends.view(-1, *([1] * (x.ndim - 1))), m0, x_next)
-        history, x = (lam[:, j], m0), x_next
-    return x
+    """The teacher's solve of the probability-flow ODE from σ = sigmas[0] to sigmas[-1] (which may be > 0):
+    sampling's DPM-Solver++(2M) on a piece of a grid, one grid for all samples or one per sample
+    (`sampling.dpm_solver.dpmpp_2m_pieces`); order=1: plain DDIM steps (a distilled student's own sampler)."""
+    return dpmpp_2m_pieces(denoiser, x, sigmas, order)
 
 
 def trajectory_segments(schedule, steps: int, spacing: str, ode_steps: int, last: str = "ode") -> list[list[float]]:

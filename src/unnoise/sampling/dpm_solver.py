@@ -80,8 +80,41 @@ def _dpm_solver_pp(denoiser, x, sigmas, generator, callback, *, order: int, eta:
 
 
 def dpmpp_2m(denoiser, x: torch.Tensor, sigmas, *, generator=None, callback=None) -> torch.Tensor:
-    """DPM-Solver++(2M), Lu et al. 2022 Algorithm 2 (midpoint form): 2nd-order multistep ODE solver."""
-    return _dpm_solver_pp(denoiser, x, sigmas, generator, callback, order=2, eta=0.0)
+    """DPM-Solver++(2M), Lu et al. 2022 Algorithm 2 (midpoint form): 2nd-order multistep ODE solver
+    (`dpmpp_2m_pieces` on one whole grid to σ = 0, each step reported to the callback)."""
+    run = start(denoiser, x, sigmas, generator, callback)
+    return dpmpp_2m_pieces(denoiser, x, run.sigmas, observe=run.observe)
+
+
+def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) → (B, 1, 1, 1) in like's dtype."""
+    return v.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def dpmpp_2m_pieces(denoiser, x: torch.Tensor, sigmas, order: int = 2, *, observe=None) -> torch.Tensor:
+    """DPM-Solver++(2M)'s steps on grids that may end above σ = 0 and may differ per sample: first order at the
+    start, the midpoint correction D = (1 + 1/(2r))·m0 − 1/(2r)·m1 after, x̂0 itself on a step to 0.  `sigmas`
+    is one grid for every sample (a list) or a grid per sample, (B, m + 1): each step is then one network
+    call for all of them (trajectory distillation solves the pieces σ_i → σ_{i+1} of its students' intervals
+    this way; `dpmpp_2m` is it on one whole grid).  order=1: plain DDIM steps.  denoiser(x, σ (B,)) → x̂0;
+    `observe(j, x)`, if given, makes the call instead (the registered sampler's callback path)."""
+    grid = torch.as_tensor(sigmas, dtype=torch.float64)
+    grid = grid.expand(x.shape[0], -1) if grid.ndim == 1 else grid
+    lam = -grid.clamp(min=1e-300).log()  # λ = −log σ; the +∞ at σ = 0 is never used
+    history: tuple[torch.Tensor, torch.Tensor] | None = None  # (λ, x̂0) of the previous step
+    for j in range(grid.shape[1] - 1):
+        m0 = observe(j, x) if observe is not None else denoiser(x, grid[:, j].to(x.dtype))
+        ends = grid[:, j + 1] == 0  # these samples land on x̂0 itself
+        if bool(ends.all()):
+            return m0
+        h = lam[:, j + 1] - lam[:, j]
+        x_next = toward(m0, x, _view(grid[:, j + 1] / grid[:, j], x))  # e^{−h} = σ_{i+1}/σ_i: DDIM
+        if history is not None and order == 2:
+            r0 = (lam[:, j] - history[0]) / h
+            x_next = x_next + _view(0.5 * -torch.expm1(-h) / r0, x) * (m0 - history[1])
+        x_next = torch.where(ends.view(-1, *([1] * (x.ndim - 1))), m0, x_next)
+        history, x = (lam[:, j], m0), x_next
+    return x
 
 
 def dpmpp_2m_sde(
