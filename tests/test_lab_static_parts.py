@@ -418,3 +418,26 @@ def test_static_guidance_dial_and_spacing_comparison(paint_page):
     assert natural_sizes(pg, "#steps-tiles img") == [32] * 7
     assert "folklore" in pg.inner_text("#steps-verdict strong")
     pg.locator("#steps").screenshot(path=ARTIFACTS / "static-steps.png")
+
+
+def test_static_dial_of_a_stochastic_sampler_is_the_served_dial(paint_page, served):
+    """Every row of the dial is painted from the one seed, as the served dial paints it: with euler_ancestral
+    (fresh noise every step, drawn row by row) the page's tiles equal the served lab's to the grey level."""
+    from test_lab_api import sse_events
+
+    pg = paint_page
+    pg.fill("#dial-prompt", "red heart")
+    pg.fill("#dial-scales", "0, 3")
+    pg.fill("#dial-steps", "5")
+    pg.select_option("#dial-sampler", "euler_ancestral")
+    pg.click("#dial-run")
+    pg.wait_for_function("document.getElementById('dial-readout').textContent.startsWith('done')", timeout=60_000)
+    mine = pg.evaluate("window.lab.dial.done.images")
+    events = sse_events(served.get("/api/guidance", params={"prompt": "red heart", "model": "emoji", "steps": 5, "seed": 0,
+                                                            "sampler": "euler_ancestral", "scale": [0, 3]}).text)
+    theirs = events[-1][1]["images"]
+    assert len(mine) == len(theirs) == 2
+    for a, b in zip(mine, theirs):
+        diff = np.abs(data_url_pixels(a) - data_url_pixels(b))
+        assert diff.mean() <= 2 and np.percentile(diff, 99) <= 16, (diff.mean(), np.percentile(diff, 99))
+    pg.select_option("#dial-sampler", "dpmpp_2m")

@@ -175,7 +175,7 @@ async function* dial(lab, query, signal) {
   // every scale a row of one batch, all from the seed's one start noise (the same static), as the served dial
   const per = m.channels * size * size, one = lab.engine.random.painterNoise(v.seed, 1, m.channels, size, size).noise;
   const noise = new Float32Array(per * scales.length).map((_, i) => one[i % per]);
-  const request = { ...fields(v, ["prompt", "model", "sampler", "steps", "seed"]), guidance: scales, numImages: scales.length, noise };
+  const request = { ...fields(v, ["prompt", "model", "sampler", "steps", "seed"]), guidance: scales, numImages: scales.length, noise, sameSeed: true };
   const { events } = await begin(runtime, request, signal);
   yield ["start", { kind: "dial", ...fields(v, ["prompt", "model", "sampler", "steps", "seed"]), scales, width: size, height: size,
     model_prompts: m.example_prompts.slice(0, 8), total: v.steps }];

@@ -293,7 +293,8 @@ export async function* paintSteps(request, { signal } = {}) {
       text = await site.encode([conditionedOn, ""]);
     }
   }
-  const seeds = Array.from({ length: B }, (_, k) => r.seed + k);
+  // image k from seed + k, as the Painter; `sameSeed` (the guidance dial): every row from the one seed, as the served dial
+  const seeds = Array.from({ length: B }, (_, k) => (r.sameSeed ? r.seed : r.seed + k));
   const start = r.init // SDEdit (Painter._img2img_start): the last round(steps·strength) steps from the noised picture
     ? img2imgStart({ alphasCumprod: card.alphas, steps: r.steps, spacing: r.spacing, strength: r.strength, x0: r.init, seeds, noise: r.noise ?? null })
     : { xInit: null, sigmas: null };
