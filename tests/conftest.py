@@ -1,7 +1,12 @@
 """Fixtures and helpers shared by the test modules."""
 
+import contextlib
 import json
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
@@ -104,3 +109,29 @@ def model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("m") / "model"
     return save_model_dir(out, net, schedule=schedules.get("linear"), prediction_type="epsilon", dataset=meta,
                           text_encoder="test", defaults={"steps": 6, "guidance": 2.0, "sampler": "dpmpp_2m"})
+
+
+@contextlib.contextmanager
+def static_host(root: Path, path: str = ""):
+    """`python -m http.server -d root` on a free port (a real static host, no unnoise in it), until the block
+    ends; yields the URL of root/path/, once its site.json answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(root)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/{path}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(url + "site.json", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"python -m http.server did not start on port {port}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -47,19 +47,28 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server_url):
+def open_page(browser, url: str, timeout: float = 30_000):
+    """A lab page in a fresh tab, once it says it is ready; pg.lab_errors collects script errors and failed
+    requests (a test that provokes one takes its own out), pg.lab_requests every URL the page asked for."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     pg = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.lab_errors = errors  # a test that provokes an error takes its own out of this list
-    pg.goto(server_url + "/")
-    pg.wait_for_selector("body[data-ready='1']", timeout=15_000)
+    requests: list[str] = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.lab_errors, pg.lab_requests = errors, requests
+    pg.goto(url)
+    pg.wait_for_selector("body[data-ready='1']", timeout=timeout)
+    return pg
+
+
+@pytest.fixture
+def page(browser, server_url):
+    pg = open_page(browser, server_url + "/", timeout=15_000)
     yield pg
     pg.close()
-    assert not errors, errors  # no script errors, no failed requests
+    assert not pg.lab_errors, pg.lab_errors  # no script errors, no failed requests
 
 
 def canvas_pixels(pg, selector: str) -> np.ndarray:

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import static_host
 
 from unnoise.lab.export import ExportError, check_target, export_site, site_bytes
 from unnoise.sampling import SAMPLERS
@@ -92,25 +88,8 @@ def info_of(site: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def site_url(site):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", "-d", str(site), "--bind", "127.0.0.1", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(url + "site.json", timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("python -m http.server did not start") from None
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(10)
+    with static_host(site) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

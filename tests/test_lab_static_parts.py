@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import static_host
 from PIL import Image
 from test_lab_api import bomb_png
-from test_lab_browser import ARGS, ARTIFACTS, CHROMIUM, canvas_pixels, set_slider
+from test_lab_browser import ARTIFACTS, browser, canvas_pixels, open_page, set_slider  # noqa: F401  (browser: a fixture)
 
 from unnoise import images, schedules
 from unnoise.lab.export import export_site
@@ -44,58 +41,14 @@ def site_models() -> dict[str, Path]:
         pytest.skip(f"the bundled models are not installed: {e}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def site_url(tmp_path_factory):
     """The exported site under `python -m http.server` (no unnoise anywhere in that process)."""
     site = tmp_path_factory.mktemp("host") / "lab"
     export_site(site, list(site_models()))
-    port = free_port()
     # the host serves the folder above the site: the page lives under /lab/, as on a project page of a static host
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(site.parent)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/lab/"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(url + "site.json", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"python -m http.server did not start on port {port}") from None
-                time.sleep(0.1)
+    with static_host(site.parent, "lab/") as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-def open_page(browser, url):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    pg = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    requests: list[str] = []
-    pg.on("request", lambda r: requests.append(r.url))
-    pg.lab_errors, pg.lab_requests = errors, requests
-    pg.goto(url)
-    pg.wait_for_selector("body[data-ready='1']", timeout=30_000)
-    return pg
 
 
 @pytest.fixture(scope="module")
