@@ -4,14 +4,9 @@
 // its query first (a refusal throws before any work, as a 422 does) and throws signal.reason on Stop.
 import { Refused, checked } from "./checks.js";
 import { roundHalfEven } from "./engine/schedules.js";
+import { nextTask } from "./engine/tasks.js";
 import { compareToReference, pngDataUrl, seenBy } from "./pictures.js";
 
-// A new task (no 4 ms timer clamp): the page draws and hears Stop between steps.
-const breathe = () => new Promise((resolve) => {
-  const channel = new MessageChannel();
-  channel.port1.onmessage = () => { channel.port1.close(); resolve(); };
-  channel.port2.postMessage(null);
-});
 const stopIf = (signal) => { if (signal?.aborted) throw signal.reason; };
 
 /** Where each spacing puts its steps (lab/sweeps.py spacing_chart), from the engine's σ lists. */
@@ -54,7 +49,7 @@ async function* replay(lab, query, signal) {
     const s = Math.sqrt(ab[t]), xt = k === 0 ? start : recovered.map((x, i) => s * x + Math.sqrt(1 - ab[t]) * eps[i]);
     yield ["step", { index: k, total: ts.length, t, signal: s, noise: Math.sqrt(Math.max(0, 1 - s * s)), x_t: png(xt),
       eps: k ? null : png(eps), x0: k ? null : png(recovered) }];
-    await breathe();
+    await nextTask(); // the page draws and hears Stop between steps
   }
   yield ["done", { image: png(recovered) }];
 }
@@ -78,7 +73,7 @@ async function* modelReplay(lab, v, picture, signal) {
     const xt = recovered.map((x, i) => (x + sigma * eps[i]) * scale);
     yield ["step", { index: k, total: sigmas.length - 1, t: ts[k], signal: scale, noise: Math.sqrt(1 - scale * scale),
       x_t: png(xt), eps: k ? null : png(eps), x0: k ? null : png(recovered) }];
-    await breathe();
+    await nextTask(); // the page draws and hears Stop between steps
   }
   yield ["done", { image: png(recovered) }];
 }

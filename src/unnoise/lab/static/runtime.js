@@ -17,6 +17,7 @@ import { sigmaToT } from "./engine/schedules.js";
 import { generate, img2imgStart } from "./engine/generation.js";
 import { toRGBA } from "./engine/images.js";
 import { SAMPLERS } from "./engine/samplers.js";
+import { nextTask } from "./engine/tasks.js";
 
 const VENDOR = new URL("./vendor/ort/", import.meta.url);
 const DIM = 384; // MiniLM's hidden size: token states (B, L, 384), pooled (B, 384)
@@ -167,16 +168,6 @@ export function snapPrompt(vocabulary, prompt, pooled) {
   if (!prompt.trim()) return { caption: null, similarity: 0 };
   if (vocabulary.known.has(promptKey(prompt)) || best < vocabulary.threshold) return { caption: null, similarity: best };
   return { caption: vocabulary.captions[index], similarity: best };
-}
-
-/** A promise that resolves in a new task (a MessageChannel message: no 4 ms timer clamp), so that clicks (Stop)
- *  and drawing get their turn between steps: ORT's single-threaded WASM calls resolve as microtasks. */
-function nextTask() {
-  return new Promise((resolve) => {
-    const channel = new MessageChannel();
-    channel.port1.onmessage = () => { channel.port1.close(); resolve(); };
-    channel.port2.postMessage(null);
-  });
 }
 
 const sites = new Map(); // base URL → Promise of its Site
