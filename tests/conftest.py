@@ -111,15 +111,31 @@ def model_dir(tmp_path_factory):
                           text_encoder="test", defaults={"steps": 6, "guidance": 2.0, "sampler": "dpmpp_2m"})
 
 
+# http.server's handler sending the two headers that make a page cross-origin isolated (COOP/COEP, as a static
+# host is configured to send them): the page may then use SharedArrayBuffer, so ONNX Runtime Web runs threads
+_ISOLATED_HOST = """
+import functools, http.server, sys
+class Isolated(http.server.SimpleHTTPRequestHandler):
+    def end_headers(self):
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+handler = functools.partial(Isolated, directory=sys.argv[2])
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+"""
+
+
 @contextlib.contextmanager
-def static_host(root: Path, path: str = ""):
+def static_host(root: Path, path: str = "", *, isolated: bool = False):
     """`python -m http.server -d root` on a free port (a real static host, no unnoise in it), until the block
-    ends; yields the URL of root/path/, once its site.json answers."""
+    ends; yields the URL of root/path/, once its site.json answers.  isolated: the same server, sending the
+    COOP/COEP headers of a cross-origin-isolated page."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(root)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = (["-c", _ISOLATED_HOST, str(port), str(root)] if isolated
+            else ["-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(root)])
+    server = subprocess.Popen([sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/{path}"
     try:
         deadline = time.monotonic() + 20

@@ -163,6 +163,31 @@ def test_the_student_paints_with_its_card_defaults_and_the_seed_alone_is_enough(
 
 
 @pytest.mark.browser
+def test_a_cross_origin_isolated_host_paints_with_threads_and_the_same_picture(site, page):
+    """Served with COOP/COEP (as a static host can be set up), the page is cross-origin isolated and ONNX Runtime
+    Web runs one thread per core: the picture is the single-threaded page's, to the grey level."""
+    n = noise((3, 32, 32), 5).flatten().tolist()
+    request = dict(prompt="red heart", model="emoji", steps=8, seed=0, noise=n)
+    one_thread = painted(page, **request)
+    assert page.evaluate("crossOriginIsolated") is False
+    with static_host(site, isolated=True) as url:
+        pg = page.context.browser.new_page()  # the same chromium, a page from the other host
+        errors: list[str] = []
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.goto(url)
+        pg.wait_for_function("window.unnoise !== undefined", timeout=30_000)
+        pg.evaluate("window.unnoise.ready")
+        assert pg.evaluate("crossOriginIsolated") is True
+        threads = pg.evaluate("import('./static/vendor/ort/ort.wasm.min.mjs').then((ort) => ort.env.wasm.numThreads)")
+        assert threads == pg.evaluate("navigator.hardwareConcurrency")
+        threaded = painted(pg, **request)
+        pg.close()
+    assert not errors, errors
+    assert threaded["calls"] == one_thread["calls"] == 8
+    assert_same_picture(threaded["rgb"], one_thread["rgb"])
+
+
+@pytest.mark.browser
 def test_a_users_model_directory_paints_as_the_painter_does(page, model_dir):
     out = painted(page, prompt="a red square", model="model", seed=5)  # no vocabulary: painted as typed
     assert (out["width"], out["calls"]) == (16, 6)
