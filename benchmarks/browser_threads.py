@@ -19,16 +19,7 @@ from pathlib import Path
 from browser_paint import ARGS, CHROMIUM, free_port, start
 from playwright.sync_api import sync_playwright
 
-ISOLATED = """
-import functools, http.server, sys
-class Isolated(http.server.SimpleHTTPRequestHandler):
-    def end_headers(self):
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-handler = functools.partial(Isolated, directory=sys.argv[2])
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
-"""
+ISOLATED_HOST = Path(__file__).resolve().parents[1] / "scripts" / "isolated_host.py"  # http.server + COOP/COEP
 PAINTS = """async ([model, n]) => { await window.unnoise.ready; const ms = [];
   for (let i = 0; i < n; i++) ms.push((await window.unnoise.paint({prompt: 'cat face', model, seed: i})).ms);
   return {isolated: crossOriginIsolated, ms}; }"""
@@ -47,7 +38,7 @@ def main() -> None:
     one, many = free_port(), free_port()
     servers = [start([sys.executable, "-m", "http.server", str(one), "--bind", "127.0.0.1", "-d", str(site)],
                      f"http://127.0.0.1:{one}/site.json"),
-               start([sys.executable, "-c", ISOLATED, str(many), str(site)], f"http://127.0.0.1:{many}/site.json")]
+               start([sys.executable, str(ISOLATED_HOST), str(many), str(site)], f"http://127.0.0.1:{many}/site.json")]
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

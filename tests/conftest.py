@@ -111,18 +111,7 @@ def model_dir(tmp_path_factory):
                           text_encoder="test", defaults={"steps": 6, "guidance": 2.0, "sampler": "dpmpp_2m"})
 
 
-# http.server's handler sending the two headers that make a page cross-origin isolated (COOP/COEP, as a static
-# host is configured to send them): the page may then use SharedArrayBuffer, so ONNX Runtime Web runs threads
-_ISOLATED_HOST = """
-import functools, http.server, sys
-class Isolated(http.server.SimpleHTTPRequestHandler):
-    def end_headers(self):
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-        super().end_headers()
-handler = functools.partial(Isolated, directory=sys.argv[2])
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
-"""
+ISOLATED_HOST = Path(__file__).resolve().parents[1] / "scripts" / "isolated_host.py"  # http.server + COOP/COEP
 
 
 @contextlib.contextmanager
@@ -133,7 +122,7 @@ def static_host(root: Path, path: str = "", *, isolated: bool = False):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    argv = (["-c", _ISOLATED_HOST, str(port), str(root)] if isolated
+    argv = ([str(ISOLATED_HOST), str(port), str(root)] if isolated
             else ["-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(root)])
     server = subprocess.Popen([sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/{path}"
