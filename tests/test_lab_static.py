@@ -157,6 +157,10 @@ def test_the_student_paints_with_its_card_defaults_and_the_seed_alone_is_enough(
     snapped = page.evaluate("() => window.unnoise.paint({prompt: \"a kitten's face\", model: 'emoji-fast', seed: 1})"
                             ".then(r => r.conditionedOn)")
     assert snapped == Painter.from_pretrained("emoji-fast").snap("a kitten's face").caption
+    tagged = page.evaluate("() => window.unnoise.paint({prompt: 'a kitten, twemoji style', model: 'emoji', steps: 1,"
+                           " seed: 1}).then(r => r.conditionedOn)")  # snapped by its head, the style tag kept
+    assert tagged == Painter.from_pretrained("emoji").snap("a kitten, twemoji style").caption
+    assert tagged.endswith(", twemoji style") and tagged != "a kitten, twemoji style"
     grey = painted(page, prompt="a handwritten seven", model="digits-1step", seed=3)
     assert grey["calls"] == 1 and (grey["rgb"] == grey["rgb"][..., :1]).all()  # one channel shown as grey
     assert_same_picture(grey["rgb"], python_picture("digits-1step", "a handwritten seven", seed=3))

@@ -52,6 +52,38 @@ def test_known_and_empty_prompts_are_left_alone(vocab, encoder, prompt):
     assert snap(vocab, encoder, prompt).caption is None
 
 
+@pytest.fixture(scope="module")
+def tagged(encoder):
+    suffixes = [", noto style", ", twemoji style"]
+    return Vocabulary.build(NAMES, encoder, known=KNOWN + [f"{n}{s}" for n in NAMES for s in suffixes],
+                            suffixes=suffixes)
+
+
+@pytest.mark.parametrize("prompt, caption", [("a kitten's face, twemoji style", "cat face, twemoji style"),
+                                             ("A slice of pizza ,  noto  style", "pizza, noto style"),
+                                             ("a kitten's face", "cat face")])
+def test_a_style_tagged_prompt_snaps_by_its_head_and_keeps_its_tag(tagged, encoder, prompt, caption):
+    """Only the plain captions have vectors; the head is compared and the tag kept."""
+    s = tagged.snap([prompt], encoder.encode([tagged.query(prompt)])["pooled"])[0]
+    assert s.caption == caption and s.similarity >= tagged.threshold, s
+
+
+@pytest.mark.parametrize("prompt", ["cat face, twemoji style", "cat face emoji, noto style", ", noto style",
+                                    "quarterly tax filing deadline, noto style"])
+def test_known_tagged_prompts_and_bare_tags_are_left_alone(tagged, encoder, prompt):
+    """Known; a known head (painted as typed, nothing to snap to); no head; a head unlike anything known."""
+    assert tagged.snap([prompt], encoder.encode([tagged.query(prompt)])["pooled"])[0].caption is None
+    assert tagged.split(", noto style") == (", noto style", "")
+
+
+def test_suffixes_round_trip_and_blank_ones_are_refused(tagged, tmp_path):
+    tagged.save(tmp_path)
+    back = Vocabulary.load(tmp_path)
+    assert back.suffixes == tagged.suffixes and back.known == tagged.known
+    with pytest.raises(VocabularyError, match="suffixes"):
+        Vocabulary(tagged.captions, tagged.vectors, [], suffixes=[" "])
+
+
 def test_prompts_unlike_anything_known_are_left_alone(vocab, encoder):
     s = snap(vocab, encoder, "quarterly tax filing deadline")
     assert s.caption is None and s.similarity < vocab.threshold, s

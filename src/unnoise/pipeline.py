@@ -258,7 +258,7 @@ class Painter:
         without a vocabulary."""
         if self.vocabulary is None:
             return None
-        return self.vocabulary.snap([prompt], self.encoder.encode([prompt])["pooled"])[0]
+        return self.vocabulary.snap([prompt], self.encoder.encode([self.vocabulary.query(prompt)])["pooled"])[0]
 
     def paint_tensor(self, p: PaintParams, num_images: int = 1, *, init: Image.Image | None = None,
                      callback: Callable | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:

@@ -241,6 +241,14 @@ class EmojiStylesDataset(CaptionedImages):
         super().__init__("emoji-styles", torch.cat(parts), sets=sets)
         ids = {b: i for i, b in enumerate(dict.fromkeys(family_of(e) for e in self.emoji))}
         self.families = torch.tensor([ids[family_of(e)] for e in self.emoji], dtype=torch.int64)
+        self._phrases = list(dict.fromkeys(p for seq in dict.fromkeys(self.emoji)
+                                           for p in [*index[seq]["names"], *index[seq]["keywords"]]))
+        self.vocabulary_suffixes = [f", {style} style" for style in styles]
+
+    def vocabulary(self) -> list[str]:
+        """The names, aliases and keywords, plain (no caption templates, no style tag): what prompt snapping
+        snaps to; a tagged prompt snaps its head and keeps its tag (`vocabulary_suffixes`)."""
+        return self._phrases
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -191,12 +191,13 @@ def _write_model(tmp: Path, name: str, path: Path) -> dict[str, Any]:
 
 def _write_vocabulary(tmp: Path, vocabulary) -> str:
     """vocabularies/HASH.bin.gz (fp16 unit vectors, row-major (V, D), little-endian: the Python snap's own numbers)
-    and HASH.json (captions, known prompts, threshold); the same vocabulary is written once."""
+    and HASH.json (captions, known prompts, threshold, suffixes); the same vocabulary is written once."""
     import numpy as np
 
     vectors = vocabulary.vectors.half().numpy().astype("<f2")  # stored fp16 in the model dir: exact
     index = {"captions": vocabulary.captions, "known": sorted(vocabulary.known), "threshold": vocabulary.threshold,
-             "count": int(vectors.shape[0]), "dim": int(vectors.shape[1]), "dtype": "float16"}
+             "suffixes": vocabulary.suffixes, "count": int(vectors.shape[0]), "dim": int(vectors.shape[1]),
+             "dtype": "float16"}
     digest = hashlib.sha256(np.ascontiguousarray(vectors).tobytes() + json.dumps(index).encode()).hexdigest()[:16]
     folder = tmp / "vocabularies"
     folder.mkdir(exist_ok=True)

@@ -151,8 +151,21 @@ function halfToFloat(h) {
 /** The key a prompt is known by (vocabulary._key: lower-cased, whitespace runs collapsed). */
 const promptKey = (text) => text.toLowerCase().split(/\s+/).filter(Boolean).join(" ");
 
-/** Vocabulary.snap for one prompt: the nearest caption by cosine of pooled vectors, if it reaches the threshold
- *  and the prompt is neither empty nor one the model knows; {caption: null} paints the prompt as typed. */
+/** Vocabulary.split: [head, suffix] for a prompt ending in one of the vocabulary's suffixes (style tags, compared
+ *  as keys) with something before it, else [prompt, ""]. */
+export function splitPrompt(vocabulary, prompt) {
+  const key = promptKey(prompt);
+  for (const suffix of vocabulary.suffixes ?? []) {
+    const tail = promptKey(suffix);
+    const head = key.endsWith(tail) ? key.slice(0, key.length - tail.length).trim() : "";
+    if (head) return [head, suffix];
+  }
+  return [prompt, ""];
+}
+
+/** Vocabulary.snap for one prompt, given the pooled vector of its head (splitPrompt): the nearest caption by
+ *  cosine, the prompt's suffix appended, if it reaches the threshold and neither the prompt nor its head is empty
+ *  or known to the model; {caption: null} paints the prompt as typed. */
 export function snapPrompt(vocabulary, prompt, pooled) {
   let norm = 0;
   for (let d = 0; d < pooled.length; d++) norm += pooled[d] * pooled[d];
@@ -166,8 +179,12 @@ export function snapPrompt(vocabulary, prompt, pooled) {
   }
   best /= norm;
   if (!prompt.trim()) return { caption: null, similarity: 0 };
-  if (vocabulary.known.has(promptKey(prompt)) || best < vocabulary.threshold) return { caption: null, similarity: best };
-  return { caption: vocabulary.captions[index], similarity: best };
+  const [head, suffix] = splitPrompt(vocabulary, prompt);
+  const caption = vocabulary.captions[index] + suffix;
+  if (vocabulary.known.has(promptKey(prompt)) || vocabulary.known.has(promptKey(head)) || best < vocabulary.threshold) {
+    return { caption: null, similarity: best };
+  }
+  return { caption, similarity: best };
 }
 
 const sites = new Map(); // base URL → Promise of its Site
@@ -277,7 +294,9 @@ export async function* paintSteps(request, { signal } = {}) {
   let conditionedOn = null, similarity = null;
   if (r.snap && model.vocabulary && !model.vocabulary.known.has(promptKey(r.prompt))) {
     await model.vocabulary.load();
-    const snapped = snapPrompt(model.vocabulary, r.prompt, text.pooled.subarray(0, DIM));
+    const [head] = splitPrompt(model.vocabulary, r.prompt); // a style-tagged prompt is snapped by its head
+    const query = head === r.prompt ? text : await site.encode([head]);
+    const snapped = snapPrompt(model.vocabulary, r.prompt, query.pooled.subarray(0, DIM));
     ({ similarity } = snapped);
     if (snapped.caption !== null) {
       conditionedOn = snapped.caption;
