@@ -125,6 +125,37 @@ def test_family_balance_draws_each_skin_tone_family_as_one(emoji_set):
         emoji_set.sampling_weights("classes")
 
 
+def test_caption_draw_by_names_gives_names_three_quarters_with_one_draw_per_item():
+    """caption_weights("names"): shares by kind (3/8 plain names, 3/8 tagged names, 1/8 each for keywords),
+    uniform within a kind, a missing kind's share given to the others; the draw follows them, uses one
+    float64 per item as the uniform draw does (so a resumed run's stream is unchanged), and never picks a
+    zero-weight entry."""
+    from unnoise.data.base import CaptionedImages, DataError
+
+    sets = [["cat", "cat, a style", "face", "pet", "face, a style", "pet, a style"], ["dog", "dog, a style"]]
+    kinds = [[0, 1, 2, 2, 3, 3], [0, 1]]
+    ds = CaptionedImages("toy", torch.zeros(2, 1, 4, 4, dtype=torch.uint8), sets, kinds=kinds)
+    w = ds.caption_weights("names")
+    assert w.tolist() == pytest.approx([3 / 8, 3 / 8, 1 / 16, 1 / 16, 1 / 16, 1 / 16, 3 / 8, 3 / 8])
+    assert ds.caption_weights("uniform") is None
+    items = torch.zeros(40_000, dtype=torch.int64)
+    g, ref = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    drawn = ds.draw_captions(items, g, weights=w)
+    ds.draw_captions(items, ref)
+    assert torch.equal(g.get_state(), ref.get_state())  # the same number of draws as uniform
+    share = torch.bincount(drawn, minlength=len(ds.captions)).double() / len(items)
+    assert share[:2].sum().item() == pytest.approx(0.75, abs=0.01) and share[2].item() == pytest.approx(1 / 16, abs=0.005)
+    zero = w.clone()
+    zero[1] = 0
+    assert 1 not in ds.draw_captions(items, g, weights=zero).tolist()
+    with pytest.raises(DataError, match="kinds"):
+        CaptionedImages("toy", torch.zeros(1, 1, 4, 4, dtype=torch.uint8), [["a", "b"]], kinds=[[0]])
+    with pytest.raises(DataError, match="needs a dataset that marks its name captions"):
+        CaptionedImages("toy", torch.zeros(1, 1, 4, 4, dtype=torch.uint8), [["a"]]).caption_weights("names")
+    with pytest.raises(ValueError, match="caption draw"):
+        ds.caption_weights("keywords")
+
+
 def test_family_weighted_batches_follow_the_weights():
     from unnoise.training.loop import Batches
 

@@ -140,3 +140,13 @@ def test_build_from_the_real_packages_gives_the_shipped_bytes(tmp_path):
     shipped = sorted(p.name for p in es.ASSET_DIR.glob("*-32-*.png")) + ["styles.json"]
     for name in shipped:
         assert (tmp_path / name).read_bytes() == (es.ASSET_DIR / name).read_bytes(), name
+
+
+def test_caption_kinds_mark_names_and_keywords_plain_and_tagged():
+    from unnoise.data.emoji_styles import caption_kinds, style_captions
+
+    names, tags = ["cat face"], ["cat", "face", "kitten", "cat face"]
+    captions = style_captions(names, tags, "twemoji")
+    kinds = dict(zip(captions, caption_kinds(names, tags, "twemoji"), strict=True))
+    assert kinds["cat face"] == kinds["an emoji of a cat face"] == 0 and kinds["cat face, twemoji style"] == 1
+    assert kinds["kitten"] == 2 and kinds["kitten, twemoji style"] == 3

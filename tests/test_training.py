@@ -144,6 +144,22 @@ def test_balance_may_change_on_resume_and_the_change_is_recorded(squares, tmp_pa
         config(squares, run, balance="classes")
 
 
+def test_caption_draw_is_a_recipe_setting_and_needs_marked_captions(squares, tmp_path):
+    """--caption-draw may change on resume like --balance (recorded, in the card's commands); a folder marks no
+    caption kinds, so "names" is one clear error before any step."""
+    from unnoise.data.base import DataError
+    from unnoise.training.card import train_commands
+
+    saved = config(squares, tmp_path / "run", max_steps=20, caption_draw="names",
+                   extra={"history": [{"step": 10, "changes": {"caption_draw": ["uniform", "names"]}}]})
+    first, then = train_commands(saved)
+    assert "--caption-draw" not in first and then.endswith("--resume --caption-draw names   # from step 10")
+    with pytest.raises(DataError, match="caption draw 'names' needs"):
+        Trainer(saved, quiet=True)
+    with pytest.raises(ValueError, match="caption_draw must be one of uniform, names"):
+        config(squares, tmp_path / "run", caption_draw="keywords")
+
+
 def test_nan_loss_stops_and_keeps_last_checkpoint(squares, tmp_path, monkeypatch):
     trainer = Trainer(config(squares, tmp_path / "run", max_steps=30), quiet=True)
     real_forward = trainer.model.forward

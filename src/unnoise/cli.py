@@ -302,6 +302,9 @@ def train(
     balance: str = typer.Option("items", "--balance", help="items: draw every item equally often; families: every "
                                 "family of near-duplicates (emoji skin tones) as one. May change on --resume "
                                 "(recorded)."),
+    caption_draw: str = typer.Option("uniform", "--caption-draw", help="uniform: each of an item's captions equally "
+                                     "often; names: its names 3/4 of the time, its keywords 1/4, plain and "
+                                     "style-tagged alike (emoji-styles). May change on --resume (recorded)."),
     precision: str = typer.Option("fp32", "--precision",
         help="fp32, or bf16 autocast (only pays on CPUs with native bf16)."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the network."),

@@ -21,6 +21,9 @@ from torch.utils.data import Dataset
 
 from ..errors import UnnoiseError
 
+# Caption kinds a source may mark (CaptionedImages(kinds=…)) and their shares under caption draw "names".
+KIND_SHARES = {0: 3 / 8, 1: 3 / 8, 2: 1 / 8, 3: 1 / 8}  # plain name, tagged name, plain keyword, tagged keyword
+
 
 class DataError(UnnoiseError, ValueError):
     """A dataset, image file or metadata line cannot be used; the message names the file."""
@@ -54,6 +57,7 @@ class CaptionedImages(Dataset):
         sets: Sequence[Sequence[str]],
         group: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        kinds: Sequence[Sequence[int]] | None = None,
     ):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[2] != images.shape[3]:
             raise DataError(f"{name}: images must be uint8 (N, C, S, S), got {images.dtype} {tuple(images.shape)}")
@@ -67,6 +71,12 @@ class CaptionedImages(Dataset):
             raise DataError(f"{name}: group must map each of the {len(images)} items to one of {len(sets)} sets")
         self.labels = labels  # (N,) int64 class labels where the source has them (digits), else None
         self.families: torch.Tensor | None = None  # (N,) family id of near-duplicate items (emoji skin tones), or None
+        # the kind of each set entry (aligned with set_flat), CAPTION_KINDS codes, where the source marks them
+        self.caption_kinds: torch.Tensor | None = None
+        if kinds is not None:
+            if [len(k) for k in kinds] != [len(s) for s in sets] or any(c not in KIND_SHARES for k in kinds for c in k):
+                raise DataError(f"{name}: kinds must give one code in {sorted(KIND_SHARES)} per caption of every set")
+            self.caption_kinds = torch.tensor([c for k in kinds for c in k], dtype=torch.int64)
 
     def sampling_weights(self, balance: str = "items") -> torch.Tensor | None:
         """Per-item draw weights (N,) float64 summing to 1, or None for uniform draws over items.
@@ -84,6 +94,29 @@ class CaptionedImages(Dataset):
         _, inverse, counts = torch.unique(self.families, return_inverse=True, return_counts=True)
         w = 1.0 / counts[inverse].double()
         return w / w.sum()
+
+    def caption_weights(self, draw: str = "uniform") -> torch.Tensor | None:
+        """Relative draw weights of every set entry (aligned with set_flat, float64), or None for uniform draws.
+
+        "uniform": each of an item's captions equally often (None).  "names": by the entries' kinds (see
+        KIND_SHARES): names 3/4 of the time and keywords 1/4, plain and style-tagged alike, uniform within a
+        kind; a kind an item lacks gives its share to the others.  Keywords are shared by many emoji ("face"
+        by over a hundred), names by one, so drawn uniformly only about a third of the draws say which emoji
+        an item is.
+        """
+        if draw == "uniform":
+            return None
+        if draw != "names":
+            raise ValueError(f"caption draw must be 'uniform' or 'names', got {draw!r}")
+        if self.caption_kinds is None:
+            raise DataError(f"{self.name}: caption draw 'names' needs a dataset that marks its name captions "
+                            "(emoji-styles)")
+        share = torch.tensor([KIND_SHARES[k] for k in range(len(KIND_SHARES))], dtype=torch.float64)
+        entry_set = torch.repeat_interleave(torch.arange(len(self.set_offsets) - 1),
+                                            self.set_offsets[1:] - self.set_offsets[:-1])
+        key = entry_set * len(KIND_SHARES) + self.caption_kinds  # (set, kind) of every entry
+        count = torch.bincount(key, minlength=int(key.max()) + 1).to(torch.float64)
+        return share[self.caption_kinds] / count[key]
 
     @property
     def example_prompts(self) -> list[str]:
@@ -121,15 +154,22 @@ class CaptionedImages(Dataset):
     def item_captions(self, i: int) -> list[str]:
         return [self.captions[j] for j in self.caption_choices(i).tolist()]
 
-    def draw_captions(self, items: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One caption index per item (B,): uniform over its set with `generator`, the default without."""
+    def draw_captions(self, items: torch.Tensor, generator: torch.Generator | None = None,
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
+        """One caption index per item (B,): drawn from its set with `generator` (uniformly, or in proportion to
+        `weights` from caption_weights), the default without.  One float64 draw per item either way."""
         s = self.group[items]
         start = self.set_offsets[s]
         if generator is None:
             return self.set_flat[start]
-        count = self.set_offsets[s + 1] - start
-        pick = (torch.rand(s.shape, generator=generator, dtype=torch.float64) * count).long()  # float64: exact floor
-        return self.set_flat[start + pick]
+        u = torch.rand(s.shape, generator=generator, dtype=torch.float64)
+        if weights is None:
+            return self.set_flat[start + (u * (self.set_offsets[s + 1] - start)).long()]  # float64: exact floor
+        cum = torch.cat([torch.zeros(1, dtype=torch.float64), weights.cumsum(0)])  # cum[j]: weight before entry j
+        end = self.set_offsets[s + 1]
+        target = cum[start] + u * (cum[end] - cum[start])
+        pick = (torch.searchsorted(cum, target, right=True) - 1).clamp(start, end - 1)  # zero-weight entries: never
+        return self.set_flat[pick]
 
     def get_batch(
         self, items: torch.Tensor, generator: torch.Generator | None = None

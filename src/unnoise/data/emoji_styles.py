@@ -214,9 +214,23 @@ def load_styles(directory: Path = ASSET_DIR) -> tuple[dict, dict[str, tuple[list
 
 def style_captions(names: list[str], tags: list[str], style: str) -> list[str]:
     """Plain captions (name templates, then CLDR keywords) and each name and keyword with ', <style> style'."""
-    phrases = list(dict.fromkeys([*names, *tags]))
-    plain = list(dict.fromkeys([*captions_for(names), *tags]))
-    return plain + [f"{p}, {style} style" for p in phrases if f"{p}, {style} style" not in plain]
+    return [c for c, _ in _styled(names, tags, style)]
+
+
+def caption_kinds(names: list[str], tags: list[str], style: str) -> list[int]:
+    """The base.KIND_SHARES code of each of style_captions' captions: 0 a plain name phrasing, 1 a name with
+    the style tag, 2 a plain keyword, 3 a keyword with the style tag."""
+    return [k for _, k in _styled(names, tags, style)]
+
+
+def _styled(names: list[str], tags: list[str], style: str) -> list[tuple[str, int]]:
+    named = captions_for(names)
+    plain = list(dict.fromkeys([*named, *tags]))
+    kinds = [(c, 0 if c in named else 2) for c in plain]
+    for phrase in dict.fromkeys([*names, *tags]):
+        if f"{phrase}, {style} style" not in plain:
+            kinds.append((f"{phrase}, {style} style", 1 if phrase in names else 3))
+    return kinds
 
 
 class EmojiStylesDataset(CaptionedImages):
@@ -229,7 +243,7 @@ class EmojiStylesDataset(CaptionedImages):
         index = meta["index"]
         self.emoji: list[str] = []  # the emoji string of each item
         self.styles: list[str] = []  # its style, one of STYLES
-        parts, sets = [], []
+        parts, sets, kinds = [], [], []
         for style, (seqs, tiles) in styles.items():
             keep = [i for i, s in enumerate(seqs) if not (style == "noto" and is_held_out(s))]
             parts.append(tiles[keep])
@@ -238,7 +252,8 @@ class EmojiStylesDataset(CaptionedImages):
                 self.emoji.append(seq)
                 self.styles.append(style)
                 sets.append(style_captions(index[seq]["names"], index[seq]["keywords"], style))
-        super().__init__("emoji-styles", torch.cat(parts), sets=sets)
+                kinds.append(caption_kinds(index[seq]["names"], index[seq]["keywords"], style))
+        super().__init__("emoji-styles", torch.cat(parts), sets=sets, kinds=kinds)
         ids = {b: i for i, b in enumerate(dict.fromkeys(family_of(e) for e in self.emoji))}
         self.families = torch.tensor([ids[family_of(e)] for e in self.emoji], dtype=torch.int64)
         self._phrases = list(dict.fromkeys(p for seq in dict.fromkeys(self.emoji)

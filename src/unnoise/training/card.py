@@ -24,7 +24,7 @@ _FLAGS = {
     "schedule": "--schedule", "loss_weighting": "--loss-weighting", "cond_dropout": "--cond-dropout",
     "precision": "--precision", "compile": "--compile", "warmup_steps": "--warmup-steps", "ema_decay": "--ema-decay",
     "log_every": "--log-every", "sample_every": "--sample-every", "checkpoint_every": "--checkpoint-every",
-    "threads": "--threads", "balance": "--balance",
+    "threads": "--threads", "balance": "--balance", "caption_draw": "--caption-draw",
 }
 
 
@@ -163,7 +163,8 @@ def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, 
         f"* final training loss (mean of the last 50 steps): {rec['final_loss']:.4f} — curve in `loss.png`",
         f"* prediction: {cfg.prediction_type}, schedule {cfg.schedule} (T = {cfg.num_train_steps}), loss weighting "
         f"{cfg.loss_weighting}, caption dropout {cfg.cond_dropout:g}, lr {cfg.lr:g} (warm-up {cfg.warmup_steps}), "
-        f"items drawn by {cfg.balance}", "",
+        f"items drawn by {cfg.balance}, captions drawn {'by names' if cfg.caption_draw == 'names' else 'uniformly'}",
+        "",
         "## Network", "",
         f"UNet preset `{cfg.model_size}`: patch {net.get('patch_size')}, widths "
         f"{[net['base_channels'] * m for m in net['channel_mults']]}, self-attention at levels "

@@ -14,10 +14,11 @@ from ..limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
 PRECISIONS = ("bf16", "fp32")
 MODEL_SIZES = ("tiny", "small", "default")
 BALANCES = ("items", "families")  # how training draws items: see CaptionedImages.sampling_weights
+CAPTION_DRAWS = ("uniform", "names")  # how training draws an item's caption: see CaptionedImages.caption_weights
 # Settings a resumed run may change; everything else must match the run's config.json.
 RESUME_FREE = ("max_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "threads", "out")
 # Settings of the recipe that may change mid-run; each change is recorded in extra["history"] with its step.
-RESUME_RECIPE = ("balance",)
+RESUME_RECIPE = ("balance", "caption_draw")
 
 
 class TrainConfigError(UnnoiseError, ValueError):
@@ -37,6 +38,7 @@ class TrainConfig:
     min_snr_gamma: float = 5.0  # γ of Min-SNR-γ
     cond_dropout: float = 0.1  # share of captions replaced by the empty prompt, for classifier-free guidance
     balance: str = "items"  # draw items uniformly, or "families": each family of near-duplicates (skin tones) as one
+    caption_draw: str = "uniform"  # an item's caption: uniform over its set, or "names": its names 3/4 of the time
     max_steps: int = 20_000  # optimiser steps in total (a resumed run continues to this)
     batch_size: int = 64  # global batch: split evenly over the processes of a torchrun launch
     lr: float = 3e-4  # AdamW peak learning rate
@@ -80,6 +82,8 @@ class TrainConfig:
             bad(f"lr_decay must be constant or cosine, got {self.lr_decay!r}")
         if self.balance not in BALANCES:
             bad(f"balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
+        if self.caption_draw not in CAPTION_DRAWS:
+            bad(f"caption_draw must be one of {', '.join(CAPTION_DRAWS)}, got {self.caption_draw!r}")
         if not 0 <= self.cond_dropout < 1:
             bad(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not 1 <= self.max_steps <= 10_000_000:

@@ -53,14 +53,17 @@ class Batches:
 
     With `weights` (per-item draw probabilities, see CaptionedImages.sampling_weights) an "epoch" is
     len(dataset) items drawn with replacement in proportion to them, still from (seed, epoch) alone.
+    `caption_weights` (see CaptionedImages.caption_weights) weigh each item's captions; None: uniform.
     """
 
-    def __init__(self, dataset: Any, seed: int, weights: torch.Tensor | None = None):
+    def __init__(self, dataset: Any, seed: int, weights: torch.Tensor | None = None,
+                 caption_weights: torch.Tensor | None = None):
         if len(dataset) == 0:
             raise TrainingError("the dataset is empty")
         self.dataset = dataset
         self.seed = seed
         self.weights = weights
+        self.caption_weights = caption_weights
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
@@ -86,7 +89,7 @@ class Batches:
         """Global batch of step n: images float in [−1, 1] of its rows `part` only (a torchrun process reads
         just its own slice from disk), (b, C, H, W), and caption-bank indices of the whole batch (B,)."""
         items = self.indices(step, batch_size)
-        captions = self.dataset.draw_captions(items, generator=g)
+        captions = self.dataset.draw_captions(items, generator=g, weights=self.caption_weights)
         drop = torch.rand(batch_size, generator=g) < cond_dropout
         x0 = to_float(self.dataset.get_images(items[part]))
         return x0, torch.where(drop, torch.full_like(captions, null_index), captions)

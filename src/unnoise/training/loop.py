@@ -67,7 +67,8 @@ class Trainer(RunHarness):
         self._log(f"loading the data: {cfg.data} …")
         with distributed.local_main_first(self.dist):  # one process per machine decodes a folder into its cache
             self.dataset = get_dataset(cfg.data, split="train", image_size=cfg.image_size)
-        self.batches = Batches(self.dataset, cfg.seed, self.dataset.sampling_weights(cfg.balance))
+        self.batches = Batches(self.dataset, cfg.seed, self.dataset.sampling_weights(cfg.balance),
+                               self.dataset.caption_weights(cfg.caption_draw))
         size = self.dataset.image_size
         self._log(f"  {len(self.dataset):,} images of {size}×{size}, {len(self.dataset.captions):,} captions "
                   f"({time.perf_counter() - started:.1f} s)")
