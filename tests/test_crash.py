@@ -244,6 +244,20 @@ def test_export_reads_the_run_it_is_given(tmp_path, cli):
     assert res.code == 2 and res.err.strip() == f"error: export: no complete checkpoint in {moved}"
 
 
+def test_export_builds_the_vocabulary_of_the_runs_data_before_the_card(tmp_path, cli):
+    """--vocabulary: the snapping vocabulary of the run's data (digits: its captions) lands in the model
+    directory, and the card, written after it, describes it."""
+    from unnoise.conditioning.vocabulary import Vocabulary
+
+    run = tmp_path / "run"
+    tiny_train(run, 2)
+    res = cli(["export", str(run), "--out", str(tmp_path / "m"), "--vocabulary", "--card", "tiny-digits"])
+    assert res.code == 0, res.err
+    vocab = Vocabulary.load(tmp_path / "m")
+    assert "a handwritten seven" in vocab.known and vocab.suffixes == []
+    assert f"{len(vocab.captions):,} training captions" in (tmp_path / "m" / "MODEL.md").read_text()
+
+
 def _corruptions(raw: bytes) -> dict[str, bytes]:
     return {"truncated": raw[: len(raw) // 2], "empty": b"", "random": os.urandom(4096),
             "huge-header": struct.pack("<Q", 2**62) + raw[8:]}

@@ -457,6 +457,8 @@ def export(
     card: str | None = typer.Option(None, "--card", help="Also write MODEL.md + loss.png for a model of this name."),
     notes: Path | None = typer.Option(None, "--notes", exists=True, dir_okay=False, readable=True,
                                          help="A Markdown file appended to MODEL.md (e.g. evaluation)."),
+    vocabulary: bool = typer.Option(False, "--vocabulary", help="Also build the prompt-snapping vocabulary from "
+                                    "the run's training data (a student always gets its teacher's)."),
 ) -> None:
     """Export a run's latest checkpoint (EMA weights) as a model directory, e.g. to bundle it.  A distillation
     run (from `unnoise distill --out`) exports its student, with the teacher's vocabulary and a student's card."""
@@ -497,6 +499,13 @@ def export(
         except schedules.ScheduleError as e:
             raise CLIError(str(e)) from None
     path = export_run(run, out, dtype=dtype, defaults=defaults or None)
+    if vocabulary:
+        from .conditioning.vocabulary import write_vocabulary
+
+        try:
+            write_vocabulary(path, json.loads((path / "unnoise.json").read_text())["training"]["config"]["data"])
+        except ValueError as e:
+            raise CLIError(f"--vocabulary: {e}") from None
     if card:
         from .training.card import write_card
 

@@ -135,21 +135,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True,
                         help="The data it was trained on: digits, emoji, emoji-styles or a folder.")
     args = parser.parse_args(argv)
-    from ..data import get_dataset
-    from .text import TextEncoder
-
     try:
-        ds = get_dataset(args.data, split="train")
+        vocab = write_vocabulary(args.model, args.data)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    path = Path(args.model) / FILE
+    print(f"{len(vocab.captions)} captions ({len(vocab.known)} known) → {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def write_vocabulary(model_dir: str | Path, data: str) -> Vocabulary:
+    """Build the vocabulary of a model trained on `data` (its names where the dataset lists them, else its
+    captions; its style tags as suffixes) and save it into model_dir."""
+    from ..data import get_dataset
+    from .text import TextEncoder
+
+    ds = get_dataset(data, split="train")
     names = getattr(ds, "vocabulary", None)
     captions = names() if callable(names) else list(ds.captions)
     vocab = Vocabulary.build(captions, TextEncoder.load(), known=list(ds.captions),
                              suffixes=getattr(ds, "vocabulary_suffixes", ()))
-    path = vocab.save(args.model)
-    print(f"{len(vocab.captions)} captions ({len(vocab.known)} known) → {path} ({path.stat().st_size / 2**20:.1f} MiB)")
-    return 0
+    vocab.save(model_dir)
+    return vocab
 
 
 if __name__ == "__main__":
