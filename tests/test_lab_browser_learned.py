@@ -18,9 +18,13 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory):
-    dirs = tiny_model_dirs(tmp_path_factory)
-    with serving(create_app(generate=PainterFactory(dirs))) as url:
+def model_dirs(tmp_path_factory):
+    return tiny_model_dirs(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server_url(model_dirs):
+    with serving(create_app(generate=PainterFactory(model_dirs))) as url:
         yield url
 
 
@@ -60,3 +64,27 @@ def test_a_refused_request_shows_the_servers_reason(page):
     assert page.inner_text("#learn-readout") == "stopped"
     assert [e for e in page.lab_errors if "422" not in e] == []
     page.lab_errors.clear()
+
+
+def test_the_served_page_keeps_the_page_contract(page, model_dirs):
+    """window.unnoise on the served page (DESIGN: "served or exported"): paint answers from the server with the
+    Python Painter's picture, the caller's start noise works, and a refusal is the server's one line."""
+    import numpy as np
+    import torch
+    from test_lab_learned import painted
+
+    page.evaluate("window.unnoise.ready")
+    out = page.evaluate("""async () => { const r = await window.unnoise.paint({prompt: 'a square', model: 'colour',
+        seed: 3, steps: 3}); return {...r, data: Array.from(r.data)}; }""")
+    assert (out["width"], out["height"], out["calls"], out["seed"]) == (16, 16, 3, 3) and out["ms"] > 0
+    rgba = np.array(out["data"], np.uint8).reshape(16, 16, 4)
+    assert (rgba[..., 3] == 255).all() and np.array_equal(rgba[..., :3], painted(model_dirs["colour"], seed=3, steps=3))
+    noise = torch.randn(256, generator=torch.Generator().manual_seed(4)).tolist()
+    grey = page.evaluate("""async (noise) => { const r = await window.unnoise.paint({prompt: 'a square', model: 'grey',
+        seed: 3, steps: 2, noise}); return Array.from(r.data); }""", noise)
+    assert np.array_equal(np.array(grey, np.uint8).reshape(16, 16, 4)[..., :3],
+                          painted(model_dirs["grey"], seed=3, steps=2, noise=noise))
+    error = page.evaluate("window.unnoise.paint({prompt: ' '}).then(() => null, (e) => `${e.name}: ${e.message}`)")
+    assert error == 'PaintError: prompt is empty: type what to paint, e.g. "cat face"'
+    assert page.lab_errors == ["Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"]
+    page.lab_errors.clear()  # the browser logs the refused request

@@ -38,7 +38,7 @@ class _Dirs:
 learned_app = create_app(LabConfig(image_size=24, max_steps=12, max_sweep_steps=3),
                          generate=PainterFactory(tiny_model_dirs(_Dirs())))
 learned_schema = schemathesis.openapi.from_asgi("/openapi.json", learned_app).include(
-    path_regex="^/api/(generate|img2img|guidance|spacings/run)$")
+    path_regex="^/api/(generate|img2img|guidance|spacings/run|paint)$")
 
 
 @pytest.fixture(scope="module")

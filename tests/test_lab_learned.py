@@ -70,6 +70,63 @@ def test_unknown_model_and_sampler_are_422(client):
     assert "sampler" in assert_json_error(client.get("/api/generate", params={"model": "grey", "sampler": "zig"}), 422)
 
 
+# --- the page contract's paint, served: POST /api/paint ---------------------------------------------------
+def _rgba(body: dict) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(body["data"]), np.uint8).reshape(body["height"], body["width"], 4)
+
+
+def painted(model_dir, **fields) -> np.ndarray:
+    """The Python Painter's (H, W, 3) picture of "a square" with these parameters (noise: flat C·H·W values)."""
+    from unnoise.images import to_pil
+    from unnoise.pipeline import Painter
+
+    painter = Painter.from_pretrained(model_dir)
+    noise = fields.pop("noise", None)
+    x = painter.paint_tensor(painter.params("a square", **fields), 1,
+                             noise=None if noise is None else torch.tensor(noise).view(1, *painter.shape))[0]
+    return np.asarray(to_pil(x).convert("RGB"))
+
+
+@pytest.mark.parametrize("model", ["grey", "colour"])
+def test_paint_answers_the_contract_with_the_painters_picture(client, model):
+    """RGBA bytes at the model's size (grey shown as grey, opaque), the calls the sampler makes, the values
+    used; the same picture as the Painter's, from the seed or from the caller's start noise."""
+    r = client.post("/api/paint", json={"prompt": "a square", "model": model, "seed": 3, "steps": 3, "sampler": "heun"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["width"], body["height"], body["calls"], body["seed"], body["steps"]) == (16, 16, 5, 3, 3)
+    rgba = _rgba(body)
+    dirs = client.app.state.generate.models
+    assert (rgba[..., 3] == 255).all() and np.array_equal(rgba[..., :3], painted(dirs[model], seed=3, steps=3,
+                                                                                  sampler="heun"))
+    noise = torch.randn(3 if model == "colour" else 1, 16, 16, generator=torch.Generator().manual_seed(9))
+    r = client.post("/api/paint", json={"prompt": "a square", "model": model, "seed": 3, "steps": 2,
+                                        "noise": noise.flatten().tolist()})
+    own = painted(dirs[model], seed=3, steps=2, noise=noise.flatten().tolist())
+    assert np.array_equal(_rgba(r.json())[..., :3], own)
+    assert not np.array_equal(own, painted(dirs[model], seed=3, steps=2))  # the noise, not the seed, started it
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"prompt": "  "}, "prompt is empty"),
+    ({"prompt": "a square", "model": "grey", "noise": [0.0] * 5}, "noise must hold 256 values"),
+    ({"prompt": "a square", "model": "grey", "noise": [1e300] * 256}, "noise must be finite"),
+    ({"prompt": "a square", "model": "flowers"}, "flowers"),
+    ({"prompt": "a square", "model": "grey", "sampler": "zig"}, "zig"),
+    ({"prompt": "a square", "model": "grey", "steps": 5000}, "steps"),
+    ({"prompt": "a square", "colour": "red"}, "colour"),
+])
+def test_paint_refuses_bad_requests_in_one_line(client, body, words):
+    assert words in assert_json_error(client.post("/api/paint", json=body), 422)
+
+
+def test_paint_without_a_model_is_404():
+    with TestClient(create_app()) as c:
+        assert "no trained model" in assert_json_error(c.post("/api/paint", json={"prompt": "cat face"}), 404)
+
+
 # --- part 5: image to image --------------------------------------------------------------------------------
 def test_img2img_streams_the_painters_own_sdedit(client, tmp_path_factory):
     from PIL import Image

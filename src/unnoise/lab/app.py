@@ -43,6 +43,8 @@ from .messages import (
     GenerateRequest,
     Img2ImgRequest,
     LadderRequest,
+    PaintBody,
+    PaintResult,
     PictureInfo,
     ReplayRequest,
     SamplerList,
@@ -471,7 +473,30 @@ def _stream_routes(app: FastAPI, lab: _Lab) -> None:
 
 
 def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
-    """Part 5, offered by the model source when it can: image to image and the strength ladder."""
+    """Part 5, offered by the model source when it can: image to image and the strength ladder; and the page
+    contract's paint."""
+
+    @app.post("/api/paint", responses=_errors(404, 422, 429))
+    async def paint(body: PaintBody) -> PaintResult:
+        """One picture, not streamed: what window.unnoise.paint({prompt, model, sampler, steps, guidance, seed,
+        snap, noise}) asks of the served lab (the exported page answers it in the browser).  Left out: the
+        model's own defaults, a random seed."""
+        paint_rgba = getattr(lab.generate, "paint_rgba", None)
+        if paint_rgba is None:
+            raise HTTPException(404, "no trained model is loaded in this lab yet, so there is nothing to paint with")
+        if not body.prompt.strip():
+            raise HTTPException(422, 'prompt is empty: type what to paint, e.g. "cat face"')
+        if len(body.prompt) > lab.config.max_prompt_chars:
+            raise HTTPException(422, f"prompt is too long: {len(body.prompt)} characters, at most "
+                                f"{lab.config.max_prompt_chars}")
+        if body.steps is not None and body.steps > lab.config.max_steps:
+            raise HTTPException(422, f"steps must be an integer from 1 to {lab.config.max_steps}, got {body.steps}")
+        request = body.model_copy(update={"model": body.model or lab.default_model})
+        slot = await lab.gate.acquire()
+        try:
+            return await anyio.to_thread.run_sync(lambda: paint_rgba(request))
+        finally:
+            slot.release()
 
     @app.get("/api/img2img", **_STREAMED)
     async def img2img_stream(

@@ -8,21 +8,33 @@ so the lab shows exactly what `unnoise paint` makes.
 
 from __future__ import annotations
 
+import base64
 import itertools
+import math
 import os
 import threading
 from collections.abc import Mapping
 from typing import Any, cast
 
+import numpy as np
 import torch
 from PIL import Image
 
 from .. import images
 from ..generation import generate
 from ..modeldir import BUNDLED, ModelDirError, guidance_range, load_info, model_schedule, paint_defaults, resolve
-from ..pipeline import Painter
+from ..pipeline import Painter, PaintError
 from ..sampling import SAMPLERS, seeded_generators
-from .messages import DialRequest, GenerateRequest, Img2ImgRequest, LadderRequest, ReplayRequest, SpacingsRequest
+from .messages import (
+    DialRequest,
+    GenerateRequest,
+    Img2ImgRequest,
+    LadderRequest,
+    PaintBody,
+    PaintResult,
+    ReplayRequest,
+    SpacingsRequest,
+)
 from .streams import Emit, Frame, Source, Tile, TilesFrame
 from .sweeps import compare_to_reference, reference_steps, spacing_chart
 from .uploads import Picture, png_data_url
@@ -102,6 +114,27 @@ class PainterFactory:
             return _rgb(out[0])
 
         return run, {**_size(painter), **_used(p)}
+
+    # --- the page contract's paint (window.unnoise.paint on the served page) -------------------------
+    def paint_rgba(self, req: PaintBody) -> PaintResult:
+        """One picture as the contract gives it: RGBA bytes at the model's size, the network calls, the
+        parameters used.  `noise` (C·H·W values) replaces the seed's start noise, as the exported page's."""
+        painter = self.painter(req.model or "")
+        p = painter.params(req.prompt, seed=req.seed, steps=req.steps, sampler=req.sampler, guidance=req.guidance,
+                           snap=req.snap)
+        noise = None
+        if req.noise is not None:
+            size = math.prod(painter.shape)
+            if len(req.noise) != size:
+                raise PaintError(f"noise must hold {size} values (C·H·W = {' × '.join(map(str, painter.shape))}), "
+                                 f"got {len(req.noise)}")
+            noise = torch.tensor(req.noise, dtype=torch.float32).view(1, *painter.shape)  # float32: 1e300 is inf
+        x = _rgb(painter.paint_tensor(p, 1, noise=noise)[0])
+        rgb = np.asarray(images.to_pil(x).convert("RGB"))
+        rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=2)
+        return PaintResult(width=rgb.shape[1], height=rgb.shape[0], data=base64.b64encode(rgba.tobytes()).decode(),
+                           calls=SAMPLERS[p.sampler].nfe(p.steps), seed=p.seed, sampler=p.sampler, steps=p.steps,
+                           guidance=p.guidance, conditioned_on=p.conditioned_on)
 
     # --- part 5: image to image ------------------------------------------------------------------------
     def img2img(self, req: Img2ImgRequest) -> Result:

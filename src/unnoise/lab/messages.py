@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from ..limits import LAB_MAX_GUIDANCE
 from .streams import Source
 from .uploads import Picture
 
@@ -98,8 +99,38 @@ DIAL_SCALES = (0.0, 1.0, 3.0, 7.0, 12.0)  # from "ignores the prompt" to "overco
 LADDER_STRENGTHS = (0.2, 0.4, 0.6, 0.8, 1.0)  # from "a light touch-up" to "pure static"
 
 
+MAX_SEED = 2**32 - 1  # the lab's seeds: what a page's integer input and the JS engine's draws take
+
+
 class ErrorBody(BaseModel):
     error: str
+
+
+class PaintBody(BaseModel):
+    """POST /api/paint: the page contract's paint request (window.unnoise.paint), every field but the prompt
+    optional (the model's own defaults; a seed left out is drawn at random)."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str
+    model: str | None = None
+    sampler: str | None = None
+    steps: int | None = Field(None, ge=1)
+    guidance: float | None = Field(None, ge=0, le=LAB_MAX_GUIDANCE)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    snap: bool | None = None  # None: the model's default (on where it has a vocabulary)
+    noise: list[float] | None = None  # the C·H·W start-noise values, flat (C, H, W) order
+
+
+class PaintResult(BaseModel):
+    width: int
+    height: int
+    data: str  # base64 of (H, W, 4) uint8 RGBA, row-major
+    calls: int  # network calls (a classifier-free-guided call is one doubled batch)
+    seed: int
+    sampler: str
+    steps: int
+    guidance: float
+    conditioned_on: str | None  # the vocabulary caption the prompt snapped to, or None (painted as typed)
 
 
 class PictureInfo(BaseModel):

@@ -28,6 +28,7 @@ from .messages import (
     DIAL_SCALES,
     LADDER_STRENGTHS,
     LEARNED_PARTS,
+    MAX_SEED,
     SamplerInfo,
     SamplerList,
     ScheduleCurves,
@@ -38,7 +39,6 @@ from .uploads import the_cat
 
 CAT_PNG = "pictures/cat.png"
 IMAGE_ID = r"^(cat|[0-9a-f]{20})$"  # the picture ids the lab's requests accept
-MAX_SEED = 2**32 - 1
 
 
 class SiteError(UnnoiseError, ValueError):

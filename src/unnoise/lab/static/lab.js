@@ -322,6 +322,7 @@ function staticWords() {
 
 // --- start -------------------------------------------------------------------------------------
 async function main() {
+  if (!document.querySelector('meta[name="unnoise-site"]')) (await import("./served.js")).install(); // else runtime.js
   await api.init();
   if (api.mode === "static") staticWords();
   const list = await api.json("/api/schedules");
