@@ -113,8 +113,8 @@ def test_paint_answers_the_contract_with_the_painters_picture(client, model):
     ({"prompt": "  "}, "prompt is empty"),
     ({"prompt": "a square", "model": "grey", "noise": [0.0] * 5}, "noise must hold 256 values"),
     ({"prompt": "a square", "model": "grey", "noise": [1e300] * 256}, "noise must be finite"),
-    ({"prompt": "a square", "model": "flowers"}, "flowers"),
-    ({"prompt": "a square", "model": "grey", "sampler": "zig"}, "zig"),
+    ({"prompt": "a square", "model": "flowers"}, "model"),
+    ({"prompt": "a square", "model": "grey", "sampler": "zig"}, "sampler"),
     ({"prompt": "a square", "model": "grey", "steps": 5000}, "steps"),
     ({"prompt": "a square", "colour": "red"}, "colour"),
 ])

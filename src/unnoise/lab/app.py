@@ -24,7 +24,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import Field
+from pydantic import Field, create_model
 from starlette.exceptions import HTTPException
 
 from .. import __version__, schedules
@@ -476,8 +476,17 @@ def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
     """Part 5, offered by the model source when it can: image to image and the strength ladder; and the page
     contract's paint."""
 
-    @app.post("/api/paint", responses=_errors(404, 422, 429))
-    async def paint(body: PaintBody) -> PaintResult:
+    # the schema names this lab's models, samplers and limits (the checks below word the refusals)
+    body_type = create_model(
+        "PaintBody", __base__=PaintBody,
+        prompt=(str, Field(json_schema_extra={"pattern": r"\S", "maxLength": lab.config.max_prompt_chars})),
+        model=(lab.model_name | None, None),  # type: ignore[name-defined]
+        sampler=(SamplerName | None, None),  # type: ignore[valid-type]
+        steps=(int | None, Field(None, ge=1, json_schema_extra={"maximum": lab.config.max_steps})),
+    )
+
+    @app.post("/api/paint", responses=_errors(400, 404, 422, 429))  # 400: a body that is not JSON
+    async def paint(body: body_type) -> PaintResult:  # type: ignore[valid-type]
         """One picture, not streamed: what window.unnoise.paint({prompt, model, sampler, steps, guidance, seed,
         snap, noise}) asks of the served lab (the exported page answers it in the browser).  Left out: the
         model's own defaults, a random seed."""
