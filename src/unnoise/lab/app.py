@@ -477,16 +477,19 @@ def _learned_part_routes(app: FastAPI, lab: _Lab) -> None:
     contract's paint."""
 
     # the schema names this lab's models, samplers and limits (the checks below word the refusals)
-    body_type = create_model(
-        "PaintBody", __base__=PaintBody,
-        prompt=(str, Field(json_schema_extra={"pattern": r"\S", "maxLength": lab.config.max_prompt_chars})),
-        model=(lab.model_name | None, None),  # type: ignore[name-defined]
-        sampler=(SamplerName | None, None),  # type: ignore[valid-type]
-        steps=(int | None, Field(None, ge=1, json_schema_extra={"maximum": lab.config.max_steps})),
-    )
+    if TYPE_CHECKING:
+        Body: TypeAlias = PaintBody
+    else:
+        Body = create_model(
+            "PaintBody", __base__=PaintBody,
+            prompt=(str, Field(json_schema_extra={"pattern": r"\S", "maxLength": lab.config.max_prompt_chars})),
+            model=(lab.model_name | None, None),
+            sampler=(SamplerName | None, None),
+            steps=(int | None, Field(None, ge=1, json_schema_extra={"maximum": lab.config.max_steps})),
+        )
 
     @app.post("/api/paint", responses=_errors(400, 404, 422, 429))  # 400: a body that is not JSON
-    async def paint(body: body_type) -> PaintResult:  # type: ignore[valid-type]
+    async def paint(body: Body) -> PaintResult:
         """One picture, not streamed: what window.unnoise.paint({prompt, model, sampler, steps, guidance, seed,
         snap, noise}) asks of the served lab (the exported page answers it in the browser).  Left out: the
         model's own defaults, a random seed."""
