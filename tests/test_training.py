@@ -144,6 +144,20 @@ def test_balance_may_change_on_resume_and_the_change_is_recorded(squares, tmp_pa
         config(squares, run, balance="classes")
 
 
+def test_lr_may_drop_on_resume_recorded_and_used_from_that_step(squares, tmp_path):
+    """A constant-lr run annealed by hand: --resume --lr is recorded with its step and drives the steps after it."""
+    from unnoise.training.card import train_commands
+
+    run = tmp_path / "run"
+    train(config(squares, run, max_steps=10, warmup_steps=0), quiet=True)
+    train(resume_config(run, {"max_steps": 20, "lr": 1e-5}), resume=True, quiet=True)
+    saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    assert saved.extra["history"] == [{"step": 10, "changes": {"lr": [config(squares, run).lr, 1e-5]}}]
+    assert train_commands(saved)[1].endswith("--resume --lr 1e-05   # from step 10")
+    lrs = {row["step"]: row["lr"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    assert lrs[10] == config(squares, run).lr and lrs[20] == 1e-5
+
+
 def test_caption_draw_is_a_recipe_setting_and_needs_marked_captions(squares, tmp_path):
     """--caption-draw may change on resume like --balance (recorded, in the card's commands); a folder marks no
     caption kinds, so "names" is one clear error before any step."""

@@ -18,7 +18,7 @@ CAPTION_DRAWS = ("uniform", "names")  # how training draws an item's caption: se
 # Settings a resumed run may change; everything else must match the run's config.json.
 RESUME_FREE = ("max_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "threads", "out")
 # Settings of the recipe that may change mid-run; each change is recorded in extra["history"] with its step.
-RESUME_RECIPE = ("balance", "caption_draw")
+RESUME_RECIPE = ("balance", "caption_draw", "lr")  # lr: a manual step decay of a constant-lr run
 
 
 class TrainConfigError(UnnoiseError, ValueError):
