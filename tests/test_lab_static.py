@@ -158,9 +158,34 @@ def test_the_student_paints_with_its_card_defaults_and_the_seed_alone_is_enough(
                             ".then(r => r.conditionedOn)")
     assert snapped == Painter.from_pretrained("emoji-fast").snap("a kitten's face").caption
     tagged = page.evaluate("() => window.unnoise.paint({prompt: 'a kitten, twemoji style', model: 'emoji', steps: 1,"
-                           " seed: 1}).then(r => r.conditionedOn)")  # snapped by its head, the style tag kept
+                           " seed: 1}).then(r => r.conditionedOn)")  # a style tag, where the vocabulary has them
     assert tagged == Painter.from_pretrained("emoji").snap("a kitten, twemoji style").caption
-    assert tagged.endswith(", twemoji style") and tagged != "a kitten, twemoji style"
+
+
+@pytest.mark.browser
+def test_the_runtime_snaps_a_style_tagged_prompt_as_python_does(page):
+    """Vocabulary.split/snap with suffixes against the runtime's splitPrompt/snapPrompt, on one small vocabulary
+    (unit vectors in 2-D) and pooled vectors chosen to hit each rule."""
+    import torch
+
+    from unnoise.conditioning.vocabulary import Vocabulary
+
+    captions, vectors = ["cat face", "pizza"], torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    known = ["cat face", "pizza", "cat face emoji", "cat face, twemoji style"]
+    vocab = Vocabulary(captions, vectors, known, suffixes=[", twemoji style", ", noto style"])
+    cases = [("a kitten, twemoji style", [0.9, 0.1]), ("A slice ,  Noto  style", [0.2, 0.9]),
+             ("cat face emoji, noto style", [1.0, 0.0]), ("cat face, twemoji style", [1.0, 0.0]),
+             ("quarterly taxes, noto style", [0.5, -0.9]), (", noto style", [0.5, -0.9]), ("a kitten", [0.9, 0.1])]
+    want = [[list(vocab.split(p)), vocab.snap([p], torch.tensor([v]))[0].caption] for p, v in cases]
+    got = page.evaluate("""async (cases) => {
+        const { splitPrompt, snapPrompt } = await import("./static/runtime.js");
+        const vocab = { captions: ["cat face", "pizza"], vectors: Float32Array.from([1, 0, 0, 1]), count: 2, dim: 2,
+          known: new Set(["cat face", "pizza", "cat face emoji", "cat face, twemoji style"]), threshold: 0.6,
+          suffixes: [", twemoji style", ", noto style"] };
+        return cases.map(([p, v]) => [splitPrompt(vocab, p), snapPrompt(vocab, p, Float32Array.from(v)).caption]);
+    }""", cases)
+    assert got == want
+    assert [w[1] for w in want] == ["cat face, twemoji style", "pizza, noto style", None, None, None, None, "cat face"]
     grey = painted(page, prompt="a handwritten seven", model="digits-1step", seed=3)
     assert grey["calls"] == 1 and (grey["rgb"] == grey["rgb"][..., :1]).all()  # one channel shown as grey
     assert_same_picture(grey["rgb"], python_picture("digits-1step", "a handwritten seven", seed=3))

@@ -124,7 +124,7 @@ def test_resume_is_exact(squares, tmp_path):
     ema_b = load_file(str(checkpoint.latest_path(tmp_path / "split") / "ema.safetensors"))
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
     with pytest.raises(TrainingError, match="differ"):
-        resume_config(tmp_path / "split", {"lr": 0.5})
+        resume_config(tmp_path / "split", {"weight_decay": 0.5})
 
 
 def test_balance_may_change_on_resume_and_the_change_is_recorded(squares, tmp_path):
@@ -277,5 +277,5 @@ def test_cli_resume_takes_the_options_given_on_the_command_line(tmp_path, capsys
     assert e.value.code in (0, None)
     assert json.loads(capsys.readouterr().out)["max_steps"] == 300
     with pytest.raises(SystemExit) as e:
-        main(["train", "--data", "digits", "--out", str(run), "--resume", "--lr", "0.5", "--dry-run"])
-    assert e.value.code == 2 and "lr" in capsys.readouterr().err
+        main(["train", "--data", "digits", "--out", str(run), "--resume", "--batch-size", "32", "--dry-run"])
+    assert e.value.code == 2 and "batch_size" in capsys.readouterr().err
