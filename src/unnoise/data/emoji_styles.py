@@ -251,8 +251,9 @@ class EmojiStylesDataset(CaptionedImages):
                 seq = seqs[i]
                 self.emoji.append(seq)
                 self.styles.append(style)
-                sets.append(style_captions(index[seq]["names"], index[seq]["keywords"], style))
-                kinds.append(caption_kinds(index[seq]["names"], index[seq]["keywords"], style))
+                styled = _styled(index[seq]["names"], index[seq]["keywords"], style)
+                sets.append([c for c, _ in styled])
+                kinds.append([k for _, k in styled])
         super().__init__("emoji-styles", torch.cat(parts), sets=sets, kinds=kinds)
         ids = {b: i for i, b in enumerate(dict.fromkeys(family_of(e) for e in self.emoji))}
         self.families = torch.tensor([ids[family_of(e)] for e in self.emoji], dtype=torch.int64)

@@ -130,7 +130,7 @@ class PainterFactory:
                                  f"got {len(req.noise)}")
             noise = torch.tensor(req.noise, dtype=torch.float32).view(1, *painter.shape)  # float32: 1e300 is inf
         x = _rgb(painter.paint_tensor(p, 1, noise=noise)[0])
-        rgb = np.asarray(images.to_pil(x).convert("RGB"))
+        rgb = np.asarray(images.to_pil(x))  # _rgb: grey is already three channels
         rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], axis=2)
         return PaintResult(width=rgb.shape[1], height=rgb.shape[0], data=base64.b64encode(rgba.tobytes()).decode(),
                            calls=SAMPLERS[p.sampler].nfe(p.steps), seed=p.seed, sampler=p.sampler, steps=p.steps,
