@@ -174,6 +174,55 @@ def test_caption_draw_is_a_recipe_setting_and_needs_marked_captions(squares, tmp
         config(squares, tmp_path / "run", caption_draw="keywords")
 
 
+def test_init_starts_a_new_run_from_a_run_or_a_model_and_widen_keeps_its_function(squares, tmp_path):
+    """--init: a run directory gives its newest checkpoint's EMA, a model directory its weights; --widen doubles
+    the width with the same function; the new run resumes from its own checkpoints and its card says where it
+    began."""
+    from unnoise.models import UNet
+    from unnoise.training.card import train_commands, write_card
+
+    source = tmp_path / "source"
+    train(config(squares, source, max_steps=10), quiet=True)
+    ema = load_file(str(checkpoint.latest_path(source) / "ema.safetensors"))
+    started = Trainer(config(squares, tmp_path / "a", init=str(source)), quiet=True)
+    assert all(torch.equal(v, ema[k]) for k, v in started.model.state_dict().items())
+    assert started.step == 0 and started.cfg.unet == json.loads((source / "config.json").read_text())["unet"]
+
+    exported = UNet.from_pretrained(source / "model")
+    from_model = Trainer(config(squares, tmp_path / "b", init=str(source / "model")), quiet=True)
+    assert all(torch.equal(v, exported.state_dict()[k]) for k, v in from_model.model.state_dict().items())
+
+    wide = tmp_path / "wide"
+    cfg = config(squares, wide, init=str(source), init_widen=True, max_steps=10)
+    widened = Trainer(cfg, quiet=True).model.eval()
+    narrow = started.model.eval()
+    assert widened.config.base_channels == 2 * narrow.config.base_channels
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10.0, 700.0])
+    cond = {"tokens": torch.randn(2, 4, 384), "mask": torch.ones(2, 4, dtype=torch.bool), "pooled": torch.randn(2, 384)}
+    with torch.no_grad():
+        torch.testing.assert_close(widened(x, t, cond), narrow(x, t, cond), atol=1e-4, rtol=1e-4)
+    train(cfg, quiet=True)
+    train(resume_config(wide, {"max_steps": 20}), resume=True, quiet=True)  # its own weights, not --init's again
+    assert checkpoint.latest_path(wide).name == "step-00000020"
+    saved = TrainConfig.from_dict(json.loads((wide / "config.json").read_text()))
+    assert f"--init {source} --widen" in train_commands(saved)[0] and "--model-size" not in train_commands(saved)[0]
+    assert f"UNet from `{source}`, doubled in width" in write_card(wide, wide / "model", "wide").read_text()
+
+
+def test_init_is_checked_against_the_run(squares, tmp_path):
+    with pytest.raises(ValueError, match="init_widen widens the network of init"):
+        config(squares, tmp_path / "r", init_widen=True)
+    with pytest.raises(TrainingError, match="not a directory"):
+        Trainer(config(squares, tmp_path / "r", init=str(tmp_path / "nowhere")), quiet=True)
+    source = tmp_path / "eps"
+    train(config(squares, source, max_steps=2), quiet=True)
+    with pytest.raises(TrainingError, match="prediction_type 'epsilon', this run needs 'v_prediction'"):
+        Trainer(config(squares, tmp_path / "r", init=str(source), prediction_type="v_prediction"), quiet=True)
+    res = _cli("train", "--data", str(squares), "--out", str(tmp_path / "c"), "--init", str(source),
+               "--model-size", "small", timeout=120)
+    assert res.returncode != 0 and "brings its own network; drop --model-size small" in res.stderr
+
+
 def test_nan_loss_stops_and_keeps_last_checkpoint(squares, tmp_path, monkeypatch):
     trainer = Trainer(config(squares, tmp_path / "run", max_steps=30), quiet=True)
     real_forward = trainer.model.forward

@@ -314,6 +314,11 @@ def train(
     sample_every: int = typer.Option(1000, "--sample-every", help="Steps between sample grids (0: never)."),
     checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Steps between checkpoints."),
     threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+    init: str | None = typer.Option(None, "--init", help="Start a new run from this network instead of random "
+                                    "weights: a model directory, or a run directory (its newest checkpoint's EMA). "
+                                    "The network is its (so no --model-size)."),
+    init_widen: bool = typer.Option(False, "--widen", help="With --init: double its width by Net2Net duplication "
+                                    "(the same function at the start, about 4× the compute per step)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or mps (default: cuda if there is one, "
                                          "else cpu; under torchrun each process takes GPU LOCAL_RANK)."),
@@ -330,8 +335,11 @@ def train(
         raise CLIError(f"--device {device}: train takes cuda without an index (each torchrun process uses GPU "
                        "LOCAL_RANK; CUDA_VISIBLE_DEVICES picks the GPUs)")
 
-    names, explicit = _config_values(ctx, TrainConfig, out=str(out))
+    names, explicit = _config_values(ctx, TrainConfig, out=str(out),
+                                     init=None if init is None else str(Path(init).resolve()))
     _check_run_dir(out)
+    if init is not None and "model_size" in explicit:
+        raise CLIError(f"--init {init} brings its own network; drop --model-size {model_size}")
     if resume and not (out / RUN_CONFIG).exists() and checkpoint.latest_path(out) is None:
         typer.echo(f"--resume: nothing was saved in {out} yet; starting over", err=True)  # killed at once
         resume = False

@@ -24,7 +24,8 @@ _FLAGS = {
     "schedule": "--schedule", "loss_weighting": "--loss-weighting", "cond_dropout": "--cond-dropout",
     "precision": "--precision", "compile": "--compile", "warmup_steps": "--warmup-steps", "ema_decay": "--ema-decay",
     "log_every": "--log-every", "sample_every": "--sample-every", "checkpoint_every": "--checkpoint-every",
-    "threads": "--threads", "balance": "--balance", "caption_draw": "--caption-draw",
+    "threads": "--threads", "balance": "--balance", "caption_draw": "--caption-draw", "init": "--init",
+    "init_widen": "--widen",
 }
 
 
@@ -46,6 +47,8 @@ def train_command(cfg: TrainConfig) -> str:
     for f in dataclasses.fields(cfg):
         name, value = f.name, getattr(cfg, f.name)
         if name in ("data", "out") or name not in _FLAGS or value == getattr(default, name):
+            continue
+        if name == "model_size" and cfg.init is not None:  # --init brings its network
             continue
         parts.append(_FLAGS[name] if value is True else f"{_FLAGS[name]} {value}")
     return " ".join(parts)
@@ -166,7 +169,8 @@ def write_card(run: str | os.PathLike, model_dir: str | os.PathLike, name: str, 
         f"items drawn by {cfg.balance}, captions drawn {'by names' if cfg.caption_draw == 'names' else 'uniformly'}",
         "",
         "## Network", "",
-        f"UNet preset `{cfg.model_size}`: patch {net.get('patch_size')}, widths "
+        (f"UNet from `{cfg.init}`{', doubled in width by Net2Net' if cfg.init_widen else ''}" if cfg.init is not None
+         else f"UNet preset `{cfg.model_size}`") + f": patch {net.get('patch_size')}, widths "
         f"{[net['base_channels'] * m for m in net['channel_mults']]}, self-attention at levels "
         f"{net.get('attention_levels')}, cross-attention at {net.get('cross_attention_levels')}; weights "
         f"{size:.1f} MiB ({info.get('dtype', 'float16')}).", "",

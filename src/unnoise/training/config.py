@@ -60,6 +60,8 @@ class TrainConfig:
     sample_guidance: float = DEFAULT_GUIDANCE  # classifier-free guidance scale for the periodic grids
     threads: int | None = None  # torch intra-op threads (None: PyTorch's default)
     unet: dict[str, Any] | None = None  # the resolved UNet config (filled in from model_size when a run starts)
+    init: str | None = None  # start from this model directory, or a run directory's newest checkpoint (its EMA)
+    init_widen: bool = False  # …doubled in width by Net2Net (models/widen.py): the same function, more room
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes recorded with the run
 
     def __post_init__(self) -> None:
@@ -100,6 +102,8 @@ class TrainConfig:
             bad(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.threads is not None and self.threads < 1:
             bad(f"threads must be ≥ 1, got {self.threads}")
+        if self.init_widen and self.init is None:
+            bad("init_widen widens the network of init; give init (a model or run directory) too")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

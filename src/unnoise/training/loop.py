@@ -10,6 +10,7 @@ A process of a torchrun launch takes its slice of that batch.  So a resumed run 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 
 from .. import __version__, diffusion, schedules
 from ..atomic import atomic_write, write_text_atomic
-from . import distributed
+from . import checkpoint, distributed
 from .config import RESUME_FREE, RESUME_RECIPE, TrainConfig
 from .ema import EMA
 from .harness import (
@@ -37,10 +38,10 @@ from .harness import (
 )
 
 if TYPE_CHECKING:
-    from ..models import UNetConfig
+    from ..models import UNet, UNetConfig
 
-__all__ = ["RUN_CONFIG", "Batches", "Trainer", "TrainingError", "export_run", "learning_rate", "model_config",
-           "resume_config", "train"]
+__all__ = ["RUN_CONFIG", "Batches", "Trainer", "TrainingError", "export_run", "initial_network", "learning_rate",
+           "model_config", "resume_config", "train"]
 
 
 class Trainer(RunHarness):
@@ -78,11 +79,20 @@ class Trainer(RunHarness):
         self.bank = CaptionBank(self.dataset.captions, self.encoder)  # shared on-disk cache: encode once per machine
         self._log(f"  {len(self.bank.captions):,} captions ready ({time.perf_counter() - started:.1f} s)")
 
-        self._log(f"building the network ({cfg.model_size}) on {self.dist.device} …")
-        unet_config = model_config(cfg, self.dataset)
+        start = None
+        if cfg.init is not None and cfg.unet is None:  # a new run from --init (a resumed one has its own weights)
+            self._log(f"building the network from {cfg.init}{' (widened)' if cfg.init_widen else ''} on "
+                      f"{self.dist.device} …")
+            start = initial_network(cfg, self.dataset)
+        else:
+            self._log(f"building the network ({cfg.model_size}) on {self.dist.device} …")
+        unet_config = start.config if start is not None else model_config(cfg, self.dataset)
         self.cfg = cfg = cfg.replace(unet=unet_config.to_dict())  # a resumed run rebuilds exactly this network
         torch.manual_seed(cfg.seed)  # initialisation: identical on every rank
-        self.model = UNet(unet_config).to(self.dist.device)
+        self.model = UNet(unet_config)
+        if start is not None:
+            self.model.load_state_dict(start.state_dict())
+        self.model = self.model.to(self.dist.device)
         if cfg.channels_last:
             # Module.to takes memory_format at run time; torch's stubs list only device/dtype/tensor overloads
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -201,6 +211,37 @@ def model_config(cfg: TrainConfig, dataset: Any) -> UNetConfig:
         in_channels=dataset.channels, out_channels=dataset.channels, image_size=dataset.image_size,
         prediction_type=cfg.prediction_type,
     )
+
+
+def initial_network(cfg: TrainConfig, dataset: Any) -> UNet:
+    """`--init`: the network a new run starts from — a model directory's UNet, or a run directory's newest
+    checkpoint's EMA weights — doubled in width by Net2Net with `--widen` (the same function, seeded by the run's
+    seed), checked against the run's data and prediction type."""
+    from ..models import UNet, UNetConfig
+    from ..models.widen import widen
+
+    path = Path(cfg.init or "")
+    if (path / RUN_CONFIG).is_file() and (path / "checkpoints").is_dir():
+        saved = saved_config(path, TrainConfig.from_dict, TrainingError, "--init")
+        ck = checkpoint.load_newest(path, log=lambda m: print(f"--init: {m}", file=sys.stderr))
+        if ck is None or saved.unet is None:
+            raise TrainingError(f"--init {path}: no complete checkpoint in {path / 'checkpoints'}")
+        net = UNet(UNetConfig.from_dict(saved.unet))
+        net.load_state_dict(ck.ema)
+    elif path.is_dir():
+        net = UNet.from_pretrained(path)  # its errors name the file
+    else:
+        raise TrainingError(f"--init {path}: not a directory (give a model directory or a run directory)")
+    if cfg.init_widen:
+        net = widen(net, generator=torch.Generator().manual_seed(cfg.seed))
+    c = net.config
+    needs = {"in_channels": dataset.channels, "out_channels": dataset.channels, "image_size": dataset.image_size,
+             "prediction_type": cfg.prediction_type, "cond_dim": UNetConfig().cond_dim}
+    for name, value in needs.items():
+        if getattr(c, name) != value:
+            raise TrainingError(f"--init {path}: its network has {name} {getattr(c, name)!r}, this run needs "
+                                f"{value!r}")
+    return net
 
 
 def resume_config(out: str | Path, overrides: dict[str, Any], what: str = "--resume") -> TrainConfig:
