@@ -226,11 +226,12 @@ def overridden(saved: C, overrides: dict[str, Any], free: Iterable[str], error: 
     return saved.replace(**{k: v for k, v in overrides.items() if k in free})
 
 
-def newest_checkpoint(run: Path, error: type[Exception]) -> checkpoint.Checkpoint:
-    """`export`: the run's newest checkpoint that loads (past corrupt ones, said so on stderr)."""
-    ck = checkpoint.load_newest(run, log=lambda m: print(f"export: {m}", file=sys.stderr))
+def newest_checkpoint(run: Path, error: type[Exception], what: str = "export") -> checkpoint.Checkpoint:
+    """`export` (or `what`, e.g. --init): the run's newest checkpoint that loads (past corrupt ones, said so on
+    stderr)."""
+    ck = checkpoint.load_newest(run, log=lambda m: print(f"{what}: {m}", file=sys.stderr))
     if ck is None:
-        raise error(f"export: no complete checkpoint in {run}")
+        raise error(f"{what}: no complete checkpoint in {run}")
     return ck
 
 

@@ -10,7 +10,6 @@ A process of a torchrun launch takes its slice of that batch.  So a resumed run 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from .. import __version__, diffusion, schedules
 from ..atomic import atomic_write, write_text_atomic
-from . import checkpoint, distributed
+from . import distributed
 from .config import RESUME_FREE, RESUME_RECIPE, TrainConfig
 from .ema import EMA
 from .harness import (
@@ -223,9 +222,9 @@ def initial_network(cfg: TrainConfig, dataset: Any) -> UNet:
     path = Path(cfg.init or "")
     if (path / RUN_CONFIG).is_file() and (path / "checkpoints").is_dir():
         saved = saved_config(path, TrainConfig.from_dict, TrainingError, "--init")
-        ck = checkpoint.load_newest(path, log=lambda m: print(f"--init: {m}", file=sys.stderr))
-        if ck is None or saved.unet is None:
-            raise TrainingError(f"--init {path}: no complete checkpoint in {path / 'checkpoints'}")
+        ck = newest_checkpoint(path, TrainingError, what="--init")
+        if saved.unet is None:
+            raise TrainingError(f"--init {path}: its config.json names no network (unet)")
         net = UNet(UNetConfig.from_dict(saved.unet))
         net.load_state_dict(ck.ema)
     elif path.is_dir():
