@@ -158,6 +158,26 @@ def test_lr_may_drop_on_resume_recorded_and_used_from_that_step(squares, tmp_pat
     assert lrs[10] == config(squares, run).lr and lrs[20] == 1e-5
 
 
+def test_an_lr_change_on_resume_ramps_over_the_warmup_length(squares, tmp_path):
+    """--resume --lr a→b goes from a to b linearly over warmup_steps from the step it resumes at (Adam's steps
+    must not jump tenfold at once: a 1e-4 → 1e-3 change kicked a real run's loss from 0.012 to 0.027), then
+    stays at b; and a later resume in the middle of the ramp continues it exactly."""
+    from unnoise.training.harness import learning_rate
+
+    run = tmp_path / "run"
+    train(config(squares, run, max_steps=8, warmup_steps=4, log_every=1), quiet=True)
+    train(resume_config(run, {"max_steps": 10, "lr": 1e-4}), resume=True, quiet=True)
+    train(resume_config(run, {"max_steps": 14}), resume=True, quiet=True)
+    lrs = {row["step"]: row["lr"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    # the row of step n logs the rate step n − 1 trained with; the change is at step 8
+    assert lrs[8] == 1e-3
+    assert [lrs[n] for n in range(9, 15)] == pytest.approx([1e-3 - 9e-4 * k / 4 for k in (1, 2, 3, 4, 4, 4)])
+    saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    history = saved.extra["history"]
+    assert learning_rate(saved, 7, history) == 1e-3 and learning_rate(saved, 8, history) == pytest.approx(7.75e-4)
+    assert learning_rate(saved, 8, []) == 1e-4  # without the history: the new rate at once
+
+
 def test_caption_draw_is_a_recipe_setting_and_needs_marked_captions(squares, tmp_path):
     """--caption-draw may change on resume like --balance (recorded, in the card's commands); a folder marks no
     caption kinds, so "names" is one clear error before any step."""

@@ -18,7 +18,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -108,13 +108,23 @@ class LRSettings(Protocol):
     def max_steps(self) -> int: ...
 
 
-def learning_rate(cfg: LRSettings, step: int) -> float:
-    """Linear warm-up, then constant or cosine decay to 10 % of cfg.lr."""
+def learning_rate(cfg: LRSettings, step: int, history: Sequence[dict] = ()) -> float:
+    """Linear warm-up, then constant or cosine decay to 10 % of the peak rate.  The peak is cfg.lr, or, for a run
+    whose rate was changed by --resume --lr (its extra["history"]: at step s from a to b), a until step s, then
+    linearly from a to b over the warm-up's length, so that Adam's steps do not jump tenfold at once."""
+    changes = [h for h in history if "lr" in h["changes"] and h.get("step") is not None]
+    peak = changes[0]["changes"]["lr"][0] if changes else cfg.lr
+    for change in changes:
+        if change["step"] > step:
+            break
+        old, new = change["changes"]["lr"]
+        ramp = min(1.0, (step - change["step"] + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        peak = new + (old - new) * (1 - ramp)  # exactly b once the ramp is done
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     if cfg.lr_decay == "cosine":
         progress = min(1.0, step / max(1, cfg.max_steps))
-        return cfg.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-    return cfg.lr * warm
+        return peak * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * warm
 
 
 def adamw(parameters: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.AdamW:
@@ -271,6 +281,10 @@ class RunHarness:
         """More tensors a resume needs (extra.safetensors)."""
         return None
 
+    def history(self) -> Sequence[dict]:
+        """The recipe changes recorded by --resume ({"step", "changes"}); learning_rate reads the --lr ones."""
+        return ()
+
     def after_step(self) -> None:
         """After a step's metrics, before its checkpoint (training: the sample grid)."""
 
@@ -321,7 +335,7 @@ class RunHarness:
             raise self.error(f"loss became {loss.item()} at step {self.step}; stopped without saving. The last good "
                              "checkpoint is untouched: resume with --resume, perhaps with a lower --lr.")
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.cfg, self.step)
+            group["lr"] = learning_rate(self.cfg, self.step, self.history())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -361,7 +375,8 @@ class RunHarness:
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     ips = len(window) * cfg.batch_size / max(1e-9, now - began)
                     row = {"step": self.step, "loss": sum(window) / len(window), **more,
-                           "lr": learning_rate(cfg, self.step - 1), "images_per_s": ips, "time": time.time()}
+                           "lr": learning_rate(cfg, self.step - 1, self.history()), "images_per_s": ips,
+                           "time": time.time()}
                     if self.is_main:
                         append_metrics(self.out, row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}")

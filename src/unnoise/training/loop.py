@@ -155,6 +155,9 @@ class Trainer(RunHarness):
         return float(distributed.all_reduce_mean(loss.detach(), self.dist)), {"grad_norm": grad_norm}
 
     # --- sample grids: a checkpoint of step n implies its grid, and a resume re-makes the grid ------------
+    def history(self) -> list[dict]:
+        return self.cfg.extra.get("history", [])
+
     def after_step(self) -> None:
         if self.cfg.sample_every and self.step % self.cfg.sample_every == 0 and self.is_main:
             self.sample_grid()
