@@ -79,6 +79,23 @@ def test_styles_match_by_code_points_without_fe0f(ds):
     assert heart == set(es.STYLES)
 
 
+def test_a_family_subset_keeps_exactly_those_families_and_their_rows(ds):
+    """families=…: the diagnostic's subset (scripts/emoji_styles_subset.py) is the full data's rows of those
+    families, in order, captions and all; held-out Noto pictures stay out; an empty choice is one clear error."""
+    from unnoise.data.emoji import family_of
+
+    cat = family_of("\U0001F431")
+    held = es.held_out_emoji()[0]
+    sub = es.EmojiStylesDataset(families={cat, family_of(held)})
+    rows = [i for i, e in enumerate(ds.emoji) if family_of(e) in {cat, family_of(held)}]
+    assert sub.emoji == [ds.emoji[i] for i in rows] and sub.styles == [ds.styles[i] for i in rows]
+    assert torch.equal(sub.images, ds.images[rows])
+    assert [sub.item_captions(j) for j in range(len(sub))] == [ds.item_captions(i) for i in rows]
+    assert (held, "noto") not in set(zip(sub.emoji, sub.styles)) and held in sub.emoji
+    with pytest.raises(DataError, match="none of the 1 families"):
+        es.EmojiStylesDataset(families={"no such family"})
+
+
 def test_only_32_pixels_and_one_split():
     with pytest.raises(DataError, match="32"):
         get_dataset("emoji-styles", image_size=64)

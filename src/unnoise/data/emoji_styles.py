@@ -22,6 +22,7 @@ import io
 import json
 import sys
 import zlib
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -236,7 +237,9 @@ def _styled(names: list[str], tags: list[str], style: str) -> list[tuple[str, in
 class EmojiStylesDataset(CaptionedImages):
     """Noto, Twemoji and OpenMoji emoji at 32×32; held-out Noto pictures are absent (see is_held_out)."""
 
-    def __init__(self, image_size: int = SIZE, asset_dir: Path = ASSET_DIR):
+    def __init__(self, image_size: int = SIZE, asset_dir: Path = ASSET_DIR, families: Collection[str] | None = None):
+        """families: keep only the emoji of these families (`family_of`), e.g. a few hundred for a quick check
+        that a recipe can learn the data at all (scripts/emoji_styles_subset.py); None keeps all."""
         if image_size != SIZE:
             raise DataError(f"emoji-styles ships {SIZE}×{SIZE} atlases only, got image_size {image_size!r}")
         meta, styles = load_styles(asset_dir)
@@ -245,7 +248,8 @@ class EmojiStylesDataset(CaptionedImages):
         self.styles: list[str] = []  # its style, one of STYLES
         parts, sets, kinds = [], [], []
         for style, (seqs, tiles) in styles.items():
-            keep = [i for i, s in enumerate(seqs) if not (style == "noto" and is_held_out(s))]
+            keep = [i for i, s in enumerate(seqs) if not (style == "noto" and is_held_out(s))
+                    and (families is None or family_of(s) in families)]
             parts.append(tiles[keep])
             for i in keep:
                 seq = seqs[i]
@@ -254,6 +258,8 @@ class EmojiStylesDataset(CaptionedImages):
                 styled = _styled(index[seq]["names"], index[seq]["keywords"], style)
                 sets.append([c for c, _ in styled])
                 kinds.append([k for _, k in styled])
+        if not self.emoji:
+            raise DataError(f"emoji-styles: none of the {len(families or ())} families asked for is in the atlases")
         super().__init__("emoji-styles", torch.cat(parts), sets=sets, kinds=kinds)
         ids = {b: i for i, b in enumerate(dict.fromkeys(family_of(e) for e in self.emoji))}
         self.families = torch.tensor([ids[family_of(e)] for e in self.emoji], dtype=torch.int64)
