@@ -30,7 +30,8 @@ def train(minutes: float, folder: Path) -> None:
     torch.manual_seed(0)
     net = UNet2DModel(sample_size=16, in_channels=1, out_channels=1, layers_per_block=1, num_class_embeds=10,
                       block_out_channels=(32, 64), norm_num_groups=8, attention_head_dim=16,
-                      down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+                      down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                      up_block_types=("AttnUpBlock2D", "UpBlock2D"))
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)

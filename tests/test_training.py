@@ -348,3 +348,25 @@ def test_cli_resume_takes_the_options_given_on_the_command_line(tmp_path, capsys
     with pytest.raises(SystemExit) as e:
         main(["train", "--data", "digits", "--out", str(run), "--resume", "--batch-size", "32", "--dry-run"])
     assert e.value.code == 2 and "batch_size" in capsys.readouterr().err
+
+
+def test_cli_resume_reads_the_runs_own_data_and_a_start_needs_data(tmp_path, capsys):
+    """`unnoise train --out RUN --resume` needs no --data (the run's config.json names it); a different --data
+    is refused, and starting a run without --data is one line naming the option."""
+    from unnoise.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(TrainConfig(data="digits", out=str(run), max_steps=100).to_dict()))
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", str(run), "--resume", "--max-steps", "300", "--dry-run"])
+    assert e.value.code in (0, None)
+    got = json.loads(capsys.readouterr().out)
+    assert (got["data"], got["max_steps"]) == ("digits", 300)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "emoji", "--out", str(run), "--resume", "--dry-run"])
+    assert e.value.code == 2 and "data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--out", str(tmp_path / "new"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--data is needed to start a run" in err and "Traceback" not in err

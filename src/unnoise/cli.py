@@ -282,8 +282,9 @@ def samplers() -> None:
 @app.command()
 def train(
     ctx: typer.Context,
-    data: str = typer.Option(..., "--data",
-        help="digits, emoji, emoji-styles, or a folder of images with metadata.jsonl (file_name, text)."),
+    data: str | None = typer.Option(None, "--data",
+        help="digits, emoji, emoji-styles, or a folder of images with metadata.jsonl (file_name, text). Needed to "
+             "start a run; --resume reads the run's own (given, it must match)."),
     out: Path = typer.Option(..., "--out",
         help="Run directory (config.json, metrics.jsonl, samples/, checkpoints/, model/)."),
     max_steps: int = typer.Option(20_000, "--max-steps", help="Optimiser steps in total."),
@@ -344,6 +345,9 @@ def train(
     if resume and not (out / RUN_CONFIG).exists() and checkpoint.latest_path(out) is None:
         typer.echo(f"--resume: nothing was saved in {out} yet; starting over", err=True)  # killed at once
         resume = False
+    if not resume and data is None:
+        raise CLIError("--data is needed to start a run: digits, emoji, emoji-styles or a folder of images "
+                       "(--resume reads the run's own)")
     cfg = resume_config(out, explicit) if resume else TrainConfig(**names)
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
