@@ -402,6 +402,34 @@ def test_train_says_what_it_is_doing_before_the_first_step(tmp_path, cli):
     assert "done: model in" in out
 
 
+def test_train_logged_to_a_file_writes_plain_progress_lines_not_a_bar(tmp_path, cli, monkeypatch):
+    """`nohup unnoise train … > log`: stderr is not a terminal, so no carriage-return bar fills the log; a plain
+    progress line is written at most every PROGRESS_LINE_S seconds and always at the last step."""
+    from unnoise.training import harness
+
+    argv = ["train", "--data", "digits", "--model-size", "tiny", "--batch-size", "4", "--sample-every", "0",
+            "--threads", "1", "--log-every", "1"]
+    code, _, err = cli([*argv, "--out", str(tmp_path / "a"), "--max-steps", "3"])
+    assert code == 0, err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("step ")]
+    assert len(lines) == 1 and lines[0].startswith("step 3/3 (100%) · loss ") and lines[0].endswith(" left"), lines
+    monkeypatch.setattr(harness, "PROGRESS_LINE_S", 0.0)
+    code, _, err = cli([*argv, "--out", str(tmp_path / "b"), "--max-steps", "3"])
+    assert code == 0, err
+    assert [line.split(" (")[0] for line in err.splitlines() if line.startswith("step ")] == [
+        "step 1/3", "step 2/3", "step 3/3"]
+
+
+def test_a_progress_line_says_the_rate_and_the_time_left():
+    from unnoise.training.harness import progress_line
+
+    assert progress_line(19_550, 80_000, 0.01123, 103.2, 1.61) == (
+        "step 19,550/80,000 (24%) · loss 0.01123 · 1.61 step/s · 103 img/s · 10 h 25 min left")
+    assert progress_line(10, 20, 0.5, 40.0, 1.0).endswith("· 10 s left")
+    assert progress_line(0, 20, 0.5, 0.0, 0.0).endswith("· ? left")
+
+
 def test_eval_checks_its_optional_packages_before_painting(tmp_path, cli, monkeypatch):
     import sys
 
