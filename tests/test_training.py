@@ -41,6 +41,23 @@ def test_config_validation_and_round_trip(tmp_path):
         TrainConfig.from_dict({**cfg.to_dict(), "learning_rate": 1})
 
 
+def test_max_minutes_stops_with_a_checkpoint_and_a_model_and_resume_goes_on(squares, tmp_path, capsys):
+    """A time-boxed run (a GPU lease, a laptop's evening) stops at the first step past its deadline, saves and
+    exports like a finished run, and --resume continues it exactly."""
+    run = tmp_path / "run"
+    train(config(squares, run, max_steps=10_000, max_minutes=1e-6, checkpoint_every=10_000), quiet=False)
+    assert "--max-minutes 1e-06 reached at step 1; continue with --resume" in capsys.readouterr().err
+    assert checkpoint.load(checkpoint.latest_path(run)).step == 1 and (run / "model" / "unnoise.json").exists()
+    train(resume_config(run, {"max_steps": 3, "max_minutes": 60.0}), resume=True, quiet=True)
+    assert checkpoint.load(checkpoint.latest_path(run)).step == 3
+    train(config(squares, tmp_path / "straight", max_steps=3), quiet=True)
+    a, b = _weights(run), _weights(tmp_path / "straight")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max_minutes"):
+            config(squares, run, max_minutes=bad)
+
+
 def test_ema_warmup_and_average():
     net = torch.nn.Linear(2, 1, bias=False)
     ema = EMA(net, decay=0.9)

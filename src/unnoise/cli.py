@@ -288,6 +288,9 @@ def train(
     out: Path = typer.Option(..., "--out",
         help="Run directory (config.json, metrics.jsonl, samples/, checkpoints/, model/)."),
     max_steps: int = typer.Option(20_000, "--max-steps", help="Optimiser steps in total."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop, checkpoint and export after this "
+                                             "many minutes of each invocation (kept by --resume, which may change "
+                                             "it); --resume goes on from there."),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch size (split over torchrun processes)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data order, timesteps, noise and initialisation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,8 @@ MODEL_SIZES = ("tiny", "small", "default")
 BALANCES = ("items", "families")  # how training draws items: see CaptionedImages.sampling_weights
 CAPTION_DRAWS = ("uniform", "names")  # how training draws an item's caption: see CaptionedImages.caption_weights
 # Settings a resumed run may change; everything else must match the run's config.json.
-RESUME_FREE = ("max_steps", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "threads", "out")
+RESUME_FREE = ("max_steps", "max_minutes", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
+               "threads", "out")
 # Settings of the recipe that may change mid-run; each change is recorded in extra["history"] with its step.
 RESUME_RECIPE = ("balance", "caption_draw", "lr")  # lr: a manual step decay of a constant-lr run
 
@@ -40,6 +42,7 @@ class TrainConfig:
     balance: str = "items"  # draw items uniformly, or "families": each family of near-duplicates (skin tones) as one
     caption_draw: str = "uniform"  # an item's caption: uniform over its set, or "names": its names 3/4 of the time
     max_steps: int = 20_000  # optimiser steps in total (a resumed run continues to this)
+    max_minutes: float | None = None  # stop (checkpoint, export) after this much wall time in one invocation
     batch_size: int = 64  # global batch: split evenly over the processes of a torchrun launch
     lr: float = 3e-4  # AdamW peak learning rate
     warmup_steps: int = 500  # linear learning-rate warm-up
@@ -90,6 +93,8 @@ class TrainConfig:
             bad(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not 1 <= self.max_steps <= 10_000_000:
             bad(f"max_steps must be between 1 and 10,000,000, got {self.max_steps}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            bad(f"max_minutes must be a positive number, got {self.max_minutes}")
         if not 1 <= self.batch_size <= 65_536:
             bad(f"batch_size must be between 1 and 65,536, got {self.batch_size}")
         if not 0 < self.lr < 1:

@@ -418,7 +418,7 @@ class RunHarness:
                     self._log(f"interrupted: saved step {self.step} to {self.out / 'checkpoints'}; "
                               "continue with --resume")
                     raise KeyboardInterrupt
-                if deadline is not None and now > deadline:
+                if deadline is not None and self.agree(now > deadline):  # every process stops at the same step
                     self._log(f"--max-minutes {self.max_minutes:g} reached at step {self.step}; continue with --resume")
                     break
         bar.close()
