@@ -3,6 +3,7 @@ NaN stops, Ctrl-C saves, and torchrun with 2 processes reproduces 1 process."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,19 @@ def test_max_minutes_stops_with_a_checkpoint_and_a_model_and_resume_goes_on(squa
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="max_minutes"):
             config(squares, run, max_minutes=bad)
+
+
+def test_a_run_directory_given_as_a_model_says_what_to_give_instead(squares, tmp_path):
+    from unnoise import Painter
+    from unnoise.modeldir import ModelDirError
+
+    run = tmp_path / "run"
+    train(config(squares, run, max_steps=2), quiet=True)
+    with pytest.raises(ModelDirError, match=f"training run, not a model; it has finished: use {run / 'model'}"):
+        Painter.from_pretrained(run)
+    shutil.rmtree(run / "model")  # as while it trains
+    with pytest.raises(ModelDirError, match=f"while it trains: unnoise export {run} --out DIR, then --model DIR"):
+        Painter.from_pretrained(run)
 
 
 def test_ema_warmup_and_average():

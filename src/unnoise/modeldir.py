@@ -74,6 +74,10 @@ def resolve(name_or_dir: str | os.PathLike) -> Path:
                             f"{', '.join(BUNDLED)}; nor an existing directory)")
     if path.is_dir() and not (path / META).exists() and is_pipeline_folder(path):
         return path  # a diffusers pipeline folder (diffusers_folder.py)
+    if path.is_dir() and (path / "checkpoints").is_dir() and (path / "config.json").is_file():
+        done = f"; it has finished: use {path / 'model'}" if (path / "model" / META).exists() else ""
+        raise ModelDirError(f"{path} is a training run, not a model{done}; its newest checkpoint, while it "
+                            f"trains: unnoise export {path} --out DIR, then --model DIR")
     if not path.is_dir() or not (path / META).exists():
         raise ModelDirError(f"{path} is not an unnoise model directory (no {META}) nor a diffusers pipeline folder "
                             f"(no {MODEL_INDEX}); a training run exports one to RUN/model")
