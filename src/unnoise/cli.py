@@ -282,15 +282,13 @@ def samplers() -> None:
 @app.command()
 def train(
     ctx: typer.Context,
-    data: str | None = typer.Option(None, "--data",
-        help="digits, emoji, emoji-styles, or a folder of images with metadata.jsonl (file_name, text). Needed to "
-             "start a run; --resume reads the run's own (given, it must match)."),
+    data: str | None = typer.Option(None, "--data", help="digits, emoji, emoji-styles, or a folder of images with "
+                                    "metadata.jsonl (file_name, text); --resume reads the run's own."),
     out: Path = typer.Option(..., "--out",
         help="Run directory (config.json, metrics.jsonl, samples/, checkpoints/, model/)."),
     max_steps: int = typer.Option(20_000, "--max-steps", help="Optimiser steps in total."),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="Stop, checkpoint and export after this "
-                                             "many minutes of each invocation (kept by --resume, which may change "
-                                             "it); --resume goes on from there."),
+                                             "many minutes of each invocation (kept by --resume; it may change it)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Global batch size (split over torchrun processes)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data order, timesteps, noise and initialisation."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
