@@ -113,7 +113,7 @@ class Distiller(RunHarness):
         # (K,) the σs its K-step sampler queries
         self.student_sigmas = self.schedule.sigmas(cfg.steps, cfg.spacing)[:-1]
         self.method: Method = CLASSES[cfg.method](self)  # what the student learns at each step
-        self.description, self.max_minutes = f"distilling ({cfg.method})", cfg.max_minutes
+        self.description = f"distilling ({cfg.method})"
         self.step, self.elapsed = 0, 0.0
         if resume:
             self.resume()

@@ -281,7 +281,6 @@ class RunHarness:
     quiet: bool
     error: type[Exception] = TrainingError  # the run's error class (distillation: DistillError)
     description: str | None = None  # the progress bar's label
-    max_minutes: float | None = None  # stop (checkpoint, export) after this much wall time in one invocation
     step = 0  # optimiser steps done
     elapsed = 0.0  # wall seconds of the loop over all invocations
     bar: tqdm | None = None
@@ -387,7 +386,7 @@ class RunHarness:
         bar = self.bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not live, unit="step",
                               dynamic_ncols=True, desc=self.description)
         began = last = said = time.perf_counter()
-        deadline = None if self.max_minutes is None else last + 60 * self.max_minutes
+        deadline = None if cfg.max_minutes is None else last + 60 * cfg.max_minutes
         window: list[float] = []
         with StopFlag() as stop:
             while self.step < cfg.max_steps:
@@ -419,7 +418,7 @@ class RunHarness:
                               "continue with --resume")
                     raise KeyboardInterrupt
                 if deadline is not None and self.agree(now > deadline):  # every process stops at the same step
-                    self._log(f"--max-minutes {self.max_minutes:g} reached at step {self.step}; continue with --resume")
+                    self._log(f"--max-minutes {cfg.max_minutes:g} reached at step {self.step}; continue with --resume")
                     break
         bar.close()
         self.after_loop()

@@ -54,7 +54,7 @@ class Trainer(RunHarness):
         self.dist = distributed.init(device)
         self.quiet = quiet or not self.dist.is_main
         self.out = Path(cfg.out)
-        self.cfg, self.max_minutes = cfg, cfg.max_minutes
+        self.cfg = cfg
         if cfg.batch_size % self.dist.world_size:
             raise TrainingError(f"batch size {cfg.batch_size} must divide evenly over {self.dist.world_size} "
                                 "processes")
