@@ -117,6 +117,8 @@ def test_paint_answers_the_contract_with_the_painters_picture(client, model):
     ({"prompt": "a square", "model": "grey", "sampler": "zig"}, "sampler"),
     ({"prompt": "a square", "model": "grey", "steps": 5000}, "steps"),
     ({"prompt": "a square", "colour": "red"}, "colour"),
+    ({"prompt": "a square", "model": "grey", "seed": False}, "seed"),  # JSON false is not seed 0
+    ({"prompt": "a square", "model": "grey", "steps": "3"}, "steps"),
 ])
 def test_paint_refuses_bad_requests_in_one_line(client, body, words):
     assert words in assert_json_error(client.post("/api/paint", json=body), 422)

@@ -108,9 +108,10 @@ class ErrorBody(BaseModel):
 
 class PaintBody(BaseModel):
     """POST /api/paint: the page contract's paint request (window.unnoise.paint), every field but the prompt
-    optional (the model's own defaults; a seed left out is drawn at random)."""
+    optional (the model's own defaults; a seed left out is drawn at random). Strict: JSON's true is not a
+    seed of 1 nor "7" a step count (an int still passes as a float)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     prompt: str
     model: str | None = None
     sampler: str | None = None
