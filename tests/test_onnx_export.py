@@ -1,10 +1,14 @@
 """ONNX export (unnoise.onnx_export): every bundled model's UNet and the text encoder, run by onnxruntime,
 equal PyTorch on fixed inputs.
 
-Tolerances (measured: docs/onnx.md): UNet outputs (O(1), v or ε) within 1e-4 of PyTorch's, seen ≤ 3e-5;
-the fp32 text encoder's token states within 1e-4 (seen ≤ 3e-6 at magnitudes up to ~6), pooled within 1e-5.
+Tolerances (measured: docs/onnx.md): the UNet, against a float64 run of the same PyTorch network, is as close as
+PyTorch's own fp32 run is (within 4× its error, or 1e-4 for outputs of O(1)): both fp32 runs round differently on
+different CPUs, so comparing them to each other with a fixed bound failed on an AVX2-only CPU (1.1e-4 apart, each
+about 1e-4 from float64). The fp32 text encoder's token states within 1e-4 (seen ≤ 3e-6 at magnitudes up to ~6),
+pooled within 1e-5.
 """
 
+import copy
 import json
 
 import numpy as np
@@ -32,7 +36,8 @@ from unnoise.onnx_export import (  # noqa: E402
     unet_inputs,
 )
 
-UNET_ATOL = 1e-4
+UNET_ATOL = 1e-4  # the floor of the UNet bound; above it, UNET_FACTOR × PyTorch fp32's own error
+UNET_FACTOR = 4
 TOKENS_ATOL = 1e-4
 POOLED_ATOL = 1e-5
 PROMPTS = ["a cat face", "", "😀 grinning face, noto style", "café crème", "word " * 100, "a handwritten seven"]
@@ -68,9 +73,12 @@ def test_unet_onnx_equals_pytorch(exported_unet, batch, length):
     inputs = unet_inputs(unet, batch, length, seed=length)
     with torch.no_grad():
         ref = UNetGraph(unet)(*inputs.values()).numpy()
+        exact = UNetGraph(copy.deepcopy(unet).double())(
+            *(v.double() if v.is_floating_point() else v for v in inputs.values())).numpy()
     (out,) = sess.run(None, {k: v.numpy() for k, v in inputs.items()})
     assert out.shape == ref.shape and np.abs(ref).max() > 0.5  # a real output, not zeros
-    np.testing.assert_allclose(out, ref, rtol=0, atol=UNET_ATOL)
+    torch_error = np.abs(ref - exact).max()  # PyTorch's own fp32 rounding on this CPU
+    np.testing.assert_allclose(out, exact, rtol=0, atol=max(UNET_ATOL, UNET_FACTOR * torch_error))
 
 
 def test_the_onnx_unet_paints_the_pytorch_picture(exported_unet):
